@@ -1,0 +1,203 @@
+"""Tag dialects, action parsing and the text the env shows the agent.
+
+How a turn's text becomes an action (every case has one outcome, tested in ``tests/test_actions.py``):
+
+- A dict ``{"kind": "search" | "answer", "text": str}`` is taken as it is (after cleaning, below).
+- In a string, ``<think>…</think>`` spans are reasoning: tags inside them are not actions. An unclosed
+  ``<think>`` hides the rest of the turn.
+- The first *complete* ``<search>…</search>`` or ``<answer>…</answer>`` outside reasoning wins (the one whose
+  opening tag comes first). Text after its closing tag is dropped, including further tags.
+- Invalid, with a reason code: no tag (``no_tag``); a tag opened but never closed (``unclosed_tag``); tags
+  only inside ``<think>`` (``in_think``); another action tag inside the winning one (``nested_tags``); empty
+  or whitespace content (``empty``); content over ``max_content_chars`` (``content_too_long``); a turn over
+  ``max_action_chars`` (``action_too_long``, not scanned at all); anything but a str or such a dict
+  (``bad_type``).
+- Tags are lower case and exact (``<search>``, not ``<Search>`` or ``< search >``).
+- Control characters and lone surrogates in the content become spaces, runs of whitespace become one space.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from search_env.retrieval.base import Hit
+
+MAX_ACTION_CHARS = 1 << 20
+MAX_CONTENT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Search:
+    query: str
+    text: str  # the turn's text up to the end of the tag: what goes into the transcript
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    reason: str  # a short code, see the module docstring
+    message: str
+    text: str
+
+
+Action = Search | Answer | Invalid
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A tag set: where passages go, and whether the agent summarises them in ``<refine>``."""
+
+    name: str
+    info_tag: str
+    refine_tag: str | None
+    instructions: str
+
+    def prompt(self, question: str, topk: int) -> str:
+        return self.instructions.format(topk=topk, info=self.info_tag) + f"Question: {question}\n"
+
+    def documents_block(self, hits: Sequence[Hit]) -> str:
+        """The retrieved passages as the agent sees them, Search-R1 style: ``Doc i(Title: t) text``."""
+        if hits:
+            body = "".join(f"Doc {i}(Title: {h.title}) {h.text}\n" for i, h in enumerate(hits, start=1))
+        else:
+            body = "No passage matched the query.\n"
+        return f"<{self.info_tag}>{body}</{self.info_tag}>"
+
+    def observation(self, hits: Sequence[Hit]) -> str:
+        return f"\n\n{self.documents_block(hits)}\n\n"
+
+
+_SEARCH_R1 = (
+    "Answer the question below. Reason inside <think> and </think> whenever you get new information. "
+    "If you need facts you do not have, search by writing <search> your query </search>; the {topk} best "
+    "passages come back between <{info}> and </{info}>. You may search as often as you need. When you "
+    "know the answer, give it alone, with no explanation, between <answer> and </answer>, "
+    "for example <answer> Lisbon </answer>. "
+)
+_AUTOREFINE = (
+    "Answer the question below. Reason inside <think> and </think>. If you need facts you do not have, "
+    "search by writing <search> your query </search>; the {topk} best passages come back between "
+    "<{info}> and </{info}>. After each search, write what the passages tell you that matters for the "
+    "question between <refine> and </refine>. You may search as often as you need. When you know the "
+    "answer, give it alone between <answer> and </answer>, for example <answer> Lisbon </answer>. "
+)
+
+DIALECTS: dict[str, Dialect] = {
+    "search-r1": Dialect("search-r1", "information", None, _SEARCH_R1),
+    "autorefine": Dialect("autorefine", "documents", "refine", _AUTOREFINE),
+}
+
+
+def get_dialect(name: str | Dialect) -> Dialect:
+    if isinstance(name, Dialect):
+        return name
+    try:
+        return DIALECTS[name]
+    except KeyError:
+        raise ValueError(f"unknown template {name!r}; choose one of {sorted(DIALECTS)}") from None
+
+
+def invalid_feedback(message: str) -> str:
+    """The observation after an invalid turn: what was wrong and how to act."""
+    return (
+        f"\n\nThat turn had no usable action ({message}). To search, write <search> query </search>; "
+        "to finish, write <answer> answer </answer>.\n\n"
+    )
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0/C1 controls, lone surrogates
+_SPACES = re.compile(r"\s+")
+
+
+def clean_content(text: str) -> str:
+    """Control characters and lone surrogates to spaces; whitespace collapsed; stripped."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+
+
+def parse_action(
+    action: object,
+    *,
+    max_action_chars: int = MAX_ACTION_CHARS,
+    max_content_chars: int = MAX_CONTENT_CHARS,
+) -> Action:
+    """Turn one turn's text (or a ``{"kind", "text"}`` dict) into Search, Answer or Invalid."""
+    if isinstance(action, Mapping):
+        return _parse_dict(action, max_content_chars)
+    if not isinstance(action, str):
+        return Invalid("bad_type", f"an action is a str or a {{'kind', 'text'}} dict, not {type(action).__name__}", "")
+    if len(action) > max_action_chars:
+        return Invalid(
+            "action_too_long",
+            f"the turn has {len(action):,} characters, over the limit of {max_action_chars:,}",
+            f"[{len(action):,} characters omitted]",
+        )
+    thinking = _think_spans(action)
+    spans = [s for s in (_first_tag(action, kind, thinking) for kind in ("search", "answer")) if s]
+    complete = [s for s in spans if s[2] >= 0]
+    if not complete:
+        if spans:
+            kind = min(spans, key=lambda s: s[1])[0]
+            return Invalid("unclosed_tag", f"<{kind}> is never closed with </{kind}>", action)
+        if "<search>" in action or "<answer>" in action:
+            return Invalid("in_think", "tags inside <think>...</think> are reasoning, not actions", action)
+        return Invalid("no_tag", "no <search>...</search> or <answer>...</answer> found", action)
+    kind, start, close = min(complete, key=lambda s: s[1])
+    end = close + len(kind) + 3
+    text = action[:end]
+    raw = action[start + len(kind) + 2 : close]
+    if any(tag in raw for tag in ("<search>", "<answer>", "</search>", "</answer>")):
+        return Invalid("nested_tags", f"another action tag inside <{kind}>", text)
+    return _make(kind, raw, text, max_content_chars)
+
+
+def _parse_dict(action: Mapping, max_content_chars: int) -> Action:
+    kind, raw = action.get("kind"), action.get("text")
+    if kind not in ("search", "answer") or not isinstance(raw, str):
+        return Invalid("bad_type", "a dict action needs kind 'search' or 'answer' and a str 'text'", "")
+    return _make(kind, raw, f"<{kind}> {raw} </{kind}>", max_content_chars)
+
+
+def _make(kind: str, raw: str, text: str, max_content_chars: int) -> Action:
+    if len(raw) > 4 * max_content_chars:  # skip cleaning huge content
+        return Invalid("content_too_long", f"the {kind} has over {max_content_chars:,} characters", text)
+    content = clean_content(raw)
+    if not content:
+        return Invalid("empty", f"the {kind} is empty", text)
+    if len(content) > max_content_chars:
+        return Invalid("content_too_long", f"the {kind} has {len(content):,} characters, over {max_content_chars:,}", text)
+    return Search(content, text) if kind == "search" else Answer(content, text)
+
+
+def _think_spans(text: str) -> list[int]:
+    """Flat sorted boundaries [start0, end0, start1, end1, …] of <think> spans; unclosed runs to the end."""
+    bounds: list[int] = []
+    pos = 0
+    while (start := text.find("<think>", pos)) >= 0:
+        close = text.find("</think>", start + 7)
+        end = len(text) if close < 0 else close + 8
+        bounds += [start, end]
+        pos = end
+    return bounds
+
+
+def _inside(bounds: list[int], pos: int) -> bool:
+    return bisect_right(bounds, pos) % 2 == 1
+
+
+def _first_tag(text: str, kind: str, thinking: list[int]) -> tuple[str, int, int] | None:
+    """(kind, position of the opening tag, position of its closing tag or -1), outside <think> spans."""
+    opening, closing = f"<{kind}>", f"</{kind}>"
+    pos = 0
+    while (start := text.find(opening, pos)) >= 0:
+        if not _inside(thinking, start):
+            return kind, start, text.find(closing, start + len(opening))
+        pos = thinking[bisect_right(thinking, start)]  # jump past the enclosing <think> span
+    return None

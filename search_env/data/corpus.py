@@ -1,0 +1,139 @@
+"""Passage corpora in FlashRAG JSONL: one ``{"id", "contents": "\\"Title\\"\\nText"}`` object a line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from search_env.data.errors import DataFileError, iter_jsonl
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        """The FlashRAG ``contents`` field: the title in double quotes, a newline, the text."""
+        return f'"{self.title}"\n{self.text}'
+
+
+def split_contents(contents: str) -> tuple[str, str]:
+    """Split FlashRAG ``contents`` into (title, text); a first line without quotes is still the title."""
+    head, sep, tail = contents.partition("\n")
+    if not sep:
+        return "", contents.strip()
+    return head.strip().strip('"'), tail.strip()
+
+
+class Corpus(Sequence[Passage]):
+    """An ordered, immutable collection of passages with unique ids."""
+
+    def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
+        self._passages: tuple[Passage, ...] = tuple(passages)
+        self.name = name
+        self._index: dict[str, int] = {}
+        for i, passage in enumerate(self._passages):
+            if passage.id in self._index:
+                raise ValueError(f"{name}: duplicate passage id {passage.id!r} (positions {self._index[passage.id]} and {i})")
+            self._index[passage.id] = i
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._passages)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._passages[i]
+
+    def __iter__(self) -> Iterator[Passage]:
+        return iter(self._passages)
+
+    def __repr__(self) -> str:
+        return f"Corpus(name={self.name!r}, passages={len(self)})"
+
+    def position(self, doc_id: str) -> int:
+        return self._index[doc_id]
+
+    def get(self, doc_id: str) -> Passage:
+        return self._passages[self._index[doc_id]]
+
+    def __contains__(self, doc_id: object) -> bool:  # type: ignore[override]
+        return doc_id in self._index
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self._passages]
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 over ids, titles and texts: the key for on-disk indexes built from this corpus."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for p in self._passages:
+                for field in (p.id, p.title, p.text):
+                    data = field.encode("utf-8", "surrogatepass")
+                    digest.update(len(data).to_bytes(8, "little"))
+                    digest.update(data)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def to_jsonl(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for p in self._passages:
+                f.write(json.dumps({"id": p.id, "contents": p.contents}, ensure_ascii=False) + "\n")
+
+
+def load_corpus(source: str | os.PathLike | Corpus | Iterable[dict]) -> Corpus:
+    """Load a FlashRAG corpus from a JSONL path, a list of dicts, or pass a Corpus through.
+
+    Each record needs ``id`` and either ``contents`` or ``text`` (with an optional ``title``).
+    A bad record raises :class:`DataFileError` naming the file, the line and the fault.
+    """
+    if isinstance(source, Corpus):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        records = iter_jsonl(path)
+        name = str(path)
+    else:
+        records = ((i + 1, r) for i, r in enumerate(source))
+        name = "<records>"
+    passages = []
+    seen: dict[str, int] = {}
+    for line, record in records:
+        passage = _passage_from_record(record, name, line)
+        if passage.id in seen:
+            raise DataFileError(name, line, f"duplicate id {passage.id!r} (first on line {seen[passage.id]})")
+        seen[passage.id] = line
+        passages.append(passage)
+    if not passages:
+        raise DataFileError(name, None, "the corpus has no passages")
+    return Corpus(passages, name=name)
+
+
+def _passage_from_record(record: object, name: str, line: int) -> Passage:
+    if not isinstance(record, dict):
+        raise DataFileError(name, line, f"expected a JSON object, got {type(record).__name__}")
+    if "id" not in record:
+        raise DataFileError(name, line, "missing 'id'")
+    doc_id = str(record["id"])
+    if "contents" in record:
+        contents = record["contents"]
+        if not isinstance(contents, str):
+            raise DataFileError(name, line, f"'contents' must be a string, got {type(contents).__name__}")
+        title, text = split_contents(contents)
+    elif "text" in record:
+        title, text = str(record.get("title", "")), record["text"]
+        if not isinstance(text, str):
+            raise DataFileError(name, line, f"'text' must be a string, got {type(text).__name__}")
+    else:
+        raise DataFileError(name, line, "missing 'contents' (or 'text')")
+    if not (title or text).strip():
+        raise DataFileError(name, line, f"passage {doc_id!r} is empty")
+    return Passage(doc_id, title, text)

@@ -1,0 +1,151 @@
+"""Question sets in FlashRAG JSONL: ``{"id", "question", "golden_answers": [...], "metadata": {...}}``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_env.data.errors import DataFileError, iter_jsonl
+
+
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    question: str
+    golden_answers: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def supporting_doc_ids(self) -> tuple[str, ...]:
+        """Gold passage ids, when the set has them (``metadata.supporting_doc_ids``)."""
+        return tuple(str(i) for i in self.metadata.get("supporting_doc_ids", ()))
+
+
+class QADataset(Sequence[QAItem]):
+    """An ordered collection of questions with unique ids."""
+
+    def __init__(self, items: Iterable[QAItem], name: str = "questions"):
+        self._items: tuple[QAItem, ...] = tuple(items)
+        self.name = name
+        self._index = {item.id: i for i, item in enumerate(self._items)}
+        if len(self._index) != len(self._items):
+            raise ValueError(f"{name}: question ids are not unique")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._items[i]
+
+    def __iter__(self) -> Iterator[QAItem]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"QADataset(name={self.name!r}, questions={len(self)})"
+
+    def position(self, question_id: str) -> int:
+        return self._index[question_id]
+
+    def get(self, question_id: str) -> QAItem:
+        return self._items[self._index[question_id]]
+
+    def __contains__(self, question_id: object) -> bool:  # type: ignore[override]
+        return question_id in self._index
+
+
+def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping]) -> QADataset:
+    """Load questions from a FlashRAG JSONL path, a list of dicts, or pass a QADataset through.
+
+    A bad record (bad JSON, missing ``question``, empty ``golden_answers``, duplicate id) raises
+    :class:`DataFileError` naming the file, the line and the fault.
+    """
+    if isinstance(source, QADataset):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        records: Iterable[tuple[int, object]] = iter_jsonl(path)
+        name = str(path)
+    else:
+        records = ((i + 1, r) for i, r in enumerate(source))
+        name = "<records>"
+    items: list[QAItem] = []
+    seen: dict[str, int] = {}
+    for line, record in records:
+        item = qa_item_from_record(record, name, line, default_id=f"q{len(items)}")
+        if item.id in seen:
+            raise DataFileError(name, line, f"duplicate id {item.id!r} (first on line {seen[item.id]})")
+        seen[item.id] = line
+        items.append(item)
+    if not items:
+        raise DataFileError(name, None, "no questions")
+    return QADataset(items, name=name)
+
+
+def qa_item_from_record(record: object, name: str, line: int | None, default_id: str) -> QAItem:
+    """Validate one record; ``answer`` (a string) is accepted where ``golden_answers`` is missing."""
+    if not isinstance(record, Mapping):
+        raise DataFileError(name, line, f"expected a JSON object, got {type(record).__name__}")
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise DataFileError(name, line, "missing or empty 'question'")
+    answers = record.get("golden_answers", record.get("answer"))
+    if isinstance(answers, str):
+        answers = [answers]
+    if not isinstance(answers, (list, tuple)) or not answers:
+        raise DataFileError(name, line, "missing or empty 'golden_answers'")
+    answers = [str(a) for a in answers if str(a).strip()]
+    if not answers:
+        raise DataFileError(name, line, "'golden_answers' holds only empty strings")
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise DataFileError(name, line, f"'metadata' must be an object, got {type(metadata).__name__}")
+    qid = str(record["id"]) if record.get("id") is not None else default_id
+    return QAItem(qid, question.strip(), tuple(answers), dict(metadata))
+
+
+def load_hf_questions(
+    name_or_path: str,
+    split: str = "test",
+    *,
+    config: str | None = None,
+    question_key: str = "question",
+    answers_key: str = "golden_answers",
+    limit: int | None = None,
+) -> QADataset:
+    """Load questions with Hugging Face ``datasets``: a local dataset dir (``save_to_disk``), a local
+    data file, or a hub name (needs network). Rows are validated like JSONL records.
+    """
+    try:
+        import datasets  # heavy; only here
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("load_hf_questions needs `datasets`: pip install 'search_env[hf]'") from e
+
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+    elif path.is_file():
+        fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix, "json")
+        ds = datasets.load_dataset(fmt, data_files=str(path), split="train")
+    else:
+        ds = datasets.load_dataset(name_or_path, config, split=split)
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    for i, row in enumerate(ds):
+        if limit is not None and i >= limit:
+            break
+        record = dict(row)
+        record["question"] = row.get(question_key)
+        record["golden_answers"] = row.get(answers_key, row.get("answer"))
+        item = qa_item_from_record(record, name_or_path, i + 1, default_id=f"{split}_{i}")
+        if item.id in seen:
+            raise DataFileError(name_or_path, i + 1, f"duplicate id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise DataFileError(name_or_path, None, "no questions")
+    return QADataset(items, name=name_or_path)

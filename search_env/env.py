@@ -1,0 +1,290 @@
+"""SearchQAEnv: answer a question by searching a corpus, with a step-level information-gain reward."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, get_dialect, invalid_feedback, parse_action
+from search_env.data.corpus import Corpus, load_corpus
+from search_env.data.qa import QADataset, QAItem, load_questions
+from search_env.info_gain import IGConfig, IGPlan, SearchStep, plan_step_gain
+from search_env.retrieval import Hit, Retriever, make_retriever
+from search_env.rewards import RewardConfig, exact_match, f1_score
+from search_env.spaces import UnicodeText
+
+MAX_OBSERVATION_CHARS = 1 << 24
+
+
+@dataclass
+class PendingStep:
+    """A parsed, retrieved turn waiting for its IG scores (the vector env scores many at once)."""
+
+    action: Search | Answer | Invalid
+    step: SearchStep | None = None  # for a search: what it adds to the IG contexts
+    history: list[SearchStep] = field(default_factory=list)  # earlier steps, refine blocks attached
+    ig_plan: IGPlan | None = None
+
+    @property
+    def hits(self) -> list[Hit]:
+        return list(self.step.hits) if self.step else []
+
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        return self.ig_plan.requests if self.ig_plan else []
+
+
+class SearchQAEnv(gym.Env[str, str]):
+    """
+    ## Description
+
+    An agent answers a question by searching a passage corpus. Each turn it writes text that ends in
+    ``<search> query </search>`` or ``<answer> text </answer>``; a search returns the top ``topk`` passages,
+    an answer ends the episode. Every search step also gets an information-gain (IG) reward: how much the
+    retrieved passages raise a language model's log-probability of the gold answer, against the same
+    context with random passages in their place (IG-Search, arXiv 2604.15148). With no arguments the env
+    plays on a built-in world of fictional people, places, organisations and works, so a model cannot
+    answer from memory.
+
+    ## Action Space
+
+    ``UnicodeText(2**20)``: the text the policy generated this turn, reasoning included (only the first
+    complete ``<search>``/``<answer>`` tag outside ``<think>`` counts; see ``search_env.actions``), or a dict
+    ``{"kind": "search" | "answer", "text": str}``.
+
+    ## Observation Space
+
+    ``UnicodeText(2**24)``. ``reset`` returns the prompt (instructions and the question); ``step`` returns
+    only the text to append to the context: ``"\\n\\n<information>Doc 1(Title: …) …</information>\\n\\n"``
+    after a search (``<documents>`` in the ``autorefine`` template), feedback after an invalid turn, ``""``
+    after an answer. ``env.unwrapped.transcript`` holds the whole context so far.
+
+    ## Rewards
+
+    ``reward = Σ components`` (``info["reward_components"]``, see :class:`RewardConfig`): ``outcome``
+    (EM of the answer by default, 0 when cut off), ``format`` (``-0.1`` per invalid turn) and ``ig``
+    (``ig_weight · IG``, weight 0 by default). IG itself is always in ``info["ig"]`` on search steps.
+
+    ## Starting State
+
+    A question drawn uniformly with ``self.np_random``, or chosen by ``options={"question_id": id}`` or
+    ``options={"index": i}``.
+
+    ## Episode End
+
+    Terminated when the agent answers. Truncated after ``max_turns`` turns without an answer (invalid
+    turns count). An invalid turn neither terminates nor truncates by itself.
+
+    ## Arguments
+
+    ```python
+    gym.make("search_env:SearchQA-v0", questions=None, corpus=None, retriever="bm25", topk=3,
+             max_turns=4, template="search-r1", reward=None, ig=True, scorer=None, render_mode=None)
+    ```
+    - ``questions``: FlashRAG QA JSONL path, list of dicts or :class:`QADataset` (default: built-in world).
+    - ``corpus``: FlashRAG corpus JSONL path or :class:`Corpus` (default: built-in world).
+    - ``retriever``: ``"bm25"`` (bm25s), ``"rank-bm25"``, or any object with ``search``/``batch_search``.
+    - ``template``: ``"search-r1"`` (``<information>``) or ``"autorefine"`` (``<documents>``, ``<refine>``).
+    - ``reward``: :class:`RewardConfig`. ``ig``: ``True``, ``False`` or an :class:`IGConfig`.
+    - ``scorer``: the model that scores IG (default: the bundled SmolLM2-135M-Instruct); pass
+      ``TransformersScorer(policy, tokenizer)`` to score with the policy being trained.
+    - ``render_mode``: ``"ansi"`` (``render()`` returns the transcript) or ``"human"`` (prints each turn).
+
+    ## Version History
+
+    - v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+
+    def __init__(
+        self,
+        questions: str | Sequence[Mapping] | QADataset | None = None,
+        corpus: str | Corpus | None = None,
+        retriever: str | Retriever = "bm25",
+        topk: int = 3,
+        max_turns: int = 4,
+        template: str = "search-r1",
+        reward: RewardConfig | None = None,
+        ig: bool | IGConfig = True,
+        scorer: Any = None,
+        max_action_chars: int = MAX_ACTION_CHARS,
+        render_mode: str | None = None,
+    ):
+        if topk < 1 or max_turns < 1:
+            raise ValueError(f"topk and max_turns must be at least 1 (got topk={topk}, max_turns={max_turns})")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, not {render_mode!r}")
+        self.questions, self.corpus = _resolve_data(questions, corpus)
+        self.retriever = make_retriever(retriever, self.corpus)
+        self.topk, self.max_turns = topk, max_turns
+        self.dialect = get_dialect(template)
+        self.reward_config = reward or RewardConfig()
+        self.ig_config = IGConfig() if ig is True else (ig or None)
+        if self.ig_config is not None and self.corpus is None and self.ig_config.baseline == "random":
+            raise ValueError("IG with random-passage baselines needs `corpus`; pass one, or ig=False")
+        self._scorer = scorer
+        self.max_action_chars = max_action_chars
+        self.render_mode = render_mode
+        self.action_space = UnicodeText(max_action_chars)
+        self.observation_space = UnicodeText(MAX_OBSERVATION_CHARS)
+
+        self.item: QAItem | None = None
+        self.transcript = ""
+        self.steps: list[SearchStep] = []
+        self.turn = 0
+        self._prefix: str | None = None
+        self._done = True
+
+    @property
+    def scorer(self):
+        """The IG scorer, loaded on first use so that ``gym.make(..., ig=False)`` never loads a model."""
+        if self._scorer is None and self.ig_config is not None:
+            from search_env.scorers import default_scorer
+
+            self._scorer = default_scorer()
+        elif isinstance(self._scorer, str):
+            from search_env.scorers import TransformersScorer
+
+            self._scorer = TransformersScorer.from_pretrained(self._scorer)
+        return self._scorer
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        super().reset(seed=seed)
+        self.item = self._choose_question(options or {})
+        self.transcript = self.dialect.prompt(self.item.question, self.topk)
+        self.steps, self.turn, self._prefix, self._done = [], 0, None, False
+        self._render(self.transcript)
+        info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
+        return self.transcript, info
+
+    def step(self, action: str | Mapping) -> tuple[str, float, bool, bool, dict]:
+        pending = self.prepare_step(action)
+        scores = self.scorer.score(*zip(*pending.requests)) if pending.requests else np.empty(0)
+        return self.complete_step(pending, scores)
+
+    def prepare_step(
+        self, action: str | Mapping, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None
+    ) -> PendingStep:
+        """Parse the turn, retrieve (unless ``hits`` are given) and draw the IG counterfactuals.
+
+        Nothing about the episode changes here, so a step whose retrieval raised can simply be retried.
+        ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option).
+        """
+        if self._done:
+            raise RuntimeError("the episode is over; call reset() before step()")
+        parsed = parse_action(action, max_action_chars=self.max_action_chars)
+        pending = PendingStep(parsed, history=self._history_with_refine(parsed.text))
+        if isinstance(parsed, Search):
+            if hits is None:
+                hits = self.retriever.search(parsed.query, self.topk)
+            pending.step = SearchStep(parsed.query, self.dialect.documents_block(hits), tuple(hits))
+            if self.ig_config is not None:
+                pending.ig_plan = plan_step_gain(
+                    self._prefix_for(parsed), pending.history, pending.step, self.item.golden_answers,
+                    self.ig_config, self.corpus, self.dialect, self.np_random, pool,
+                )
+        return pending
+
+    def complete_step(self, pending: PendingStep, scores: np.ndarray) -> tuple[str, float, bool, bool, dict]:
+        """Apply a prepared turn given the scores of ``pending.requests``; the second half of ``step``."""
+        action, rc = pending.action, self.reward_config
+        self.turn += 1
+        info: dict[str, Any] = {"action_type": None, "turn": self.turn}
+        terminated = False
+        self.steps = pending.history
+        if isinstance(action, Search):
+            self._prefix = self._prefix_for(action)
+            self.steps.append(pending.step)
+            obs = self.dialect.observation(pending.hits)
+            ig_result = pending.ig_plan.finish(scores) if pending.ig_plan else None
+            ig = ig_result.ig if ig_result else None
+            components = rc.components(ig=ig)
+            info.update(
+                action_type="search",
+                query=action.query,
+                doc_ids=[h.doc_id for h in pending.hits],
+                doc_scores=[float(h.score) for h in pending.hits],
+                ig=ig,
+            )
+            if ig_result is not None:
+                info["ig_detail"] = ig_result.detail
+                if ig_result.doc_gains is not None:
+                    info["doc_gains"] = ig_result.doc_gains
+        elif isinstance(action, Answer):
+            golds = self.item.golden_answers
+            components = rc.components(outcome=rc.outcome_score(action.answer, golds))
+            obs, terminated = "", True
+            info.update(
+                action_type="answer",
+                prediction=action.answer,
+                em=exact_match(action.answer, golds),
+                f1=f1_score(action.answer, golds),
+                golden_answers=list(golds),
+            )
+        else:
+            components = rc.components(invalid=True)
+            obs = invalid_feedback(action.message)
+            info.update(action_type="invalid", invalid_reason=action.reason)
+        truncated = not terminated and self.turn >= self.max_turns
+        self._done = terminated or truncated
+        info["n_searches"] = len(self.steps)
+        info["reward_components"] = components
+        self.transcript += action.text + obs
+        self._render(action.text + obs)
+        return obs, float(sum(components.values())), terminated, truncated, info
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self.transcript
+        return None
+
+    def _render(self, text: str) -> None:
+        if self.render_mode == "human":
+            print(text, end="", flush=True)
+
+    def _choose_question(self, options: Mapping) -> QAItem:
+        if "question_id" in options:
+            qid = options["question_id"]
+            if qid not in self.questions:
+                raise KeyError(f"no question with id {qid!r} in {self.questions.name}")
+            return self.questions.get(qid)
+        if "index" in options:
+            index = int(options["index"])
+            if not -len(self.questions) <= index < len(self.questions):
+                raise IndexError(f"question index {index} out of range for {len(self.questions)} questions")
+            return self.questions[index]
+        return self.questions[int(self.np_random.integers(len(self.questions)))]
+
+    def _prefix_for(self, action: Search) -> str:
+        """The IG context prefix: the prompt plus the agent's text before its first ``<search>``."""
+        if self._prefix is not None:
+            return self._prefix
+        before = action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else ""
+        return (self.transcript + before).rstrip()
+
+    def _history_with_refine(self, text: str) -> list[SearchStep]:
+        """The steps so far; in the autorefine dialect the last one gets the ``<refine>`` of this turn."""
+        steps = list(self.steps)
+        tag = self.dialect.refine_tag
+        if tag and steps and not steps[-1].refine:
+            start = text.find(f"<{tag}>")
+            end = text.find(f"</{tag}>", start)
+            if 0 <= start < end:
+                steps[-1] = replace(steps[-1], refine=text[start : end + len(tag) + 3])
+        return steps
+
+
+def _resolve_data(questions, corpus) -> tuple[QADataset, Corpus | None]:
+    if questions is None and corpus is None:
+        from search_env.data.synthetic import default_world
+
+        world = default_world()
+        return world.questions, world.corpus
+    if questions is None:
+        raise ValueError("a corpus was given without questions; pass `questions` too (FlashRAG QA JSONL)")
+    return load_questions(questions), (load_corpus(corpus) if corpus is not None else None)
