@@ -8,7 +8,7 @@ How a turn's text becomes an action (every case has one outcome, tested in ``tes
 - The first *complete* ``<search>…</search>`` or ``<answer>…</answer>`` outside reasoning wins (the one whose
   opening tag comes first). Text after its closing tag is dropped, including further tags.
 - Invalid, with a reason code: no tag (``no_tag``); a tag opened but never closed (``unclosed_tag``); tags
-  only inside ``<think>`` (``in_think``); another action tag inside the winning one (``nested_tags``); empty
+  only inside ``<think>`` (``in_think``); another ``search``, ``answer`` or ``think`` tag inside the winning one (``nested_tags``); empty
   or whitespace content (``empty``); content over ``max_content_chars`` (``content_too_long``); a turn over
   ``max_action_chars`` (``action_too_long``, not scanned at all); anything but a str or such a dict
   (``bad_type``).
@@ -27,6 +27,7 @@ from search_env.retrieval.base import Hit
 
 MAX_ACTION_CHARS = 1 << 20
 MAX_CONTENT_CHARS = 2000
+_NESTABLE_TAGS = ("<search>", "<answer>", "</search>", "</answer>", "<think>", "</think>")
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ def parse_action(
     end = close + len(kind) + 3
     text = action[:end]
     raw = action[start + len(kind) + 2 : close]
-    if any(tag in raw for tag in ("<search>", "<answer>", "</search>", "</answer>")):
-        return Invalid("nested_tags", f"another action tag inside <{kind}>", text)
+    if any(tag in raw for tag in _NESTABLE_TAGS):
+        return Invalid("nested_tags", f"another tag inside <{kind}>", text)
     return _make(kind, raw, text, max_content_chars)
 
 

@@ -29,7 +29,10 @@ def split_contents(contents: str) -> tuple[str, str]:
     head, sep, tail = contents.partition("\n")
     if not sep:
         return "", contents.strip()
-    return head.strip().strip('"'), tail.strip()
+    head = head.strip()
+    if len(head) >= 2 and head[0] == head[-1] == '"':
+        head = head[1:-1]
+    return head, tail.strip()
 
 
 class Corpus(Sequence[Passage]):

