@@ -20,7 +20,11 @@ from search_env.spaces import UnicodeText
 
 __version__ = "0.1.0"
 
-gym.register(id="SearchQA-v0", entry_point="search_env.env:SearchQAEnv")
+gym.register(
+    id="SearchQA-v0",
+    entry_point="search_env.env:SearchQAEnv",
+    vector_entry_point="search_env.vector:SearchQAVectorEnv",
+)
 
 _LAZY = {
     "TransformersScorer": "search_env.scorers",
@@ -29,6 +33,7 @@ _LAZY = {
     "BM25Retriever": "search_env.retrieval.bm25",
     "RankBM25Retriever": "search_env.retrieval.bm25",
     "build_world": "search_env.data.synthetic",
+    "SearchQAVectorEnv": "search_env.vector",
 }
 
 

@@ -1,0 +1,160 @@
+"""SearchQAVectorEnv: many SearchQAEnv episodes stepped together, with batched retrieval and IG scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from search_env.actions import Search, parse_action
+from search_env.env import SearchQAEnv
+
+
+class SearchQAVectorEnv(VectorEnv):
+    """``num_envs`` sub-envs sharing one corpus, retriever and scorer.
+
+    One ``step`` parses every action, runs one ``batch_search`` for all searches and one scorer call for
+    all IG contexts, so its results equal ``num_envs`` separate envs with the same seeds. Observations are
+    a tuple of strings (Gymnasium's batching of text spaces); infos are dicts of arrays with ``_key`` masks.
+
+    - ``autoreset_mode``: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``.
+    - A ``None`` action leaves that sub-env untouched for this step (reward 0, not done, no info): a trainer
+      whose episodes end at different turns steps only the live ones.
+    - ``ig_pool="batch"`` draws IG's random passages from other questions' retrieved blocks in the same
+      step (the IG-Search authors' variant), falling back to the corpus when there are none.
+    - Other keyword arguments go to each :class:`SearchQAEnv`.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        num_envs: int,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        ig_pool: str = "corpus",
+        **env_kwargs: Any,
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be at least 1, not {num_envs}")
+        if ig_pool not in ("corpus", "batch"):
+            raise ValueError(f"ig_pool must be 'corpus' or 'batch', not {ig_pool!r}")
+        first = SearchQAEnv(**env_kwargs)
+        shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": first._scorer}
+        self.envs = [first] + [SearchQAEnv(**{**env_kwargs, **shared}) for _ in range(num_envs - 1)]
+        self.num_envs = num_envs
+        self.ig_pool = ig_pool
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = first.render_mode
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._needs_reset = np.zeros(num_envs, dtype=bool)
+
+    @property
+    def retriever(self):
+        return self.envs[0].retriever
+
+    @property
+    def scorer(self):
+        return self.envs[0].scorer
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        seeds = _seeds(seed, self.num_envs)
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        mask = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+        observations, infos = [""] * self.num_envs, {}
+        for i in np.flatnonzero(mask):
+            observations[i], info = self.envs[i].reset(seed=seeds[i], options=options or None)
+            infos = self._add_info(infos, info, i)
+            self._needs_reset[i] = False
+        return tuple(observations), infos
+
+    def step(self, actions: Sequence[Any]):
+        if len(actions) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} actions, got {len(actions)}")
+        n = self.num_envs
+        observations, infos = [""] * n, {}
+        rewards, terminated, truncated = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+
+        to_step = []
+        for i, action in enumerate(actions):
+            if action is None:
+                continue
+            if self._needs_reset[i] and self.autoreset_mode == AutoresetMode.NEXT_STEP:
+                observations[i], info = self.envs[i].reset()
+                infos = self._add_info(infos, info, i)
+                self._needs_reset[i] = False
+            elif self._needs_reset[i] and self.autoreset_mode == AutoresetMode.DISABLED:
+                raise RuntimeError(f"sub-env {i} is done; reset it (options={{'reset_mask': ...}}) or pass None")
+            else:
+                to_step.append(i)
+
+        pending = self._prepare(to_step, actions)
+        requests = [r for i in to_step for r in pending[i].requests]
+        scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
+        offset = 0
+        for i in to_step:
+            k = len(pending[i].requests)
+            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].complete_step(pending[i], scores[offset : offset + k])
+            offset += k
+            done = terminated[i] or truncated[i]
+            if done and self.autoreset_mode == AutoresetMode.SAME_STEP:
+                infos = self._add_info(infos, {"final_obs": obs, "final_info": _vector_info(info)}, i)
+                obs, info = self.envs[i].reset()
+            else:
+                self._needs_reset[i] = done
+            observations[i] = obs
+            infos = self._add_info(infos, _vector_info(info), i)
+        return tuple(observations), rewards, terminated, truncated, infos
+
+    def _prepare(self, indices: list[int], actions: Sequence[Any]) -> dict:
+        """Parse, batch-retrieve and draw IG counterfactuals for the sub-envs in ``indices``."""
+        searches = {}
+        for i in indices:
+            parsed = parse_action(actions[i], max_action_chars=self.envs[i].max_action_chars)
+            if isinstance(parsed, Search):
+                searches[i] = parsed.query
+        topks = {self.envs[i].topk for i in searches}
+        hits = {}
+        for k in topks:  # one batch per distinct topk (normally one)
+            batch = [i for i in searches if self.envs[i].topk == k]
+            for i, result in zip(batch, self.retriever.batch_search([searches[i] for i in batch], k)):
+                hits[i] = result
+        blocks = {i: self.envs[i].dialect.documents_block(hits[i]) for i in searches if hits[i]}
+        pending = {}
+        for i in indices:
+            pool = None
+            if self.ig_pool == "batch" and i in searches:
+                qid = self.envs[i].item.id
+                pool = [b for j, b in blocks.items() if j != i and self.envs[j].item.id != qid] or None
+            pending[i] = self.envs[i].prepare_step(actions[i], hits=hits.get(i), pool=pool)
+        return pending
+
+    def render(self) -> tuple[str | None, ...]:
+        return tuple(env.render() for env in self.envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _seeds(seed, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(n)]
+    seeds = list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"expected {n} seeds, got {len(seeds)}")
+    return seeds
+
+
+def _vector_info(info: dict) -> dict:
+    """Drop ``None`` values: in a vector info, absence is the ``_key`` mask being False."""
+    return {k: _vector_info(v) if isinstance(v, dict) else v for k, v in info.items() if v is not None}
