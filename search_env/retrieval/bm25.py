@@ -1,0 +1,399 @@
+"""In-process BM25: :class:`BM25Retriever` (bm25s, the default, cached on disk) and
+:class:`RankBM25Retriever` (rank-bm25's ``BM25Okapi``, the slow reference).
+
+Both index a passage as its title plus its text and share one analyzer: a bm25s ``Tokenizer``
+(lower-casing, ``\\w\\w+`` words, stopwords, a PyStemmer stemmer) fitted on the corpus. Queries are
+mapped onto that fitted vocabulary without growing it; words the corpus never had are dropped.
+
+Both backends return only hits with a positive score, best first, ties broken by corpus position,
+so a query with no known word gives ``[]`` rather than arbitrary zero-score passages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.tokenization import Tokenizer
+
+from search_env._cache import cache_dir
+from search_env.data.corpus import Corpus, Passage
+from search_env.retrieval.base import Hit
+
+__all__ = ["BM25Retriever", "RankBM25Retriever", "clear_bm25_cache", "get_bm25"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MMAP_AUTO_THRESHOLD = 500_000  # mmap=None maps the index when the corpus has more passages than this
+MAX_QUERY_TERMS = 1024  # known terms kept from a query; bounds the cost of pathological (1 MB) queries
+METHODS = ("lucene", "robertson", "atire")  # bm25l / bm25+ give every passage a score, so are left out
+_META_FILE = "search_env_bm25.json"
+_MISSING = object()
+
+
+def _passage_text(passage: Passage) -> str:
+    """What is indexed: the title, then the text, so searching a title finds its passage."""
+    return f"{passage.title}\n{passage.text}" if passage.title else passage.text
+
+
+def _hit(passage: Passage, score: float) -> Hit:
+    return Hit(doc_id=passage.id, title=passage.title, text=passage.text, score=float(score))
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the best ``k`` positive scores, ties broken by position."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > k:
+        kth = np.partition(scores[candidates], len(candidates) - k)[len(candidates) - k]
+        candidates = candidates[scores[candidates] >= kth]
+    order = np.lexsort((candidates, -scores[candidates]))[:k]
+    return candidates[order], scores[candidates[order]]
+
+
+class _Analyzer:
+    """One bm25s ``Tokenizer``: fitted on the corpus once, then read-only for queries."""
+
+    def __init__(self, stemmer: str | None = "english", stopwords: str | Sequence[str] | None = "en"):
+        self._stemmer = Stemmer.Stemmer(stemmer) if stemmer else None
+        self.tokenizer = Tokenizer(
+            lower=True,
+            stopwords=stopwords if stopwords else [],
+            stemmer=self._stem if self._stemmer else None,
+        )
+        self._stopwords = frozenset(self.tokenizer.stopwords)
+
+    def _stem(self, word: str) -> str:
+        try:
+            return self._stemmer.stemWord(word)
+        except UnicodeError:  # lone surrogates: PyStemmer cannot encode them; keep the word as is
+            return word
+
+    def fit(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of the documents, building the vocabulary (a passage with no word gets the empty token)."""
+        self.tokenizer.reset_vocab()
+        return self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False, allow_empty=True)
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Term -> id: stems when stemming, words otherwise (what the BM25 index is keyed by)."""
+        return self.tokenizer.get_vocab_dict()
+
+    def query_ids(self, query: str) -> list[int]:
+        """Ids of the query's known terms, in order, repeats kept, at most ``MAX_QUERY_TERMS``.
+
+        Mirrors ``Tokenizer.streaming_tokenize(update_vocab=False)`` but never writes to the
+        tokenizer's dicts, so queries cannot grow the vocabulary (or its stem cache).
+        """
+        tok = self.tokenizer
+        words = tok.splitter(query.lower() if tok.lower else query)
+        word_to_id, word_to_stem, stem_to_sid = tok.word_to_id, tok.word_to_stem, tok.stem_to_sid
+        seen: dict[str, int | None] = {}
+        ids: list[int] = []
+        for word in words:
+            tid = seen.get(word, _MISSING)
+            if tid is _MISSING:
+                tid = word_to_id.get(word)
+                if tid is None and self._stemmer is not None and word not in self._stopwords:
+                    stem = word_to_stem.get(word)
+                    tid = stem_to_sid.get(stem if stem is not None else self._stem(word))
+                seen[word] = tid
+            if tid is not None:
+                ids.append(tid)
+                if len(ids) >= MAX_QUERY_TERMS:
+                    break
+        return ids
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer.save_vocab(directory)
+        self.tokenizer.save_stopwords(directory)
+
+    @classmethod
+    def load(cls, directory: Path, stemmer: str | None) -> _Analyzer:
+        with open(Path(directory, "stopwords.tokenizer.json"), encoding="utf-8") as f:
+            stopwords = json.load(f)
+        analyzer = cls(stemmer=stemmer, stopwords=stopwords)
+        analyzer.tokenizer.load_vocab(directory)
+        return analyzer
+
+
+def _replace_dir(directory: Path, write, *, overwrite: bool) -> bool:
+    """Write a directory atomically: ``write(tmp)`` into a sibling temp dir, then rename it into place.
+
+    When ``directory`` already holds files and ``overwrite`` is false (another process finished the
+    same build first), the new copy is dropped and False is returned.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, directory)  # atomic; succeeds when the target is missing or an empty dir
+            return True
+        except OSError:
+            if not overwrite:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+        trash = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
+        os.replace(directory, trash)
+        os.replace(tmp, directory)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class BM25Retriever:
+    """BM25 over a :class:`Corpus` with bm25s, its index cached on disk by corpus fingerprint.
+
+    ``cache``: True keeps the index under ``cache_dir("bm25", ...)``, keyed by corpus fingerprint and
+    parameters; a path uses that directory (loaded if it holds this corpus's index, else built and
+    written there); False builds in memory only. ``mmap``: memory-map the index arrays read from disk
+    (None: only when the corpus has more than 500k passages; ignored with ``cache=False``).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        method: str = "lucene",
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+        cache: bool | str | os.PathLike = True,
+        mmap: bool | None = None,
+    ):
+        if method not in METHODS:
+            raise ValueError(f"BM25 method must be one of {METHODS}, got {method!r}")
+        if len(corpus) == 0:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        self.corpus = corpus
+        self.params = {"k1": float(k1), "b": float(b), "method": method, "stemmer": stemmer, "stopwords": stopwords}
+        mmap = len(corpus) > MMAP_AUTO_THRESHOLD if mmap is None else bool(mmap)
+        self.directory: Path | None = None
+
+        if cache is False or cache is None:
+            self._build()
+            return
+        explicit = cache is not True
+        directory = Path(cache) if explicit else cache_dir("bm25") / self._cache_key()
+        self.directory = directory
+        if (directory / _META_FILE).exists():
+            try:
+                self._load_state(directory, mmap=mmap, expect_params=True)
+                return
+            except Exception as exc:
+                if explicit:
+                    raise
+                logger.warning("BM25 cache %s is unreadable (%s); rebuilding it", directory, exc)
+                stale = True
+        else:
+            stale = directory.is_dir() and any(directory.iterdir())
+            if stale and explicit:
+                raise ValueError(f"{directory} is not empty and holds no search_env BM25 index")
+        self._build()
+        written = _replace_dir(directory, self._write, overwrite=stale)
+        if not written:
+            logger.info("BM25 index %s was written by another process meanwhile", directory)
+        if mmap:
+            self._load_state(directory, mmap=True, expect_params=True)
+
+    # -- building, saving, loading -------------------------------------------------------------
+
+    def _cache_key(self) -> str:
+        spec = json.dumps({**self.params, "format": FORMAT_VERSION, "bm25s": bm25s.__version__}, sort_keys=True)
+        return f"{self.corpus.fingerprint[:16]}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+    def _build(self) -> None:
+        """Tokenize the corpus and build the bm25s index (the one expensive step)."""
+        p = self.params
+        self.analyzer = _Analyzer(p["stemmer"], p["stopwords"])
+        ids = self.analyzer.fit([_passage_text(passage) for passage in self.corpus])
+        self._bm25 = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
+        self._bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=self.analyzer.vocab), show_progress=False)
+
+    def _write(self, directory: Path) -> None:
+        self._bm25.save(directory, show_progress=False)
+        self.analyzer.save(directory)
+        meta = {
+            "format": FORMAT_VERSION,
+            "bm25s": bm25s.__version__,
+            "fingerprint": self.corpus.fingerprint,
+            "num_docs": len(self.corpus),
+            "corpus_name": self.corpus.name,
+            "params": self.params,
+        }
+        Path(directory, _META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+    def _load_state(self, directory: Path, *, mmap: bool, expect_params: bool = False) -> None:
+        meta = json.loads(Path(directory, _META_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"BM25 index {directory} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if meta["fingerprint"] != self.corpus.fingerprint or meta["num_docs"] != len(self.corpus):
+            raise ValueError(
+                f"BM25 index {directory} was built from a different corpus "
+                f"({meta.get('corpus_name')!r}, {meta['num_docs']} passages, fingerprint {meta['fingerprint'][:16]}…) "
+                f"than {self.corpus.name!r} ({len(self.corpus)} passages, fingerprint {self.corpus.fingerprint[:16]}…)"
+            )
+        if expect_params and meta["params"] != self.params:
+            raise ValueError(f"BM25 index {directory} was built with {meta['params']}, not {self.params}")
+        self.params = meta["params"]
+        self.analyzer = _Analyzer.load(directory, self.params["stemmer"])
+        self._bm25 = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the index, its vocabulary and the corpus fingerprint to ``directory`` (replaced atomically)."""
+        _replace_dir(Path(directory), self._write, overwrite=True)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, corpus: Corpus, *, mmap: bool = False) -> BM25Retriever:
+        """Read an index written by :meth:`save`; ValueError if it was built from another corpus."""
+        self = cls.__new__(cls)
+        self.corpus = corpus
+        self.directory = Path(directory)
+        self._load_state(self.directory, mmap=mmap)
+        return self
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def get_scores(self, query: str) -> np.ndarray:
+        """BM25 scores of every passage (corpus order, float32) for ``query``."""
+        ids = self.analyzer.query_ids(query)
+        if not ids:
+            return np.zeros(len(self.corpus), dtype=np.float32)
+        return self._bm25.get_scores_from_ids(ids)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return self.batch_search([query], k)[0]
+
+    def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Top-``k`` hits for each query, from one bm25s ``retrieve`` call; equal to ``search`` per query."""
+        queries = list(queries)
+        for query in queries:
+            if not isinstance(query, str):
+                raise TypeError(f"queries must be strings, got {type(query).__name__}")
+        results: list[list[Hit]] = [[] for _ in queries]
+        n = len(self.corpus)
+        k = min(int(k), n)
+        if k <= 0:
+            return results
+        id_lists = [self.analyzer.query_ids(query) for query in queries]
+        todo = [i for i, ids in enumerate(id_lists) if ids]
+        if not todo:
+            return results
+        # Fetch a margin past k so that a run of tied scores at the cut can be re-ordered by position.
+        fetch = min(n, 2 * k + 10)
+        n_threads = min(8, os.cpu_count() or 1) if len(todo) >= 64 else 0
+        docs, scores = self._bm25.retrieve(
+            [id_lists[i] for i in todo],
+            k=fetch,
+            sorted=True,
+            return_as="tuple",
+            show_progress=False,
+            n_threads=n_threads,
+            backend_selection="numpy",
+        )
+        for row, i in enumerate(todo):
+            idx, sc = self._cut(id_lists[i], docs[row], scores[row], k)
+            results[i] = [_hit(self.corpus[j], s) for j, s in zip(idx.tolist(), sc.tolist())]
+        return results
+
+    def _cut(self, ids: list[int], docs: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Deterministic top-k of one retrieved row: by score, then corpus position; positive scores only."""
+        order = np.lexsort((docs, -scores))
+        docs, scores = docs[order], scores[order]
+        if len(docs) < len(self.corpus) and scores[k - 1] > 0 and scores[-1] >= scores[k - 1]:
+            # The tie at the cut may continue past the fetched window: rank this query exactly.
+            return _top_k(self._bm25.get_scores_from_ids(ids), k)
+        keep = scores[:k] > 0
+        return docs[:k][keep], scores[:k][keep]
+
+
+class RankBM25Retriever:
+    """rank-bm25 ``BM25Okapi`` with the same analyzer and k1/b: a slow reference for :class:`BM25Retriever`.
+
+    BM25Okapi's idf, ``log((N - df + .5) / (df + .5))``, is zero or negative for a term in half the
+    passages or more (so on a 2-passage corpus every score is 0); such passages are not returned.
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+    ):
+        from rank_bm25 import BM25Okapi
+
+        if len(corpus) == 0:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        self.corpus = corpus
+        self.params = {"k1": float(k1), "b": float(b), "stemmer": stemmer, "stopwords": stopwords}
+        self.analyzer = _Analyzer(stemmer, stopwords)
+        ids = self.analyzer.fit([_passage_text(passage) for passage in corpus])
+        self.bm25 = BM25Okapi(ids, k1=float(k1), b=float(b))
+
+    def get_scores(self, query: str) -> np.ndarray:
+        """BM25Okapi scores of every passage (corpus order, float64) for ``query``."""
+        ids = self.analyzer.query_ids(query)
+        if not ids:
+            return np.zeros(len(self.corpus))
+        return self.bm25.get_scores(ids)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        if not isinstance(query, str):
+            raise TypeError(f"queries must be strings, got {type(query).__name__}")
+        k = min(int(k), len(self.corpus))
+        if k <= 0:
+            return []
+        idx, scores = _top_k(self.get_scores(query), k)
+        return [_hit(self.corpus[j], s) for j, s in zip(idx.tolist(), scores.tolist())]
+
+    def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        return [self.search(query, k) for query in queries]
+
+
+_BACKENDS = {"bm25s": BM25Retriever, "rank_bm25": RankBM25Retriever, "rank-bm25": RankBM25Retriever}
+_INSTANCES: dict[tuple, BM25Retriever | RankBM25Retriever] = {}
+_LOCK = threading.Lock()
+
+
+def get_bm25(corpus: Corpus, backend: str = "bm25s", **kwargs) -> BM25Retriever | RankBM25Retriever:
+    """A shared retriever for ``corpus``: built once per process for each (corpus fingerprint, backend,
+    parameters), so making many envs over one corpus indexes it once. ``kwargs`` go to the backend."""
+    try:
+        cls = _BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown BM25 backend {backend!r}; choose 'bm25s' or 'rank_bm25'") from None
+    bound = inspect.signature(cls).bind(corpus, **kwargs)
+    bound.apply_defaults()
+    params = sorted((name, value) for name, value in bound.arguments.items() if name != "corpus")
+    key = (corpus.fingerprint, cls.__name__, repr(params))
+    with _LOCK:
+        retriever = _INSTANCES.get(key)
+        if retriever is None:
+            retriever = _INSTANCES[key] = cls(corpus, **kwargs)
+        return retriever
+
+
+def clear_bm25_cache() -> None:
+    """Forget the retrievers :func:`get_bm25` has built (the on-disk cache stays)."""
+    with _LOCK:
+        _INSTANCES.clear()
