@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from search_env.data.collection import IdCollection
 from search_env.data.errors import DataFileError, iter_jsonl
 
 
@@ -35,50 +36,21 @@ def split_contents(contents: str) -> tuple[str, str]:
     return head, tail.strip()
 
 
-class Corpus(Sequence[Passage]):
+class Corpus(IdCollection[Passage]):
     """An ordered, immutable collection of passages with unique ids."""
 
+    kind = "passages"
+
     def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
-        self._passages: tuple[Passage, ...] = tuple(passages)
-        self.name = name
-        self._index: dict[str, int] = {}
-        for i, passage in enumerate(self._passages):
-            if passage.id in self._index:
-                raise ValueError(f"{name}: duplicate passage id {passage.id!r} (positions {self._index[passage.id]} and {i})")
-            self._index[passage.id] = i
+        super().__init__(passages, name)
         self._fingerprint: str | None = None
-
-    def __len__(self) -> int:
-        return len(self._passages)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self._passages[i]
-
-    def __iter__(self) -> Iterator[Passage]:
-        return iter(self._passages)
-
-    def __repr__(self) -> str:
-        return f"Corpus(name={self.name!r}, passages={len(self)})"
-
-    def position(self, doc_id: str) -> int:
-        return self._index[doc_id]
-
-    def get(self, doc_id: str) -> Passage:
-        return self._passages[self._index[doc_id]]
-
-    def __contains__(self, doc_id: object) -> bool:  # type: ignore[override]
-        return doc_id in self._index
-
-    @property
-    def ids(self) -> list[str]:
-        return [p.id for p in self._passages]
 
     @property
     def fingerprint(self) -> str:
         """A sha256 over ids, titles and texts: the key for on-disk indexes built from this corpus."""
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            for p in self._passages:
+            for p in self._items:
                 for field in (p.id, p.title, p.text):
                     data = field.encode("utf-8", "surrogatepass")
                     digest.update(len(data).to_bytes(8, "little"))
@@ -88,7 +60,7 @@ class Corpus(Sequence[Passage]):
 
     def to_jsonl(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            for p in self._passages:
+            for p in self._items:
                 f.write(json.dumps({"id": p.id, "contents": p.contents}, ensure_ascii=False) + "\n")
 
 

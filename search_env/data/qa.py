@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_env.data.collection import IdCollection
 from search_env.data.errors import DataFileError, iter_jsonl
 
 
@@ -24,36 +25,13 @@ class QAItem:
         return tuple(str(i) for i in self.metadata.get("supporting_doc_ids", ()))
 
 
-class QADataset(Sequence[QAItem]):
-    """An ordered collection of questions with unique ids."""
+class QADataset(IdCollection[QAItem]):
+    """An ordered, immutable collection of questions with unique ids."""
+
+    kind = "questions"
 
     def __init__(self, items: Iterable[QAItem], name: str = "questions"):
-        self._items: tuple[QAItem, ...] = tuple(items)
-        self.name = name
-        self._index = {item.id: i for i, item in enumerate(self._items)}
-        if len(self._index) != len(self._items):
-            raise ValueError(f"{name}: question ids are not unique")
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self._items[i]
-
-    def __iter__(self) -> Iterator[QAItem]:
-        return iter(self._items)
-
-    def __repr__(self) -> str:
-        return f"QADataset(name={self.name!r}, questions={len(self)})"
-
-    def position(self, question_id: str) -> int:
-        return self._index[question_id]
-
-    def get(self, question_id: str) -> QAItem:
-        return self._items[self._index[question_id]]
-
-    def __contains__(self, question_id: object) -> bool:  # type: ignore[override]
-        return question_id in self._index
+        super().__init__(items, name)
 
 
 def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping]) -> QADataset:

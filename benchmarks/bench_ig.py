@@ -1,0 +1,113 @@
+"""IG scoring cost with the bundled model: naive vs prefix-shared vs vector-batched, and IG vs generation.
+
+    .venv/bin/python benchmarks/bench_ig.py [--envs 16] [--searches 3] [--n-random 3]
+
+Every variant plays the same episodes (same seeds, same scripted searches: the gold passages' titles, so the
+third search has a 2-step history) with the score cache off, and must give the same IG values:
+
+- naive: 16 envs stepped one by one, each IG step scoring its 1 + N contexts with full forwards;
+- prefix-shared: the same, with the shared history run once per step and its KV cache reused;
+- vector: one SearchQAVectorEnv over the 16 envs, one scorer call per step.
+
+Then the same model generates the same turns (the policy's side of a rollout) so IG's cost can be read as a
+share of generation. The last line prints the speed-ups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from search_env import IGConfig, SearchQAEnv
+from search_env.data.synthetic import default_world
+from search_env.policy import LMPolicy
+from search_env.scorers import TransformersScorer, load_bundled_model
+from search_env.vector import SearchQAVectorEnv
+
+
+def scripted_turns(item, n_searches: int) -> list[str]:
+    titles = list(item.metadata["supporting_titles"])
+    titles = (titles * n_searches)[:n_searches]
+    return [f"<think>Next I look up {t}.</think>\n<search> {t} </search>" for t in titles]
+
+
+def run_single(envs, items, turns, seed) -> tuple[float, list]:
+    igs, start = [], time.perf_counter()
+    for i, (env, item) in enumerate(zip(envs, items)):
+        env.reset(seed=seed + i, options={"question_id": item.id})
+        for turn in turns[i]:
+            igs.append(env.step(turn)[4]["ig"])
+    return time.perf_counter() - start, igs
+
+
+def run_vector(venv, items, turns, seed) -> tuple[float, list]:
+    start = time.perf_counter()
+    venv.reset(seed=seed)
+    for i, (env, item) in enumerate(zip(venv.envs, items)):
+        env.reset(seed=seed + i, options={"question_id": item.id})
+    per_env = [[] for _ in items]
+    for t in range(len(turns[0])):
+        *_, infos = venv.step([turns[i][t] for i in range(len(items))])
+        for i in range(len(items)):
+            per_env[i].append(infos["ig"][i])
+    return time.perf_counter() - start, [ig for row in per_env for ig in row]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--searches", type=int, default=3)
+    parser.add_argument("--n-random", type=int, default=3)
+    parser.add_argument("--turn-tokens", type=int, default=48, help="tokens generated per turn for the comparison")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    world = default_world()
+    items = [q for q in world.questions if q.metadata["hops"] >= 2][: args.envs]
+    turns = [scripted_turns(item, args.searches) for item in items]
+    model, tokenizer = load_bundled_model()
+    ig = IGConfig(n_random=args.n_random)
+    common = dict(questions=world.questions, corpus=world.corpus, ig=ig, max_turns=args.searches + 1)
+    naive = TransformersScorer(model, tokenizer, share_prefix=False, cache_size=0)
+    shared = TransformersScorer(model, tokenizer, share_prefix=True, cache_size=0)
+    print(f"{args.envs} episodes x {args.searches} searches, N={args.n_random}, bundled SmolLM2-135M fp32, "
+          f"{torch.get_num_threads()} threads")
+
+    run_single([SearchQAEnv(**common, scorer=shared)], items[:1], turns[:1], 0)  # warm-up
+    t_naive, ig_naive = run_single([SearchQAEnv(**common, scorer=naive) for _ in items], items, turns, 0)
+    t_shared, ig_shared = run_single([SearchQAEnv(**common, scorer=shared) for _ in items], items, turns, 0)
+    t_vector, ig_vector = run_vector(SearchQAVectorEnv(len(items), **common, scorer=shared), items, turns, 0)
+    diff = max(np.max(np.abs(np.array(ig_naive) - ig_shared)), np.max(np.abs(np.array(ig_naive) - ig_vector)))
+    assert diff < 1e-3, f"variants disagree by {diff}"
+    steps = len(ig_naive)
+    for name, t in [("naive", t_naive), ("prefix-shared", t_shared), ("vector (16 envs)", t_vector)]:
+        print(f"{name:<18} {t:7.2f}s  {t / steps * 1000:7.0f} ms per IG step")
+    print(f"max |IG difference| between variants: {diff:.2e} nats/token; mean IG {np.mean(ig_naive):+.3f}")
+
+    # The policy's side: generate one turn of exactly --turn-tokens tokens at each of the same search steps.
+    policy = LMPolicy(model, tokenizer)
+    env = SearchQAEnv(**common, ig=False)
+    contexts = []
+    for item, item_turns in zip(items, turns):
+        prompt, _ = env.reset(options={"question_id": item.id})
+        for turn in item_turns:
+            contexts.append((prompt, env.transcript[len(prompt):]))
+            env.step(turn)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for prompt, continuation in contexts:
+            ids = tokenizer(policy.prompt_text(prompt, continuation), return_tensors="pt", add_special_tokens=False)
+            model.generate(**ids, min_new_tokens=args.turn_tokens, max_new_tokens=args.turn_tokens, do_sample=False,
+                           pad_token_id=tokenizer.eos_token_id)
+    t_generate = time.perf_counter() - start
+    print(f"{'generation':<18} {t_generate:7.2f}s  {t_generate / steps * 1000:7.0f} ms per turn ({args.turn_tokens} tokens, batch 1)")
+    print(f"IG (prefix-shared) cost as a share of generating the same turns: {t_shared / t_generate:.1%}")
+    print(f"prefix sharing speed-up {t_naive / t_shared:.2f}x; vector batching speed-up over one by one "
+          f"{t_shared / t_vector:.2f}x; vector over naive {t_naive / t_vector:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
