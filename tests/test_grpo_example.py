@@ -1,0 +1,184 @@
+"""examples/grpo_ig.py: token bookkeeping of its rollouts, its update, and a CPU smoke run with resume."""
+
+import csv
+import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from search_env import IGConfig
+from search_env.credit import Trajectory, assign_credit
+from search_env.vector import SearchQAVectorEnv
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "grpo_ig.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("grpo_ig_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def tok(example):
+    return example.bundled_tokenizer()
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_cut_turn_keeps_generated_ids_up_to_the_stop(example, tok):
+    eos = tok.eos_token_id
+    generated = ids_of(tok, "<think>I need the founder.</think>\n<search> Pellwick Mills founder </search>\n\nand more") + [eos, eos]
+    ids, text = example.cut_turn(tok, generated, {eos})
+    assert ids == generated[: len(ids)]  # a prefix, never re-tokenised
+    assert "</search>" in example.decode(tok, ids) and "</search>" not in example.decode(tok, ids[:-1])
+    assert text == example.decode(tok, ids) and "more" not in text
+    span = example.query_span(tok, ids, text)
+    inside = example.decode(tok, ids[span[0] : span[1]])
+    assert "<search> Pellwick Mills founder </search>" in inside
+    assert "<search>" not in example.decode(tok, ids[span[0] + 1 : span[1]])
+    assert "</search>" not in example.decode(tok, ids[span[0] : span[1] - 1])
+    # no stop string: up to and including the first end-of-sequence token (then padding)
+    plain = ids_of(tok, "I am not sure") + [eos]
+    assert example.cut_turn(tok, plain + [eos] * 3, {eos}) == (plain, "I am not sure")
+    assert example.query_span(tok, plain, "I am not sure") is None
+
+
+SCRIPT = [
+    "<think>hm</think>\n<search> Karvesh </search>\nleftover words",
+    "<answer> {answer} </answer> trailing",
+]
+
+
+def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch):
+    """Scripted generations through the real env: segments, spans, IG and the next turn's context."""
+    seen_contexts = []
+
+    def fake_generate(model, tokenizer, contexts, gen_kwargs):
+        turn = len(seen_contexts)
+        seen_contexts.append([list(c) for c in contexts])
+        answers = ["Veltrania", "Osmundia", "Osmundia", "Karvesh"]  # golds: q0 Veltrania, q1 Osmundia
+        texts = [SCRIPT[turn].format(answer=answers[i]) for i in range(len(contexts))]
+        return [ids_of(tok, t) + [tok.eos_token_id] * 2 for t in texts]
+
+    monkeypatch.setattr(example, "generate", fake_generate)
+    venv = SearchQAVectorEnv(4, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus,
+                             ig=IGConfig(n_random=2), scorer=fake_scorer, max_turns=3)
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
+    items = [tiny_questions[0], tiny_questions[1]]
+    trajs, episodes = example.rollout(model, tok, venv, items, 2, 7, {}, lambda p: p, example.Timer(torch.device("cpu")), nullcontext)
+
+    assert [e["em"] for e in episodes] == [1.0, 0.0, 1.0, 0.0]
+    assert [t.group for t in trajs] == ["q0", "q0", "q1", "q1"]
+    for i, traj in enumerate(trajs):
+        search, env, answer = traj.segments
+        assert search.policy and not env.policy and answer.policy
+        assert "leftover" not in example.decode(tok, search.ids) and "trailing" not in example.decode(tok, answer.ids)
+        assert "<search> Karvesh </search>" in example.decode(tok, search.ids[slice(*search.query_span)])
+        observation = example.decode(tok, env.ids)
+        assert observation.startswith("\n\n<information>Doc 1(Title: Karvesh)") and env.ids == ids_of(tok, observation)
+        assert isinstance(traj.step_ig[0], float) and traj.step_ig[1] is None
+        assert venv.envs[i].transcript.endswith(observation + example.decode(tok, answer.ids))
+        # the second turn was generated from exactly prompt + first turn + observation ids
+        assert seen_contexts[1][i] == traj.prompt_ids + search.ids + env.ids
+    batch = assign_credit(trajs, ig_weight=0.5)
+    query = batch.token_turns == 0
+    ig_term = batch.token_advantages - batch.advantages[:, None]
+    np.testing.assert_allclose(ig_term[query], np.repeat([0.5 * np.clip(t.step_ig[0], -1, 1) for t in trajs], query.sum(1)))
+    assert not ig_term[batch.loss_mask & ~query].any()
+
+
+def test_grpo_update_changes_the_policy_and_stays_finite(example):
+    model, tok = example.build_model("tiny-random", seed=0)
+    ref = example.copy.deepcopy(model).requires_grad_(False)
+    args = example.Args(micro_batch_size=2, learning_rate=1e-2, update_epochs=2, kl_coef=0.1)
+    trajs = []
+    for i, reward in enumerate([1.0, 0.0, 0.0, 1.0]):
+        traj = Trajectory([5, 6, 7, 8][: 2 + i % 2], group=i // 2, reward=reward)
+        traj.add_policy([100 + i, 200, 300], query_span=(1, 3), ig=0.1 * i)
+        traj.add_env([400, 401])
+        traj.add_policy([500, 501])
+        trajs.append(traj)
+    batch = assign_credit(trajs, pad_id=tok.pad_token_id, ig_weight=0.3).to_torch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    before = [p.detach().clone() for p in model.parameters()]
+    timer = example.Timer(torch.device("cpu"))
+    first = example.grpo_update(model, ref, optimizer, batch, args, timer, nullcontext)
+    second = example.grpo_update(model, ref, optimizer, batch, args, timer, nullcontext)
+    assert all(math.isfinite(v) for v in [*first.values(), *second.values()])
+    assert second["loss/kl"] > 0 and first["loss/grad_norm"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert timer.seconds["logprob"] > 0 and timer.seconds["update"] > 0 and timer.seconds["generate"] == 0
+
+
+def test_token_logprobs_match_a_plain_forward(example):
+    model, _ = example.build_model("tiny-random", seed=0)
+    ids = torch.tensor([[3, 9, 27, 81, 243, 5], [7, 11, 13, 17, 0, 0]])
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        got = example.token_logprobs(model, ids, mask, start=2)
+        full = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+    want = full[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]
+    torch.testing.assert_close(got[:, 2:], want[:, 1:], rtol=1e-4, atol=1e-5)
+    assert (got[:, :2] == 0).all()
+
+
+SMOKE = ["--model", "tiny-random", "--questions-per-step", "2", "--group-size", "2", "--max-turns", "2",
+         "--max-new-tokens", "16", "--eval-every", "2", "--eval-questions", "4", "--run-name", "smoke"]
+
+
+def run_example(tmp_path, *extra):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, str(EXAMPLE), *SMOKE, "--output-dir", str(tmp_path), *extra],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_run_and_resume(tmp_path):
+    """CleanRL-style smoke run on CPU with a tiny random model, then --resume from the step-2 checkpoint.
+
+    The first run does 3 steps with a checkpoint after each; dropping the last checkpoint is a run that
+    died after logging step 3 but before saving it. The resumed run must redo exactly step 3, the same way.
+    """
+    out = run_example(tmp_path, "--total-steps", "3", "--save-every", "1", "--keep-checkpoints", "3")
+    run = tmp_path / "smoke"
+    straight = read_rows(run / "metrics.csv")
+    assert [int(r["step"]) for r in straight] == [1, 2, 3]
+    assert all(math.isfinite(float(r["loss/total"])) for r in straight)
+    assert {"time/generate", "time/retrieve", "time/update", "time/step", "eval/em"} <= set(straight[1])
+    assert (run / "checkpoints" / "step_000002" / "trainer_state.pt").exists()
+    assert (run / "curves.png").stat().st_size > 0
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert "step    1" in out and "step    3" in out
+
+    shutil.rmtree(run / "checkpoints" / "step_000003")
+    out = run_example(tmp_path, "--total-steps", "3", "--resume")
+    assert "at step 3" in out and "step    2" not in out and "step    3" in out
+    resumed = read_rows(run / "metrics.csv")
+    assert [int(r["step"]) for r in resumed] == [1, 2, 3]  # step 3 redone once, not appended twice
+    assert (run / "checkpoints" / "step_000003" / "trainer_state.pt").exists()
+    # the same step 3 as the uninterrupted run: same questions (data position) and samples (RNG states)
+    for key in ("train/tokens", "train/policy_tokens", "train/reward", "loss/total"):
+        assert [r[key] for r in resumed] == [r[key] for r in straight], key
