@@ -87,7 +87,9 @@ class SearchQAEnv(gym.Env[str, str]):
     ```
     - ``questions``: FlashRAG QA JSONL path, list of dicts or :class:`QADataset` (default: built-in world).
     - ``corpus``: FlashRAG corpus JSONL path or :class:`Corpus` (default: built-in world).
-    - ``retriever``: ``"bm25"`` (bm25s), ``"rank-bm25"``, or any object with ``search``/``batch_search``.
+    - ``retriever``: ``"bm25"`` (bm25s), ``"rank-bm25"``, ``"dense"`` (bundled MiniLM encoder), a
+      Search-R1 server URL or list of replica URLs, or any object with ``search``/``batch_search``. A remote
+      failure raises ``RetrieverUnavailable`` and leaves the episode as it was, so the step can be retried.
     - ``template``: ``"search-r1"`` (``<information>``) or ``"autorefine"`` (``<documents>``, ``<refine>``).
     - ``reward``: :class:`RewardConfig`. ``ig``: ``True``, ``False`` or an :class:`IGConfig`.
     - ``scorer``: the model that scores IG (default: the bundled SmolLM2-135M-Instruct); pass

@@ -1,5 +1,13 @@
+import os
+
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: torch's own thread pool per worker would oversubscribe the machine.
+    import torch
+
+    torch.set_num_threads(1)
 
 from search_env.data import Corpus, Passage, load_questions
 
