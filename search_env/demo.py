@@ -1,6 +1,7 @@
 """Play a few episodes on the built-in world and print each turn with its rewards and information gain.
 
     python -m search_env.demo                    # the bundled SmolLM2-135M-Instruct acts and scores IG
+                                                 # (constrained: it searches first and answers by the last turn)
     python -m search_env.demo --policy oracle    # searches the gold passages' titles, then answers
 """
 
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
         from search_env.scorers import load_bundled_model
 
         model, tokenizer = load_bundled_model()
-        policy = LMPolicy(model, tokenizer)
+        policy = LMPolicy(model, tokenizer, constrained=True, max_new_tokens=24)
     print(f"search_env demo: {args.policy} policy on the built-in world "
           f"({len(env.unwrapped.corpus)} passages, {len(env.unwrapped.questions)} questions)\n")
 
@@ -77,7 +78,10 @@ def main(argv=None) -> None:
             if policy is None:
                 turn = next(scripted)
             else:
-                turn = policy.act(prompt, env.unwrapped.transcript[len(prompt):])
+                # Search first, answer on the last turn, the model's choice in between.
+                turn_no = env.unwrapped.turn
+                force = "search" if turn_no == 0 else "answer" if turn_no == env.unwrapped.max_turns - 1 else None
+                turn = policy.act(prompt, env.unwrapped.transcript[len(prompt):], force=force)
             obs, reward, terminated, truncated, info = env.step(turn)
             show(f"turn {info['turn']}", turn)
             describe_step(info, reward, env.unwrapped.corpus)

@@ -28,6 +28,11 @@ class LMPolicy:
 
     The env's prompt becomes the user message of the model's chat template (with a worked example in
     front when ``few_shot``); everything after the prompt is the assistant's message so far.
+
+    ``constrained=True`` is for models too small to follow the tag format: the model first chooses
+    ``<search>`` or ``<answer>`` (whichever opening tag it gives the higher log-probability; ``act(...,
+    force="search" | "answer")`` imposes one), then writes the content, so every turn is well formed and
+    the words are still the model's.
     """
 
     def __init__(
@@ -39,10 +44,13 @@ class LMPolicy:
         max_new_tokens: int = 96,
         temperature: float = 0.0,
         few_shot: bool = True,
+        constrained: bool = False,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.dialect = get_dialect(template)
         self.max_new_tokens, self.temperature, self.few_shot = max_new_tokens, temperature, few_shot
+        self.constrained = constrained
+        self._stopping = None
 
     def prompt_text(self, prompt: str, continuation: str = "") -> str:
         """The model input: chat-templated prompt, then the episode so far as the assistant's words."""
@@ -54,31 +62,61 @@ class LMPolicy:
             head = user + "\n"
         return head + continuation.lstrip()
 
-    def act(self, prompt: str, continuation: str = "") -> str:
-        return self.act_batch([prompt], [continuation])[0]
+    def act(self, prompt: str, continuation: str = "", *, force: str | None = None) -> str:
+        return self.act_batch([prompt], [continuation], force=force)[0]
 
-    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[str]:
+    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *, force: str | None = None) -> list[str]:
         """One turn for each (prompt, episode-so-far) pair, generated together with left padding."""
+        texts = [self.prompt_text(p, c) for p, c in zip(prompts, continuations)]
+        if not self.constrained:
+            return [cut_at_stop(t) for t in self._generate(texts)]
+        tags = [f"<{force}>"] * len(texts) if force else self._choose_tags(texts)
+        contents = self._generate([t + tag for t, tag in zip(texts, tags)])
+        # The content runs to the first tag the model writes (its closing tag, normally).
+        return [f"{tag} {c.split('<', 1)[0].strip()} </{tag[1:]}" for tag, c in zip(tags, contents)]
+
+    def _choose_tags(self, texts: Sequence[str]) -> list[str]:
+        """The opening tag each context makes more likely: log p("<search>") vs log p("<answer>")."""
         import torch
 
-        texts = [self.prompt_text(p, c) for p, c in zip(prompts, continuations)]
+        options = ("<search>", "<answer>")
+        batch = [t + o for t in texts for o in options]
+        tok = self._tokenizer_for_batch()
+        enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        lengths = [len(tok(o, add_special_tokens=False)["input_ids"]) for o in options] * len(texts)
+        keep = max(lengths) + 1  # logits only where the option tokens are predicted
+        with torch.inference_mode():
+            logits = self.model(**enc, logits_to_keep=keep).logits[:, :-1].float()
+        targets = enc["input_ids"][:, -keep + 1 :]
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        scores = [float(token_logp[i, -n:].sum()) for i, n in enumerate(lengths)]
+        return [options[int(scores[2 * i + 1] > scores[2 * i])] for i in range(len(texts))]
+
+    def _tokenizer_for_batch(self):
         tok = self.tokenizer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        return tok
+
+    def _generate(self, texts: Sequence[str]) -> list[str]:
+        import torch
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        if self._stopping is None:  # built once: it precomputes tables over the whole vocabulary
+            self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(STOP_STRINGS))])
+        tok = self._tokenizer_for_batch()
+        batch = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,
                 max_new_tokens=self.max_new_tokens,
-                stop_strings=list(STOP_STRINGS),
-                tokenizer=tok,
+                stopping_criteria=self._stopping,
                 pad_token_id=tok.pad_token_id,
                 **sampling,
             )
-        turns = tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        return [cut_at_stop(t) for t in turns]
+        return tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def cut_at_stop(text: str) -> str:

@@ -71,5 +71,5 @@ class RewardConfig:
         return {
             "outcome": self.outcome_weight * outcome,
             "format": -self.format_penalty if invalid else 0.0,
-            "ig": self.ig_weight * ig if ig is not None else 0.0,
+            "ig": self.ig_weight * ig + 0.0 if ig is not None else 0.0,  # + 0.0: never -0.0
         }
