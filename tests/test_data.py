@@ -89,3 +89,18 @@ def test_real_multihop_set_loads():
     assert len(corpus) == 994 and len(questions) == 100
     for item in questions:
         assert item.supporting_doc_ids and all(d in corpus for d in item.supporting_doc_ids)
+
+
+def test_hugging_face_loader_reads_local_files_and_saved_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from search_env.data import load_hf_questions
+
+    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x"]}, {"id": "b", "question": "Q2?", "golden_answers": ["y", "z"]}]
+    path = write_lines(tmp_path / "qa.jsonl", [json.dumps(r) for r in rows])
+    from_file = load_hf_questions(str(path))
+    assert [(q.id, q.golden_answers) for q in from_file] == [("a", ("x",)), ("b", ("y", "z"))]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    assert [q.id for q in load_hf_questions(str(tmp_path / "saved"), limit=1)] == ["a"]
+    datasets.Dataset.from_list([{"q": "Q?", "ans": []}]).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(DataFileError, match=":1: missing or empty 'golden_answers'"):
+        load_hf_questions(str(tmp_path / "bad"), question_key="q", answers_key="ans")
