@@ -62,7 +62,12 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=3)
     parser.add_argument("--n-random", type=int, default=3)
     parser.add_argument("--turn-tokens", type=int, default=48, help="tokens generated per turn for the comparison")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     world = default_world()

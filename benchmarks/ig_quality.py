@@ -36,7 +36,12 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/musique_dev_migres200"))
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     corpus = load_corpus(Path(args.data) / "corpus.jsonl")
     questions = load_questions(Path(args.data) / "test.jsonl")

@@ -207,8 +207,11 @@ class Timer:
     PHASES = ("generate", "retrieve", "ig", "logprob", "update")  # always logged, 0 when unused
 
     def __init__(self, device: torch.device):
-        self.seconds: dict[str, float] = defaultdict(float, dict.fromkeys(self.PHASES, 0.0))
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float, dict.fromkeys(self.PHASES, 0.0))
 
     @contextmanager
     def __call__(self, phase: str):
@@ -224,26 +227,26 @@ class Timer:
 class TimedRetriever:
     """A retriever that adds its seconds to ``timer["retrieve"]``."""
 
-    def __init__(self, inner, timer_ref):
-        self.inner, self.timer_ref = inner, timer_ref
+    def __init__(self, inner, timer: Timer):
+        self.inner, self.timer = inner, timer
 
     def search(self, query, k):
-        with self.timer_ref[0]("retrieve"):
+        with self.timer("retrieve"):
             return self.inner.search(query, k)
 
     def batch_search(self, queries, k):
-        with self.timer_ref[0]("retrieve"):
+        with self.timer("retrieve"):
             return self.inner.batch_search(queries, k)
 
 
 class TimedScorer:
     """An IG scorer that adds its seconds to ``timer["ig"]``."""
 
-    def __init__(self, inner, timer_ref):
-        self.inner, self.timer_ref = inner, timer_ref
+    def __init__(self, inner, timer: Timer):
+        self.inner, self.timer = inner, timer
 
     def score(self, contexts, answers):
-        with self.timer_ref[0]("ig"):
+        with self.timer("ig"):
             return self.inner.score(contexts, answers)
 
 
@@ -484,6 +487,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel("step")
         if ax.lines:
             ax.legend()
+        else:
+            ax.text(0.5, 0.5, "nothing logged", ha="center", va="center", transform=ax.transAxes)
     phases = ["generate", "retrieve", "ig", "logprob", "update", "eval"]
     steps = [r["step"] for r in history]
     axes[3].stackplot(steps, *[[r.get(f"time/{p}", 0.0) for r in history] for p in phases], labels=phases)
@@ -553,17 +558,17 @@ def main(argv=None) -> None:
 
     # Data and envs. IG is scored with the policy itself; the wrappers time retrieval and scoring.
     train_set, eval_set, corpus = load_data(args)
-    timer_ref = [Timer(device)]  # the current step's timer, read by the wrappers
+    timer = Timer(device)  # seconds per phase of the current step
     retriever = make_retriever("bm25", corpus)
     score_ig = args.ig_weight != 0 or args.log_ig
     scorer = None
     if score_ig:
         from search_env.scorers import TransformersScorer
 
-        scorer = TimedScorer(TransformersScorer(model, tokenizer), timer_ref)
+        scorer = TimedScorer(TransformersScorer(model, tokenizer), timer)
     env_kwargs = dict(corpus=corpus, topk=args.topk, max_turns=args.max_turns, template=args.template)
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, autoreset_mode="Disabled", ig_pool=args.ig_pool,
-                             questions=train_set, retriever=TimedRetriever(retriever, timer_ref),
+                             questions=train_set, retriever=TimedRetriever(retriever, timer),
                              ig=IGConfig(n_random=args.ig_n_random) if score_ig else False, scorer=scorer, **env_kwargs)
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), autoreset_mode="Disabled",
                                   questions=eval_set, retriever=retriever, ig=False, **env_kwargs)
@@ -604,7 +609,7 @@ def main(argv=None) -> None:
     save_every = args.save_every or args.eval_every
     for step in range(start_step, args.total_steps + 1):
         step_start = time.perf_counter()
-        timer = timer_ref[0] = Timer(device)
+        timer.reset()
         items = [train_set[question_at(data_pos + k, len(train_set), args.seed)] for k in range(args.questions_per_step)]
         data_pos += args.questions_per_step
 
