@@ -1,0 +1,330 @@
+"""PPO (stable-baselines3) on the built-in world's multi-hop questions: outcome-only reward vs outcome + IG.
+
+One file, read top to bottom. The policy is a small MLP that cannot read text, so the env is seen through
+``NumericSearchView`` (``search_env.wrappers``): each turn it picks one of ``1 + 2 * n_candidates`` actions
+(search the question, search a name found in the passages so far, or answer with such a name), and sees
+hashed bags of the question's words and of the words around each candidate name.
+
+Two arms, the same number of env steps each, ``--seeds`` seeds each:
+
+- ``outcome``: ``OutcomeOnly`` (EM of the answer, and the env's -0.1 for an invalid turn); IG is not
+  even computed (``ig=False``), so this arm never runs the scorer.
+- ``outcome+ig``: ``OutcomePlusIG``: the same, plus ``ig_weight * clip(IG, -ig_clip, ig_clip)`` on every
+  search step, IG scored by the bundled SmolLM2-135M (``--scorer bundled``) or by a cheap deterministic
+  stand-in (``--scorer fake``, for smoke tests).
+
+One scorer is shared by all IG runs, with a large LRU cache. The questions are a fixed subset and the
+view freezes IG's random draws per question, so the same (question, search path) always gives the same
+contexts: later episodes, and later seeds, are mostly cache hits.
+
+Every ``--eval-every`` env steps each run plays every training question once with the greedy policy
+(``deterministic=True``, IG off) and logs the exact match. At the end: ``curves.csv``, ``curves.png``
+(EM vs env steps, mean and min/max over seeds per arm), ``summary.json`` and a table on stdout: the
+env steps each arm needs to reach EM >= ``--em-threshold`` and its final EM (training and held-out
+questions).
+
+    python examples/sb3_ablation.py                                  # the full ablation, bundled scorer
+    python examples/sb3_ablation.py --scorer fake --total-steps 256 --n-steps 64 --eval-every 128 \\
+        --n-questions 8 --seeds 1                                    # a smoke test, seconds
+
+Needs stable-baselines3 and matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from search_env.data.qa import QADataset
+from search_env.data.synthetic import build_world
+from search_env.env import SearchQAEnv
+from search_env.info_gain import IGConfig
+from search_env.wrappers import NumericSearchView, OutcomeOnly, OutcomePlusIG
+
+
+def arg(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Args:
+    out_dir: str = arg("runs/sb3_ablation", "where curves.csv, curves.png and summary.json go")
+    scorer: str = arg("bundled", "IG scorer: 'bundled' (SmolLM2-135M) or 'fake' (cheap, deterministic)")
+    cache_size: int = arg(200_000, "LRU cache entries of the bundled scorer (shared by all runs)")
+    max_context_tokens: int = arg(384, "the bundled scorer keeps the last N context tokens (cost grows with N)")
+    world_seed: int = arg(0, "build_world(seed=...)")
+    hops: int = arg(2, "questions with this many hops")
+    n_questions: int = arg(12, "training questions: the first N of that many hops")
+    n_heldout: int = arg(40, "held-out questions (the next N), evaluated at the end only")
+    max_turns: int = arg(4, "turns per episode")
+    topk: int = arg(3, "passages per search")
+    n_candidates: int = arg(6, "candidate slots of the numeric view")
+    ig_weight: float = arg(0.2, "lambda of the IG arm (the other arm uses 0)")
+    ig_clip: float = arg(1.0, "IG is clipped to [-c, c] nats before weighting")
+    ig_baseline: str = arg("previous", "IG baseline: previous, random, none or best")
+    n_random: int = arg(3, "random-passage draws per step (baseline 'random' only)")
+    seeds: int = arg(3, "seeds per arm (0 .. seeds-1)")
+    total_steps: int = arg(3072, "env steps per run")
+    n_steps: int = arg(128, "PPO rollout length")
+    batch_size: int = arg(64, "PPO minibatch size")
+    n_epochs: int = arg(4, "PPO epochs per rollout")
+    learning_rate: float = arg(1e-3, "Adam learning rate")
+    ent_coef: float = arg(0.01, "entropy bonus")
+    gamma: float = arg(1.0, "discount (episodes are at most max_turns long)")
+    eval_every: int = arg(256, "env steps between greedy evaluations")
+    em_threshold: float = arg(0.2, "the table reports the env steps to reach this training EM")
+    torch_threads: int = arg(1, "torch.set_num_threads")
+
+
+def parse_args(argv=None) -> Args:
+    """An ``Args`` from the command line: ``--field-name value``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(Args):
+        kind = {"int": int, "float": float}.get(str(f.type), str)
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                            help=f"{f.metadata['help']} (default: {f.default})")
+    return Args(**vars(parser.parse_args(argv)))
+
+
+# ------------------------------------------------------------------------------------------ scorers
+
+
+class FakeScorer:
+    """A cheap deterministic stand-in: 1 if the answer is in the latest documents block, else 0."""
+
+    def score(self, contexts, answers):
+        return np.array([float(a.lower() in c.rsplit("<search>", 1)[-1].lower()) for c, a in zip(contexts, answers)])
+
+
+class CountingScorer:
+    """Counts the (context, answer) pairs asked for and how many were asked for before (cache hits, when
+    the inner cache is large enough to keep everything), and the seconds spent scoring."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, set()
+        self.requests = self.hits = 0
+        self.seconds = 0.0
+
+    def score(self, contexts, answers):
+        keys = list(zip(contexts, answers))
+        self.requests += len(keys)
+        self.hits += sum(k in self.seen for k in keys)
+        self.seen.update(keys)
+        start = time.perf_counter()
+        out = self.inner.score(contexts, answers)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def make_scorer(args: Args):
+    if args.scorer == "fake":
+        return CountingScorer(FakeScorer())
+    if args.scorer == "bundled":
+        from search_env.scorers import TransformersScorer
+
+        return CountingScorer(TransformersScorer.from_pretrained(
+            "bundled", cache_size=args.cache_size, max_context_tokens=args.max_context_tokens))
+    raise ValueError(f"--scorer must be 'bundled' or 'fake', not {args.scorer!r}")
+
+
+# ------------------------------------------------------------------------------------------ envs
+
+
+def questions(args: Args) -> tuple[QADataset, QADataset]:
+    """The first ``n_questions`` questions with ``hops`` hops of the world (training), and the next ``n_heldout``."""
+    world = build_world(seed=args.world_seed)
+    pool = [q for q in world.questions if q.metadata["hops"] == args.hops]
+    if len(pool) < args.n_questions + args.n_heldout:
+        raise ValueError(f"the world has only {len(pool)} {args.hops}-hop questions")
+    train = QADataset(pool[: args.n_questions], name="train")
+    heldout = QADataset(pool[args.n_questions : args.n_questions + args.n_heldout], name="heldout")
+    return train, heldout
+
+
+def make_env(args: Args, qs: QADataset, ig_weight: float, scorer=None) -> NumericSearchView:
+    corpus = build_world(seed=args.world_seed).corpus
+    if ig_weight == 0:
+        env = OutcomeOnly(SearchQAEnv(questions=qs, corpus=corpus, topk=args.topk, max_turns=args.max_turns, ig=False))
+    else:
+        ig = IGConfig(baseline=args.ig_baseline, n_random=args.n_random)
+        env = SearchQAEnv(questions=qs, corpus=corpus, topk=args.topk, max_turns=args.max_turns, ig=ig, scorer=scorer)
+        env = OutcomePlusIG(env, ig_weight, ig_clip=args.ig_clip)
+    return NumericSearchView(env, n_candidates=args.n_candidates)
+
+
+def evaluate(model, env: NumericSearchView) -> float:
+    """Greedy EM over every question of ``env`` once."""
+    n = len(env.unwrapped.questions)
+    total = 0.0
+    for i in range(n):
+        obs, _ = env.reset(options={"index": i})
+        done, info = False, {}
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, _, terminated, truncated, info = env.step(int(action))
+            done = terminated or truncated
+        total += info.get("em", 0.0)
+    return total / n
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def train_one(args: Args, arm: str, ig_weight: float, seed: int, scorer, train_qs, heldout_qs) -> tuple[list[dict], dict]:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    env = make_env(args, train_qs, ig_weight, scorer)
+    eval_env = make_env(args, train_qs, 0.0)
+    rows: list[dict] = []
+    start = time.perf_counter()
+    returns: list[float] = []
+
+    def log(step: int, model) -> None:
+        em = evaluate(model, eval_env)
+        rows.append({"arm": arm, "ig_weight": ig_weight, "seed": seed, "step": step, "em": em,
+                     "train_return": float(np.mean(returns[-100:])) if returns else float("nan"),
+                     "wall_s": round(time.perf_counter() - start, 2)})
+        print(f"  [{arm} seed {seed}] step {step:6d}  EM {em:.3f}  return {rows[-1]['train_return']:.3f}  "
+              f"{rows[-1]['wall_s']:.0f}s", flush=True)
+
+    class EvalCallback(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.next_eval = args.eval_every
+            self.episode_return = 0.0
+
+        def _on_step(self) -> bool:
+            self.episode_return += float(self.locals["rewards"][0])
+            if self.locals["dones"][0]:
+                returns.append(self.episode_return)
+                self.episode_return = 0.0
+            if self.num_timesteps >= self.next_eval:
+                log(self.num_timesteps, self.model)
+                self.next_eval += args.eval_every
+            return True
+
+    model = PPO("MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+                learning_rate=args.learning_rate, ent_coef=args.ent_coef, gamma=args.gamma, gae_lambda=0.95,
+                policy_kwargs={"net_arch": [64, 64]}, seed=seed, device="cpu", verbose=0)
+    log(0, model)
+    model.learn(total_timesteps=args.total_steps, callback=EvalCallback())
+    if not rows or rows[-1]["step"] != model.num_timesteps:
+        log(model.num_timesteps, model)
+    heldout_em = evaluate(model, make_env(args, heldout_qs, 0.0))
+    return rows, {"arm": arm, "seed": seed, "final_em": rows[-1]["em"], "heldout_em": heldout_em,
+                  "wall_s": time.perf_counter() - start}
+
+
+def steps_to(rows: list[dict], threshold: float) -> int | None:
+    """The first evaluated env step with EM >= threshold (None: never)."""
+    return next((r["step"] for r in rows if r["em"] >= threshold), None)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+
+def plot(rows: list[dict], args: Args, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for arm, color in (("outcome", "tab:blue"), ("outcome+ig", "tab:orange")):
+        by_step: dict[int, list[float]] = {}
+        for r in rows:
+            if r["arm"] == arm:
+                by_step.setdefault(r["step"], []).append(r["em"])
+        if not by_step:
+            continue
+        steps = sorted(by_step)
+        ems = [np.asarray(by_step[s]) for s in steps]
+        label = arm if arm == "outcome" else f"outcome + {args.ig_weight}·clip(IG, ±{args.ig_clip})"
+        ax.plot(steps, [e.mean() for e in ems], color=color, label=f"{label} (mean)")
+        ax.fill_between(steps, [e.min() for e in ems], [e.max() for e in ems], color=color, alpha=0.2,
+                        label=f"{arm} (min-max, {args.seeds} seeds)")
+    ax.axhline(args.em_threshold, color="grey", ls=":", lw=1)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"greedy EM ({args.n_questions} training questions)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"PPO on {args.hops}-hop questions, scorer={args.scorer}, IG baseline={args.ig_baseline}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_qs, heldout_qs = questions(args)
+    t0 = time.perf_counter()
+    scorer = make_scorer(args)
+    load_s = time.perf_counter() - t0
+    print(f"{len(train_qs)} training / {len(heldout_qs)} held-out {args.hops}-hop questions; scorer "
+          f"{args.scorer} loaded in {load_s:.1f}s", flush=True)
+
+    rows, finals = [], []
+    for arm, weight in (("outcome", 0.0), ("outcome+ig", args.ig_weight)):
+        for seed in range(args.seeds):
+            run_rows, final = train_one(args, arm, weight, seed, scorer, train_qs, heldout_qs)
+            rows += run_rows
+            finals.append(final)
+            write_csv(rows, out / "curves.csv")  # after every run, so an interrupted ablation keeps its curves
+    wall_s = time.perf_counter() - t0
+    plot(rows, args, out / "curves.png")
+
+    table = []
+    print(f"\n| arm | steps to EM >= {args.em_threshold} (per seed) | final EM, mean (min-max) | held-out EM, mean |"
+          f" wall s |\n|---|---|---|---|---|")
+    for arm in ("outcome", "outcome+ig"):
+        runs = [f for f in finals if f["arm"] == arm]
+        reach = [steps_to([r for r in rows if r["arm"] == arm and r["seed"] == f["seed"]], args.em_threshold)
+                 for f in runs]
+        em = np.array([f["final_em"] for f in runs])
+        held = np.array([f["heldout_em"] for f in runs])
+        wall = sum(f["wall_s"] for f in runs)
+        table.append({"arm": arm, "steps_to_threshold": reach, "final_em": em.tolist(), "heldout_em": held.tolist(),
+                      "wall_s": wall})
+        reach_s = ", ".join("never" if s is None else str(s) for s in reach)
+        print(f"| {arm} | {reach_s} | {em.mean():.3f} ({em.min():.3f}-{em.max():.3f}) | {held.mean():.3f} | {wall:.0f} |")
+    hit_rate = scorer.hits / scorer.requests if scorer.requests else float("nan")
+    print(f"\nwall time {wall_s:.0f}s (scorer load {load_s:.0f}s, scoring {scorer.seconds:.0f}s); "
+          f"IG pairs requested {scorer.requests}, cache hits {scorer.hits} ({hit_rate:.1%})")
+    summary = {"args": dataclasses.asdict(args), "table": table, "wall_s": wall_s, "scorer_load_s": load_s,
+               "scoring_s": scorer.seconds, "ig_requests": scorer.requests, "ig_cache_hits": scorer.hits,
+               "ig_cache_hit_rate": hit_rate}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
