@@ -5,9 +5,9 @@
 Every variant plays the same episodes (same seeds, same scripted searches: the gold passages' titles, so the
 third search has a 2-step history) with the score cache off, and must give the same IG values:
 
-- naive: 16 envs stepped one by one, each IG step scoring its 1 + N contexts with full forwards;
+- naive: the envs stepped one by one, each IG step scoring its 1 + N contexts with full forwards;
 - prefix-shared: the same, with the shared history run once per step and its KV cache reused;
-- vector: one SearchQAVectorEnv over the 16 envs, one scorer call per step.
+- vector: one SearchQAVectorEnv over the same envs, one scorer call per step.
 
 Then the same model generates the same turns (the policy's side of a rollout) so IG's cost can be read as a
 share of generation. The last line prints the speed-ups.
@@ -88,13 +88,13 @@ def main() -> None:
     diff = max(np.max(np.abs(np.array(ig_naive) - ig_shared)), np.max(np.abs(np.array(ig_naive) - ig_vector)))
     assert diff < 1e-3, f"variants disagree by {diff}"
     steps = len(ig_naive)
-    for name, t in [("naive", t_naive), ("prefix-shared", t_shared), ("vector (16 envs)", t_vector)]:
+    for name, t in [("naive", t_naive), ("prefix-shared", t_shared), (f"vector ({len(items)} envs)", t_vector)]:
         print(f"{name:<18} {t:7.2f}s  {t / steps * 1000:7.0f} ms per IG step")
     print(f"max |IG difference| between variants: {diff:.2e} nats/token; mean IG {np.mean(ig_naive):+.3f}")
 
     # The policy's side: generate one turn of exactly --turn-tokens tokens at each of the same search steps.
     policy = LMPolicy(model, tokenizer)
-    env = SearchQAEnv(**common, ig=False)
+    env = SearchQAEnv(**{**common, "ig": False})
     contexts = []
     for item, item_turns in zip(items, turns):
         prompt, _ = env.reset(options={"question_id": item.id})
