@@ -24,5 +24,14 @@ class Retriever(Protocol):
     def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]: ...
 
 
+def check_queries(queries: Sequence[str]) -> list[str]:
+    """The queries as a list; a non-string raises TypeError (any string, garbage included, is fine)."""
+    queries = list(queries)
+    for query in queries:
+        if not isinstance(query, str):
+            raise TypeError(f"queries must be strings, got {type(query).__name__}")
+    return queries
+
+
 class RetrieverUnavailable(RuntimeError):
     """A remote retriever could not answer (after retries); the env step can be retried later."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from search_env._cache import cache_dir
 from search_env.data.corpus import Corpus
-from search_env.retrieval.base import Hit
+from search_env.retrieval.base import Hit, check_queries
 from search_env.retrieval.bm25 import _replace_dir
 
 __all__ = [
@@ -466,10 +466,7 @@ class DenseRetriever:
 
     def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-``k`` hits for each query: one encoder pass and one scoring pass for the whole batch."""
-        queries = list(queries)
-        for query in queries:
-            if not isinstance(query, str):
-                raise TypeError(f"queries must be strings, got {type(query).__name__}")
+        queries = check_queries(queries)
         k = min(int(k), len(self.corpus))
         if k <= 0 or not queries:
             return [[] for _ in queries]

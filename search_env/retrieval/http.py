@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from search_env.data.corpus import split_contents
-from search_env.retrieval.base import Hit, RetrieverUnavailable
+from search_env.retrieval.base import Hit, RetrieverUnavailable, check_queries
 
 __all__ = ["HTTPRetriever", "MalformedResponse", "is_url", "parse_response"]
 
@@ -182,10 +182,7 @@ class HTTPRetriever:
 
     def batch_search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         """Top-``k`` hits per query, ``batch_size`` queries per request (Search-R1's batch schema)."""
-        queries = list(queries)
-        for query in queries:
-            if not isinstance(query, str):
-                raise TypeError(f"queries must be strings, got {type(query).__name__}")
+        queries = check_queries(queries)
         k = int(k)
         if k <= 0 or not queries:
             return [[] for _ in queries]
