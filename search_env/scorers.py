@@ -113,7 +113,10 @@ class TransformersScorer:
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._weights_seen = self._weights_fingerprint()
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        forward_args = inspect.signature(model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in forward_args
+        # recent transformers (5.24) call the KV cache argument `cache` and deprecate `past_key_values`
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     @classmethod
     def from_pretrained(
@@ -279,17 +282,17 @@ class TransformersScorer:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=position_ids,
-                past_key_values=past,
                 use_cache=want_cache or past is not None,
                 logits_to_keep=keep if keep is not None else 1,
+                **{self._cache_arg: past},
             )
-            return (out.logits if keep is not None else None), out.past_key_values
+            return (out.logits if keep is not None else None), getattr(out, self._cache_arg, None)
         # Models without ``logits_to_keep``: project only the kept hidden states.
         out = model.get_decoder()(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=past, use_cache=True
+            input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, **{self._cache_arg: past}
         )
         logits = model.get_output_embeddings()(out.last_hidden_state[keep]) if keep is not None else None
-        return logits, out.past_key_values
+        return logits, getattr(out, self._cache_arg, None)
 
     @property
     def _device(self) -> torch.device:
