@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except (CLIError, FileNotFoundError, ValueError, KeyError, ImportError) as e:
+    except (CLIError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a missing file or model
         from search_env.data.errors import DataFileError
 
         kind = "" if isinstance(e, (CLIError, DataFileError)) else f"{type(e).__name__}: "
-        print(f"search-env: error: {kind}{e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"search-env: error: {kind}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("search-env: interrupted", file=sys.stderr)
@@ -106,13 +107,13 @@ def cmd_index_build(args) -> int:
     if args.retriever == "bm25":
         from search_env.retrieval.bm25 import BM25Retriever
 
-        retriever = BM25Retriever(corpus, cache=args.output or True)
+        retriever = BM25Retriever(corpus, cache=args.output or True, show_progress=True)
         where = retriever.directory
     else:
         from search_env.retrieval.dense import DenseRetriever
 
         kwargs = {"encoder": args.encoder} if args.encoder else {}
-        retriever = DenseRetriever(corpus, cache=args.output or True, progress=True, **kwargs)
+        retriever = DenseRetriever(corpus, cache=args.output or True, show_progress=True, **kwargs)
         where = getattr(retriever, "directory", None)
     print(f"{args.retriever} index over {len(corpus):,} passages ready in {time.perf_counter() - start:.1f}s at {where}")
     return 0
@@ -144,8 +145,9 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _datasets(specs: list[str], corpus_spec: str | None):
-    """(name, questions, corpus) for each QA file; the corpus defaults to corpus.jsonl beside it."""
+def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
+    """(name, questions, corpus) for each QA file; the corpus defaults to corpus.jsonl beside it, and may
+    be missing (None) when the retriever is ``remote`` (a server holds the passages)."""
     from search_env.data import load_questions
 
     out = []
@@ -160,9 +162,12 @@ def _datasets(specs: list[str], corpus_spec: str | None):
         if not path.exists():
             raise CLIError(f"no such QA file: {spec}")
         corpus_path = corpus_spec or path.with_name("corpus.jsonl")
-        if corpus_spec is None and not Path(corpus_path).exists():
-            raise CLIError(f"{spec}: no corpus.jsonl beside it; pass --corpus (or --retriever http://...)")
         name = path.parent.name if path.stem == "test" else f"{path.parent.name}/{path.stem}"
+        if corpus_spec is None and not Path(corpus_path).exists():
+            if not remote:
+                raise CLIError(f"{spec}: no corpus.jsonl beside it; pass --corpus (or --retriever http://...)")
+            out.append((name, load_questions(path), None))
+            continue
         out.append((name, load_questions(path), _load_corpus(str(corpus_path))))
     return out
 
@@ -201,6 +206,10 @@ def _make_policy(spec: str, template: str, max_new_tokens: int):
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if spec.startswith((".", "/", "~")):  # a local path, not a hub name
+            spec = str(Path(spec).expanduser())
+            if not Path(spec).is_dir():
+                raise CLIError(f"--policy {spec}: no such model directory")
         model, tokenizer = AutoModelForCausalLM.from_pretrained(spec), AutoTokenizer.from_pretrained(spec)
     return LMPolicy(model, tokenizer, template=template, max_new_tokens=max_new_tokens)
 
@@ -216,11 +225,12 @@ def cmd_eval(args) -> int:
     import gymnasium as gym
 
     import search_env  # noqa: F401
+    from search_env.retrieval.http import is_url
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(output)
-    datasets = _datasets(args.questions, args.corpus)
+    datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))
     policy = _make_policy(args.policy, args.template, args.max_new_tokens)
     resumed = len(done)
     with open(output, "a", encoding="utf-8") as out:

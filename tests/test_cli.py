@@ -1,10 +1,15 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from search_env.cli import main
+from tests.servers import free_port, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -55,8 +60,12 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
 
 def test_index_build_and_info(qa_dir, tmp_path, capsys):
     assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx")]) == 0
-    assert "bm25 index over 39 passages" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "bm25 index over 39 passages" in captured.out
+    assert "Tokenize texts" in captured.err  # the progress bar
     assert any((tmp_path / "idx").iterdir())
+    assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx")]) == 0
+    assert "Tokenize texts" not in capsys.readouterr().err  # the second time it is loaded, not built
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "gymnasium" in out and "cache dir" in out
@@ -73,3 +82,80 @@ def test_demo_oracle_runs(capsys):
     assert main(["demo", "--policy", "oracle", "--no-ig", "--episodes", "1"]) == 0
     out = capsys.readouterr().out
     assert "Episode 1" in out and "EM 1" in out
+
+
+@pytest.mark.slow
+def test_index_build_dense(qa_dir, tmp_path, capsys):
+    from search_env.retrieval.dense import DenseRetriever
+
+    out = tmp_path / "dense"
+    assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--retriever", "dense", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "dense index over 39 passages" in captured.out and "encoding 39 passages" in captured.err
+    from search_env.data import load_corpus
+
+    hits = DenseRetriever(load_corpus(qa_dir / "corpus.jsonl"), cache=out).search("Karvesh river city", 1)
+    assert hits[0].doc_id == "c0"
+
+
+def test_model_errors_are_one_line(qa_dir, tmp_path, capsys):
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(tmp_path / "o.jsonl")]
+    assert main(args + ["--policy", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"search-env: error: --policy {tmp_path / 'no-model'}: no such model directory\n"
+    assert main(["index", "build", "--corpus", str(tmp_path / "none.jsonl")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
+    """`--policy DIR`: a causal LM saved with save_pretrained (a tiny random one, with the bundled tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from search_env.scorers import bundled_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-lm"
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "traj.jsonl"
+    assert main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", str(model_dir), "--output", str(out),
+                 "--limit", "2", "--max-turns", "2", "--max-new-tokens", "8"]) == 0
+    records = read_records(out)
+    assert [r["id"] for r in records] == ["q0", "q1"]
+    assert all(len(r["turns"]) <= 2 and r["turns"][0]["text"] for r in records)  # the model's own words
+    assert "tinyset" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_serve_then_eval_over_http(qa_dir, tmp_path, capsys):
+    """`search-env serve` on the corpus, then `eval --retriever URL` on a QA file with no corpus beside it."""
+    pytest.importorskip("fastapi", reason="serve needs the `server` extra")
+    import requests
+
+    questions = tmp_path / "remote" / "test.jsonl"
+    questions.parent.mkdir()
+    questions.write_text((qa_dir / "test.jsonl").read_text())
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCH_ENV_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "search_env.cli", "serve", "--corpus", str(qa_dir / "corpus.jsonl"),
+           "--port", url.rsplit(":", 1)[1], "--topk", "2", "--log-level", "warning"]
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = tmp_path / "traj.jsonl"
+    try:
+        wait_healthy(server, url)
+        hits = requests.post(f"{url}/retrieve", json={"query": "Karvesh"}).json()["result"][0]
+        assert len(hits) == 2 and hits[0]["document"]["id"] in {"c0", "k0"}  # --topk is the default k
+        assert main(["eval", "--questions", str(questions), "--retriever", url, "--policy", "oracle",
+                     "--output", str(out)]) == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    records = read_records(out)
+    assert len(records) == 6 and all(r["em"] == 1.0 for r in records)
+    assert all(r["turns"][0]["doc_ids"] for r in records)  # passages came from the server
+    assert "remote" in capsys.readouterr().out

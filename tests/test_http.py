@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from search_env.retrieval import HTTPRetriever, RetrieverUnavailable, make_retri
 from search_env.retrieval.bm25 import BM25Retriever
 from search_env.retrieval.http import MalformedResponse, parse_response
 from search_env.vector import SearchQAVectorEnv
+from tests.servers import free_port
 
 pytest.importorskip("fastapi", reason="the retrieval server needs the `server` extra")
 uvicorn = pytest.importorskip("uvicorn", reason="the retrieval server needs the `server` extra")
@@ -31,12 +31,6 @@ from search_env.retrieval.server import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"timeout": 0.5, "retries": 1, "backoff": 0.05}  # worst case about 2 * 0.5 s + 0.05 s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
@@ -404,30 +398,3 @@ def test_import_stays_light():
     code = ("import sys, search_env; heavy = {'torch', 'faiss', 'fastapi', 'uvicorn', 'httpx', 'requests', "
             "'transformers'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-@pytest.mark.slow
-def test_serve_command(tiny_corpus, tmp_path):
-    corpus_file = tmp_path / "corpus.jsonl"
-    tiny_corpus.to_jsonl(corpus_file)
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCH_ENV_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "search_env.retrieval.server", "--corpus", str(corpus_file), "--retriever", "bm25",
-           "--port", str(port), "--topk", "2", "--log-level", "warning"]
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
-        hits = requests.post(f"{url}/retrieve", json={"query": "Karvesh"}).json()["result"][0]
-        assert len(hits) == 2 and hits[0]["document"]["id"] in {"c0", "k0"}
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

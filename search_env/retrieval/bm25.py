@@ -81,10 +81,11 @@ class _Analyzer:
         except UnicodeError:  # lone surrogates: PyStemmer cannot encode them; keep the word as is
             return word
 
-    def fit(self, texts: list[str]) -> list[list[int]]:
+    def fit(self, texts: list[str], show_progress: bool = False) -> list[list[int]]:
         """Token ids of the documents, building the vocabulary (a passage with no word gets the empty token)."""
         self.tokenizer.reset_vocab()
-        return self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False, allow_empty=True)
+        return self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=show_progress,
+                                       allow_empty=True)
 
     @property
     def vocab(self) -> dict[str, int]:
@@ -164,6 +165,7 @@ class BM25Retriever:
     parameters; a path uses that directory (loaded if it holds this corpus's index, else built and
     written there); False builds in memory only. ``mmap``: memory-map the index arrays read from disk
     (None: only when the corpus has more than 500k passages; ignored with ``cache=False``).
+    ``show_progress``: progress bars while tokenizing and indexing (an index build only).
     """
 
     def __init__(
@@ -177,6 +179,7 @@ class BM25Retriever:
         stopwords: str | None = "en",
         cache: bool | str | os.PathLike = True,
         mmap: bool | None = None,
+        show_progress: bool = False,
     ):
         if method not in METHODS:
             raise ValueError(f"BM25 method must be one of {METHODS}, got {method!r}")
@@ -186,6 +189,7 @@ class BM25Retriever:
         self.params = {"k1": float(k1), "b": float(b), "method": method, "stemmer": stemmer, "stopwords": stopwords}
         mmap = len(corpus) > MMAP_AUTO_THRESHOLD if mmap is None else bool(mmap)
         self.directory: Path | None = None
+        self._show_progress = show_progress
 
         if cache is False or cache is None:
             self._build()
@@ -223,9 +227,10 @@ class BM25Retriever:
         """Tokenize the corpus and build the bm25s index (the one expensive step)."""
         p = self.params
         self.analyzer = _Analyzer(p["stemmer"], p["stopwords"])
-        ids = self.analyzer.fit([_passage_text(passage) for passage in self.corpus])
+        ids = self.analyzer.fit([_passage_text(passage) for passage in self.corpus], self._show_progress)
         self._bm25 = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
-        self._bm25.index(bm25s.tokenization.Tokenized(ids=ids, vocab=self.analyzer.vocab), show_progress=False)
+        tokenized = bm25s.tokenization.Tokenized(ids=ids, vocab=self.analyzer.vocab)
+        self._bm25.index(tokenized, show_progress=self._show_progress)
 
     def _write(self, directory: Path) -> None:
         self._bm25.save(directory, show_progress=False)
