@@ -81,3 +81,4 @@ def test_example_smoke(tmp_path):
     assert summary["ig_requests"] > 0 and 0.0 <= summary["ig_cache_hit_rate"] <= 1.0
     assert all(0.0 <= em <= 1.0 for row in summary["table"] for em in row["final_em"] + row["heldout_em"])
     assert "final EM" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("outcome+ig vs outcome: final EM ")
