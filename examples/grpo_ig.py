@@ -552,7 +552,10 @@ def main(argv=None) -> None:
     if ref_model is not None:
         ref_model.to(device)
     if device.type == "cuda" and args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24 renamed it
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     n_params = sum(p.numel() for p in model.parameters())
 

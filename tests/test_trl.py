@@ -230,6 +230,14 @@ def test_get_reward_adds_the_weighted_ig_sum(tiny_corpus, fake_scorer):
 # ------------------------------------------------------------------------------------------ GRPOTrainer
 
 
+def _checkpointing_arg(config_class) -> str:
+    """TRL turns activation checkpointing on by default; transformers 5.24 renamed the switch."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer):
     """One real GRPOTrainer step: a tiny random Qwen2 whose `generate` is scripted to call the tools (a random
     model would never emit a well-formed tool call), so TRL's own parsing, tool loop and reward path run."""
@@ -275,7 +283,8 @@ def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer
     args = GRPOConfig(
         output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2, max_steps=1,
         max_completion_length=768, max_tool_calling_iterations=4, report_to="none", logging_steps=1,
-        save_strategy="no", bf16=False, gradient_checkpointing=False, seed=0,
+        save_strategy="no", bf16=False, seed=0,
+        **{_checkpointing_arg(GRPOConfig): False},
     )
     factory = SearchEnvFactory(topk=1, max_searches=2, ig_weight=0.5, scorer=fake_scorer, seed=0)
     trainer = GRPOTrainer(
