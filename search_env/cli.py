@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_main(argv[1:]) or 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2), already printed
+        return int(e.code or 0)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -43,13 +46,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="search-env", description="Search environments with information-gain rewards.")
+    parser = _Parser(prog="search-env", description="Search environments with information-gain rewards.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")
     demo.add_argument("--policy", choices=["model", "oracle"], default="model", help="the bundled model, or an agent that searches the gold titles")
-    demo.add_argument("--episodes", type=int, default=3, help="episodes to play (default 3)")
+    demo.add_argument("--episodes", type=_positive_int, default=3, help="episodes to play (default 3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-ig", action="store_true", help="do not score information gain")
     demo.set_defaults(handler=cmd_demo)
@@ -71,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policy", default="bundled", help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path")
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     ev.add_argument("--output", required=True, help="trajectories JSONL; an existing file is resumed, not redone")
-    ev.add_argument("--limit", type=int, help="questions per dataset (default: all)")
-    ev.add_argument("--max-turns", type=int, default=4)
-    ev.add_argument("--topk", type=int, default=3)
+    ev.add_argument("--limit", type=_positive_int, help="questions per dataset (default: all)")
+    ev.add_argument("--max-turns", type=_positive_int, default=4)
+    ev.add_argument("--topk", type=_positive_int, default=3)
     ev.add_argument("--template", choices=["search-r1", "autorefine"], default="search-r1")
-    ev.add_argument("--max-new-tokens", type=int, default=96)
+    ev.add_argument("--max-new-tokens", type=_positive_int, default=96)
     ev.set_defaults(handler=cmd_eval)
 
     info = commands.add_parser("info", help="versions, cache directories and what is installed")
@@ -237,7 +257,7 @@ def cmd_eval(args) -> int:
         for name, questions, corpus in datasets:
             env = gym.make("search_env:SearchQA-v0", questions=questions, corpus=corpus, retriever=args.retriever,
                            ig=False, topk=args.topk, max_turns=args.max_turns, template=args.template)
-            items = list(questions)[: args.limit] if args.limit else list(questions)
+            items = list(questions)[: args.limit]
             for item in items:
                 if (name, item.id) in done:
                     continue

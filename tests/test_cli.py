@@ -58,6 +58,15 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert "test.jsonl:1: missing or empty 'golden_answers'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bad", [["--limit", "0"], ["--limit", "-1"], ["--topk", "x"], ["--bogus"]])
+def test_bad_options_are_one_line(qa_dir, tmp_path, capsys, bad):
+    out = tmp_path / "o.jsonl"
+    assert main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle", "--output", str(out), *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "--help" in err
+    assert not out.exists()  # nothing ran
+
+
 def test_index_build_and_info(qa_dir, tmp_path, capsys):
     assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx")]) == 0
     captured = capsys.readouterr()
