@@ -23,7 +23,7 @@ Every ``--eval-every`` env steps each run plays every training question once wit
 env steps each arm needs to reach EM >= ``--em-threshold`` and its final EM (training and held-out
 questions).
 
-    python examples/sb3_ablation.py                                  # the full ablation, bundled scorer (~25 min)
+    python examples/sb3_ablation.py                                  # the full ablation, bundled scorer (~1 h, 2 cores)
     python examples/sb3_ablation.py --scorer fake --total-steps 256 --n-steps 64 --eval-every 128 \\
         --n-questions 8 --seeds 1                                    # a smoke test, seconds
 

@@ -20,20 +20,19 @@ class CLIError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["serve"]:  # the server owns its arguments (and its --help)
-        from search_env.retrieval.server import serve_main
-
-        return serve_main(argv[1:]) or 0
-    parser = build_parser()
     try:
+        if argv[:1] == ["serve"]:  # the server owns its arguments (and its --help)
+            from search_env.retrieval.server import serve_main
+
+            return serve_main(argv[1:]) or 0
+        parser = build_parser()
         args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
+        return args.handler(args) or 0
     except SystemExit as e:  # --help (0) or a bad argument (2), already printed
         return int(e.code or 0)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.handler(args) or 0
     except (CLIError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a missing file or model
         from search_env.data.errors import DataFileError
 
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line (the usage is one ``--help`` away)."""
 
     def error(self, message: str):
@@ -64,7 +63,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="search-env", description="Search environments with information-gain rewards.")
+    parser = OneLineParser(prog="search-env", description="Search environments with information-gain rewards.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")

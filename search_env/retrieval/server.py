@@ -184,7 +184,9 @@ def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from search_env.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="search-env serve",
         description="Serve a corpus over HTTP in Search-R1's /retrieve protocol (one server per retrieval node).",
     )
