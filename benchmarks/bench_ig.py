@@ -21,36 +21,30 @@ import time
 import numpy as np
 import torch
 
-from search_env import IGConfig, SearchQAEnv
-from search_env.data.synthetic import default_world
-from search_env.policy import LMPolicy
-from search_env.scorers import TransformersScorer, load_bundled_model
+from search_env import IGConfig, SearchQAEnv, build_world
+from search_env.policy import OraclePolicy, chat_prompt, load_causal_lm
+from search_env.scorers import TransformersScorer
 from search_env.vector import SearchQAVectorEnv
 
 
-def scripted_turns(item, n_searches: int) -> list[str]:
-    titles = list(item.metadata["supporting_titles"])
-    titles = (titles * n_searches)[:n_searches]
-    return [f"<think>Next I look up {t}.</think>\n<search> {t} </search>" for t in titles]
-
-
-def run_single(envs, items, turns, seed) -> tuple[float, list]:
+def run_single(envs, items, oracle, searches, seed) -> tuple[float, list]:
     igs, start = [], time.perf_counter()
     for i, (env, item) in enumerate(zip(envs, items)):
-        env.reset(seed=seed + i, options={"question_id": item.id})
-        for turn in turns[i]:
-            igs.append(env.step(turn)[4]["ig"])
+        prompt, _ = env.reset(seed=seed + i, options={"question_id": item.id})
+        for _ in range(searches):
+            igs.append(env.step(oracle.act(prompt, env.transcript[len(prompt):], force="search"))[4]["ig"])
     return time.perf_counter() - start, igs
 
 
-def run_vector(venv, items, turns, seed) -> tuple[float, list]:
+def run_vector(venv, items, oracle, searches, seed) -> tuple[float, list]:
     start = time.perf_counter()
     venv.reset(seed=seed)
-    for i, (env, item) in enumerate(zip(venv.envs, items)):
-        env.reset(seed=seed + i, options={"question_id": item.id})
+    prompts = [env.reset(seed=seed + i, options={"question_id": item.id})[0]
+               for i, (env, item) in enumerate(zip(venv.envs, items))]
     per_env = [[] for _ in items]
-    for t in range(len(turns[0])):
-        *_, infos = venv.step([turns[i][t] for i in range(len(items))])
+    for _ in range(searches):
+        turns = [oracle.act(p, env.transcript[len(p):], force="search") for p, env in zip(prompts, venv.envs)]
+        *_, infos = venv.step(turns)
         for i in range(len(items)):
             per_env[i].append(infos["ig"][i])
     return time.perf_counter() - start, [ig for row in per_env for ig in row]
@@ -70,10 +64,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    world = default_world()
+    world = build_world()
     items = [q for q in world.questions if q.metadata["hops"] >= 2][: args.envs]
-    turns = [scripted_turns(item, args.searches) for item in items]
-    model, tokenizer = load_bundled_model()
+    oracle = OraclePolicy(items, n_searches=args.searches)  # the gold titles in turn (a 2-step history by the third)
+    model, tokenizer = load_causal_lm("bundled")
     ig = IGConfig(n_random=args.n_random)
     common = dict(questions=world.questions, corpus=world.corpus, ig=ig, max_turns=args.searches + 1)
     naive = TransformersScorer(model, tokenizer, share_prefix=False, cache_size=0)
@@ -81,10 +75,11 @@ def main() -> None:
     print(f"{args.envs} episodes x {args.searches} searches, N={args.n_random}, bundled SmolLM2-135M fp32, "
           f"{torch.get_num_threads()} threads")
 
-    run_single([SearchQAEnv(**common, scorer=shared)], items[:1], turns[:1], 0)  # warm-up
-    t_naive, ig_naive = run_single([SearchQAEnv(**common, scorer=naive) for _ in items], items, turns, 0)
-    t_shared, ig_shared = run_single([SearchQAEnv(**common, scorer=shared) for _ in items], items, turns, 0)
-    t_vector, ig_vector = run_vector(SearchQAVectorEnv(len(items), **common, scorer=shared), items, turns, 0)
+    n = args.searches
+    run_single([SearchQAEnv(**common, scorer=shared)], items[:1], oracle, n, 0)  # warm-up
+    t_naive, ig_naive = run_single([SearchQAEnv(**common, scorer=naive) for _ in items], items, oracle, n, 0)
+    t_shared, ig_shared = run_single([SearchQAEnv(**common, scorer=shared) for _ in items], items, oracle, n, 0)
+    t_vector, ig_vector = run_vector(SearchQAVectorEnv(len(items), **common, scorer=shared), items, oracle, n, 0)
     diff = max(np.max(np.abs(np.array(ig_naive) - ig_shared)), np.max(np.abs(np.array(ig_naive) - ig_vector)))
     assert diff < 1e-3, f"variants disagree by {diff}"
     steps = len(ig_naive)
@@ -93,18 +88,17 @@ def main() -> None:
     print(f"max |IG difference| between variants: {diff:.2e} nats/token; mean IG {np.mean(ig_naive):+.3f}")
 
     # The policy's side: generate one turn of exactly --turn-tokens tokens at each of the same search steps.
-    policy = LMPolicy(model, tokenizer)
     env = SearchQAEnv(**{**common, "ig": False})
     contexts = []
-    for item, item_turns in zip(items, turns):
+    for item in items:
         prompt, _ = env.reset(options={"question_id": item.id})
-        for turn in item_turns:
+        for _ in range(n):
             contexts.append((prompt, env.transcript[len(prompt):]))
-            env.step(turn)
+            env.step(oracle.act(*contexts[-1], force="search"))
     start = time.perf_counter()
     with torch.inference_mode():
         for prompt, continuation in contexts:
-            ids = tokenizer(policy.prompt_text(prompt, continuation), return_tensors="pt", add_special_tokens=False)
+            ids = tokenizer(chat_prompt(tokenizer, prompt, continuation), return_tensors="pt", add_special_tokens=False)
             model.generate(**ids, min_new_tokens=args.turn_tokens, max_new_tokens=args.turn_tokens, do_sample=False,
                            pad_token_id=tokenizer.eos_token_id)
     t_generate = time.perf_counter() - start

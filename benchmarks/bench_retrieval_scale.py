@@ -194,7 +194,8 @@ def bench_http(n: int, workdir: Path, n_queries: int, batch: int) -> dict:
 def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
     from search_env.data.corpus import Corpus, Passage
     from search_env.data.synthetic import build_world
-    from search_env.retrieval.dense import DenseRetriever, get_encoder
+    from search_env.retrieval.dense import DenseRetriever
+    from search_env.retrieval.encoder import get_encoder
 
     encoder = get_encoder()
     rng = np.random.default_rng(0)

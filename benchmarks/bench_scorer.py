@@ -27,7 +27,8 @@ import torch
 # Runs from a checkout without installing the package.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from search_env.scorers import TransformersScorer, _group_by_prefix, load_bundled_model  # noqa: E402
+from search_env.bundled import load_bundled_model  # noqa: E402
+from search_env.scorers import TransformersScorer, _group_by_prefix  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "2wiki_dev_migres164"
 INSTRUCTIONS = (

@@ -11,12 +11,11 @@ import importlib
 import gymnasium as gym
 
 from search_env.actions import Answer, Invalid, Search, parse_action
-from search_env.data import Corpus, DataFileError, Passage, QADataset, QAItem, load_corpus, load_questions
+from search_env.data import Corpus, QADataset, load_corpus, load_questions
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.retrieval import Hit, Retriever, RetrieverUnavailable
-from search_env.rewards import RewardConfig, cover_exact_match, exact_match, f1_score, normalize_answer
-from search_env.spaces import UnicodeText
+from search_env.rewards import RewardConfig, exact_match, f1_score
 
 __version__ = "0.1.0"
 
@@ -26,14 +25,10 @@ gym.register(
     vector_entry_point="search_env.vector:SearchQAVectorEnv",
 )
 
-_LAZY = {
-    "TransformersScorer": "search_env.scorers",
-    "default_scorer": "search_env.scorers",
-    "load_bundled_model": "search_env.scorers",
-    "BM25Retriever": "search_env.retrieval.bm25",
-    "RankBM25Retriever": "search_env.retrieval.bm25",
-    "build_world": "search_env.data.synthetic",
+_LAZY = {  # imported on first use: they pull in torch, transformers or the world generator
     "SearchQAVectorEnv": "search_env.vector",
+    "build_world": "search_env.data.synthetic",
+    "TransformersScorer": "search_env.scorers",
 }
 
 
@@ -44,27 +39,28 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Answer",
-    "Corpus",
-    "DataFileError",
-    "Hit",
-    "IGConfig",
-    "Invalid",
-    "Passage",
-    "QADataset",
-    "QAItem",
-    "Retriever",
-    "RetrieverUnavailable",
-    "RewardConfig",
-    "Search",
+    # environments
     "SearchQAEnv",
-    "UnicodeText",
-    "cover_exact_match",
+    "SearchQAVectorEnv",
+    # actions
+    "parse_action",
+    "Search",
+    "Answer",
+    "Invalid",
+    # data
+    "load_questions",
+    "load_corpus",
+    "build_world",
+    "QADataset",
+    "Corpus",
+    # retrieval
+    "Retriever",
+    "Hit",
+    "RetrieverUnavailable",
+    # rewards and scoring
+    "RewardConfig",
+    "IGConfig",
     "exact_match",
     "f1_score",
-    "load_corpus",
-    "load_questions",
-    "normalize_answer",
-    "parse_action",
-    *_LAZY,
+    "TransformersScorer",
 ]

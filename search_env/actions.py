@@ -1,4 +1,5 @@
-"""Tag dialects, action parsing and the text the env shows the agent.
+"""Action parsing: how one turn's text becomes Search, Answer or Invalid (what the env writes back is in
+:mod:`search_env.dialects`).
 
 How a turn's text becomes an action (every case has one outcome, tested in ``tests/test_actions.py``):
 
@@ -20,10 +21,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from search_env.retrieval.base import Hit
 
 MAX_ACTION_CHARS = 1 << 20
 MAX_CONTENT_CHARS = 2000
@@ -50,68 +49,6 @@ class Invalid:
 
 
 Action = Search | Answer | Invalid
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """A tag set: where passages go, and whether the agent summarises them in ``<refine>``."""
-
-    name: str
-    info_tag: str
-    refine_tag: str | None
-    instructions: str
-
-    def prompt(self, question: str, topk: int) -> str:
-        return self.instructions.format(topk=topk, info=self.info_tag) + f"Question: {question}\n"
-
-    def documents_block(self, hits: Sequence[Hit]) -> str:
-        """The retrieved passages as the agent sees them, Search-R1 style: ``Doc i(Title: t) text``."""
-        if hits:
-            body = "".join(f"Doc {i}(Title: {h.title}) {h.text}\n" for i, h in enumerate(hits, start=1))
-        else:
-            body = "No passage matched the query.\n"
-        return f"<{self.info_tag}>{body}</{self.info_tag}>"
-
-    def observation(self, hits: Sequence[Hit]) -> str:
-        return f"\n\n{self.documents_block(hits)}\n\n"
-
-
-_SEARCH_R1 = (
-    "Answer the question below. Reason inside <think> and </think> whenever you get new information. "
-    "If you need facts you do not have, search by writing <search> your query </search>; the {topk} best "
-    "passages come back between <{info}> and </{info}>. You may search as often as you need. When you "
-    "know the answer, give it alone, with no explanation, between <answer> and </answer>, "
-    "for example <answer> Lisbon </answer>. "
-)
-_AUTOREFINE = (
-    "Answer the question below. Reason inside <think> and </think>. If you need facts you do not have, "
-    "search by writing <search> your query </search>; the {topk} best passages come back between "
-    "<{info}> and </{info}>. After each search, write what the passages tell you that matters for the "
-    "question between <refine> and </refine>. You may search as often as you need. When you know the "
-    "answer, give it alone between <answer> and </answer>, for example <answer> Lisbon </answer>. "
-)
-
-DIALECTS: dict[str, Dialect] = {
-    "search-r1": Dialect("search-r1", "information", None, _SEARCH_R1),
-    "autorefine": Dialect("autorefine", "documents", "refine", _AUTOREFINE),
-}
-
-
-def get_dialect(name: str | Dialect) -> Dialect:
-    if isinstance(name, Dialect):
-        return name
-    try:
-        return DIALECTS[name]
-    except KeyError:
-        raise ValueError(f"unknown template {name!r}; choose one of {sorted(DIALECTS)}") from None
-
-
-def invalid_feedback(message: str) -> str:
-    """The observation after an invalid turn: what was wrong and how to act."""
-    return (
-        f"\n\nThat turn had no usable action ({message}). To search, write <search> query </search>; "
-        "to finish, write <answer> answer </answer>.\n\n"
-    )
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0/C1 controls, lone surrogates

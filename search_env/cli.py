@@ -6,12 +6,19 @@ Bad arguments and bad files end with one clear line on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from search_env import demo
+from search_env.data import load_corpus, load_questions
+from search_env.dialects import DIALECTS
+from search_env.retrieval import server
+from search_env._args import OneLineParser, positive_int
 
 
 class CLIError(Exception):
@@ -21,10 +28,6 @@ class CLIError(Exception):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv[:1] == ["serve"]:  # the server owns its arguments (and its --help)
-            from search_env.retrieval.server import serve_main
-
-            return serve_main(argv[1:]) or 0
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
@@ -45,33 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (the usage is one ``--help`` away)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="search-env", description="Search environments with information-gain rewards.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")
-    demo.add_argument("--policy", choices=["model", "oracle"], default="model", help="the bundled model, or an agent that searches the gold titles")
-    demo.add_argument("--episodes", type=_positive_int, default=3, help="episodes to play (default 3)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-ig", action="store_true", help="do not score information gain")
-    demo.set_defaults(handler=cmd_demo)
+    play = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")
+    demo.add_arguments(play)
+    play.set_defaults(handler=cmd_demo)
 
     index = commands.add_parser("index", help="build retrieval indexes")
     index_commands = index.add_subparsers(title="index commands", metavar="COMMAND")
@@ -82,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--encoder", help="dense only: Hugging Face encoder name or path (default: bundled all-MiniLM-L6-v2)")
     build.set_defaults(handler=cmd_index_build)
 
-    commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol); see serve --help")
+    serve = commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol)")
+    server.add_arguments(serve)
+    serve.set_defaults(handler=server.run)
 
     ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)")
     ev.add_argument("--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'")
@@ -90,11 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--policy", default="bundled", help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path")
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     ev.add_argument("--output", required=True, help="trajectories JSONL; an existing file is resumed, not redone")
-    ev.add_argument("--limit", type=_positive_int, help="questions per dataset (default: all)")
-    ev.add_argument("--max-turns", type=_positive_int, default=4)
-    ev.add_argument("--topk", type=_positive_int, default=3)
-    ev.add_argument("--template", choices=["search-r1", "autorefine"], default="search-r1")
-    ev.add_argument("--max-new-tokens", type=_positive_int, default=96)
+    ev.add_argument("--limit", type=positive_int, help="questions per dataset (default: all)")
+    ev.add_argument("--max-turns", type=positive_int, default=4)
+    ev.add_argument("--topk", type=positive_int, default=3)
+    ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
+                    help="how actions and passages are tagged (default search-r1; --template is its old name)")
+    ev.add_argument("--max-new-tokens", type=positive_int, default=96)
     ev.set_defaults(handler=cmd_eval)
 
     info = commands.add_parser("info", help="versions, cache directories and what is installed")
@@ -103,26 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_demo(args) -> int:
-    from search_env import demo
-
-    flags = ["--policy", args.policy, "--episodes", str(args.episodes), "--seed", str(args.seed)]
-    demo.main(flags + (["--no-ig"] if args.no_ig else []))
+    demo.run_demo(args.policy, args.episodes, args.seed, ig=not args.no_ig)
     return 0
-
-
-def _load_corpus(spec: str):
-    if spec == "builtin":
-        from search_env.data.synthetic import default_world
-
-        return default_world().corpus
-    from search_env.data import load_corpus
-
-    return load_corpus(spec)
 
 
 def cmd_index_build(args) -> int:
     start = time.perf_counter()
-    corpus = _load_corpus(args.corpus)
+    corpus = load_corpus(args.corpus)
     if args.retriever == "bm25":
         from search_env.retrieval.bm25 import BM25Retriever
 
@@ -167,15 +140,10 @@ def cmd_info(args) -> int:
 def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
     """(name, questions, corpus) for each QA file; the corpus defaults to corpus.jsonl beside it, and may
     be missing (None) when the retriever is ``remote`` (a server holds the passages)."""
-    from search_env.data import load_questions
-
     out = []
     for spec in specs:
         if spec == "builtin":
-            from search_env.data.synthetic import default_world
-
-            world = default_world()
-            out.append(("builtin", world.questions, world.corpus if corpus_spec in (None, "builtin") else _load_corpus(corpus_spec)))
+            out.append(("builtin", load_questions(None), load_corpus(corpus_spec)))
             continue
         path = Path(spec)
         if not path.exists():
@@ -187,7 +155,7 @@ def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
                 raise CLIError(f"{spec}: no corpus.jsonl beside it; pass --corpus (or --retriever http://...)")
             out.append((name, load_questions(path), None))
             continue
-        out.append((name, load_questions(path), _load_corpus(str(corpus_path))))
+        out.append((name, load_questions(path), load_corpus(str(corpus_path))))
     return out
 
 
@@ -213,55 +181,38 @@ def _read_done(output: Path) -> dict[tuple[str, str], dict]:
     return done
 
 
-def _make_policy(spec: str, template: str, max_new_tokens: int):
-    if spec == "oracle":
-        return None
-    from search_env.policy import LMPolicy
+def _make_policy(args, datasets):
+    from search_env.policy import LMPolicy, OraclePolicy, load_causal_lm
 
-    if spec == "bundled":
-        from search_env.scorers import load_bundled_model
-
-        model, tokenizer = load_bundled_model()
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if spec.startswith((".", "/", "~")):  # a local path, not a hub name
-            spec = str(Path(spec).expanduser())
-            if not Path(spec).is_dir():
-                raise CLIError(f"--policy {spec}: no such model directory")
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(spec), AutoTokenizer.from_pretrained(spec)
-    return LMPolicy(model, tokenizer, template=template, max_new_tokens=max_new_tokens)
-
-
-def _oracle_turn(item, turn: int) -> str:
-    titles = list(item.metadata.get("supporting_titles", []))
-    if turn < len(titles):
-        return f"<search> {titles[turn]} </search>"
-    return f"<answer> {item.golden_answers[0]} </answer>"
+    if args.policy == "oracle":
+        return OraclePolicy(itertools.chain.from_iterable(questions for _, questions, _ in datasets), think=False)
+    try:
+        model, tokenizer = load_causal_lm(args.policy)
+    except FileNotFoundError:
+        raise CLIError(f"--policy {args.policy}: no such model directory") from None
+    return LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens)
 
 
 def cmd_eval(args) -> int:
     import gymnasium as gym
 
-    import search_env  # noqa: F401
+    from search_env.policy import play_episode
     from search_env.retrieval.http import is_url
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(output)
     datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))
-    policy = _make_policy(args.policy, args.template, args.max_new_tokens)
+    policy = _make_policy(args, datasets)
     resumed = len(done)
     with open(output, "a", encoding="utf-8") as out:
         for name, questions, corpus in datasets:
             env = gym.make("search_env:SearchQA-v0", questions=questions, corpus=corpus, retriever=args.retriever,
-                           ig=False, topk=args.topk, max_turns=args.max_turns, template=args.template)
-            items = list(questions)[: args.limit]
-            for item in items:
+                           ig=False, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect)
+            for item in list(questions)[: args.limit]:
                 if (name, item.id) in done:
                     continue
-                record = _run_episode(env, item, policy)
-                record["dataset"] = name
+                record = {**play_episode(env, policy, options={"question_id": item.id}), "dataset": name}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -269,30 +220,6 @@ def cmd_eval(args) -> int:
     _print_table(done.values(), [d[0] for d in datasets])
     print(f"{len(done) - resumed} episodes run, {resumed} resumed from {output}")
     return 0
-
-
-def _run_episode(env, item, policy) -> dict:
-    prompt, _ = env.reset(options={"question_id": item.id})
-    turns, info, done = [], {}, False
-    while not done:
-        if policy is None:
-            text = _oracle_turn(item, len(turns))
-        else:
-            text = policy.act(prompt, env.unwrapped.transcript[len(prompt):])
-        _, reward, terminated, truncated, info = env.step(text)
-        turns.append({"text": text, "action_type": info["action_type"], "reward": reward,
-                      **{k: info[k] for k in ("query", "doc_ids") if k in info}})
-        done = terminated or truncated
-    return {
-        "id": item.id,
-        "question": item.question,
-        "golden_answers": list(item.golden_answers),
-        "prediction": info.get("prediction"),
-        "em": info.get("em", 0.0),
-        "f1": info.get("f1", 0.0),
-        "n_searches": info["n_searches"],
-        "turns": turns,
-    }
 
 
 def _print_table(records, order: list[str]) -> None:

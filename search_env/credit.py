@@ -60,14 +60,14 @@ class Segment:
     """
 
     ids: list[int]
-    policy: bool
+    from_policy: bool
     query_span: tuple[int, int] | None = None
 
     def __post_init__(self):
         self.ids = [int(i) for i in self.ids]
         if self.query_span is not None:
             start, end = self.query_span
-            if not (self.policy and 0 <= start < end <= len(self.ids)):
+            if not (self.from_policy and 0 <= start < end <= len(self.ids)):
                 raise ValueError(f"query_span {self.query_span} is not a span of this policy segment ({len(self.ids)} tokens)")
 
 
@@ -122,14 +122,14 @@ class Trajectory:
         """Bool over ``input_ids``: True exactly on policy tokens."""
         mask = np.zeros(len(self), dtype=bool)
         for seg, where in zip(self.segments, self.segment_slices()):
-            mask[where] = seg.policy
+            mask[where] = seg.from_policy
         return mask
 
     def env_mask(self) -> np.ndarray:
         """Bool over ``input_ids``: True exactly on env tokens (the prompt is neither)."""
         mask = np.zeros(len(self), dtype=bool)
         for seg, where in zip(self.segments, self.segment_slices()):
-            mask[where] = not seg.policy
+            mask[where] = not seg.from_policy
         return mask
 
     def token_turns(self, spread: Spread = "query") -> np.ndarray:
@@ -143,7 +143,7 @@ class Trajectory:
         out = np.full(len(self), -1, dtype=np.int64)
         turn = 0
         for seg, where in zip(self.segments, self.segment_slices()):
-            if not seg.policy:
+            if not seg.from_policy:
                 continue
             if spread == "turn":
                 out[where] = turn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, get_dialect, invalid_feedback, parse_action
+from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, parse_action
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions
+from search_env.dialects import Dialect, get_dialect, invalid_feedback
 from search_env.info_gain import IGConfig, IGPlan, SearchStep, plan_step_gain
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
@@ -52,7 +54,7 @@ class SearchQAEnv(gym.Env[str, str]):
 
     ## Action Space
 
-    ``UnicodeText(2**20)``: the text the policy generated this turn, reasoning included (only the first
+    ``UnicodeText(max_action_chars)``: the text the policy generated this turn, reasoning included (only the first
     complete ``<search>``/``<answer>`` tag outside ``<think>`` counts; see ``search_env.actions``), or a dict
     ``{"kind": "search" | "answer", "text": str}``.
 
@@ -60,7 +62,7 @@ class SearchQAEnv(gym.Env[str, str]):
 
     ``UnicodeText(2**24)``. ``reset`` returns the prompt (instructions and the question); ``step`` returns
     only the text to append to the context: ``"\\n\\n<information>Doc 1(Title: …) …</information>\\n\\n"``
-    after a search (``<documents>`` in the ``autorefine`` template), feedback after an invalid turn, ``""``
+    after a search (``<documents>`` in the ``autorefine`` dialect), feedback after an invalid turn, ``""``
     after an answer. ``env.unwrapped.transcript`` holds the whole context so far.
 
     ## Rewards
@@ -82,19 +84,54 @@ class SearchQAEnv(gym.Env[str, str]):
     ## Arguments
 
     ```python
-    gym.make("search_env:SearchQA-v0", questions=None, corpus=None, retriever="bm25", topk=3,
-             max_turns=4, template="search-r1", reward=None, ig=True, scorer=None, render_mode=None)
+    gym.make("search_env:SearchQA-v0", questions=None, corpus=None, retriever="bm25", topk=3, max_turns=4,
+             dialect="search-r1", reward=None, ig=True, scorer=None, max_action_chars=2**20, render_mode=None)
     ```
-    - ``questions``: FlashRAG QA JSONL path, list of dicts or :class:`QADataset` (default: built-in world).
-    - ``corpus``: FlashRAG corpus JSONL path or :class:`Corpus` (default: built-in world).
-    - ``retriever``: ``"bm25"`` (bm25s), ``"rank-bm25"``, ``"dense"`` (bundled MiniLM encoder), a
-      Search-R1 server URL or list of replica URLs, or any object with ``search``/``batch_search``. A remote
-      failure raises ``RetrieverUnavailable`` and leaves the episode as it was, so the step can be retried.
-    - ``template``: ``"search-r1"`` (``<information>``) or ``"autorefine"`` (``<documents>``, ``<refine>``).
-    - ``reward``: :class:`RewardConfig`. ``ig``: ``True``, ``False`` or an :class:`IGConfig`.
-    - ``scorer``: the model that scores IG (default: the bundled SmolLM2-135M-Instruct); pass
-      ``TransformersScorer(policy, tokenizer)`` to score with the policy being trained.
-    - ``render_mode``: ``"ansi"`` (``render()`` returns the transcript) or ``"human"`` (prints each turn).
+
+    Args:
+        questions: FlashRAG QA JSONL path, list of dicts or :class:`QADataset` (default: the built-in world's).
+        corpus: FlashRAG corpus JSONL path or :class:`Corpus` (default: the built-in world's). Without one,
+            ``retriever`` must be remote and ``ig`` must not use random-passage baselines.
+        retriever: ``"bm25"`` (bm25s), ``"rank-bm25"``, ``"dense"`` (bundled MiniLM encoder), a Search-R1
+            server URL or list of replica URLs, or any object with ``search``/``batch_search``.
+        topk: passages per search.
+        max_turns: turns before the episode is truncated (invalid turns count).
+        dialect: ``"search-r1"`` (``<information>``) or ``"autorefine"`` (``<documents>``, ``<refine>``), or a
+            :class:`~search_env.dialects.Dialect`. ``template=`` is its deprecated old name.
+        reward: :class:`RewardConfig` (outcome metric, format penalty, IG weight).
+        ig: ``True`` (default :class:`IGConfig`), ``False`` (no scoring, no model loaded) or an :class:`IGConfig`.
+        scorer: the model that scores IG: ``None`` (the bundled SmolLM2-135M-Instruct), a model name or folder
+            (loaded once per process and shared), or a scorer object such as
+            ``TransformersScorer(policy, tokenizer)`` to score with the policy being trained.
+        max_action_chars: longer actions are ``Invalid`` (``reason="too_long"``); also the action space's size.
+        render_mode: ``"ansi"`` (``render()`` returns the transcript) or ``"human"`` (prints each turn).
+
+    Raises:
+        ValueError: ``topk`` or ``max_turns`` below 1, an unknown ``render_mode`` or ``dialect``, a corpus
+            without questions, or random-passage IG without a corpus.
+
+    A remote retriever that fails raises ``RetrieverUnavailable`` from ``step`` and leaves the episode as it
+    was, so the step can be retried.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> env = gym.make("search_env:SearchQA-v0", ig=False)
+    >>> prompt, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step("<search> After Holmessa </search>")
+    >>> info["action_type"], obs.lstrip().startswith("<information>")
+    ('search', True)
+    >>> obs, reward, terminated, truncated, info = env.step("<answer> I do not know </answer>")
+    >>> terminated, reward, info["em"]
+    (True, 0.0, 0.0)
+
+    ## Vectorized environment
+
+    ``gym.make_vec("search_env:SearchQA-v0", num_envs=8, vectorization_mode="vector_entry_point")`` (or
+    :class:`~search_env.vector.SearchQAVectorEnv` directly) steps many episodes together over one corpus,
+    retriever and scorer: one ``batch_search`` for all searches and one scorer call for all IG contexts per
+    step, with the same results as separate envs with the same seeds. A ``None`` action leaves a sub-env as it
+    is, so episodes that end at different turns can be stepped together.
 
     ## Version History
 
@@ -110,13 +147,18 @@ class SearchQAEnv(gym.Env[str, str]):
         retriever: str | Retriever = "bm25",
         topk: int = 3,
         max_turns: int = 4,
-        template: str = "search-r1",
+        dialect: str | Dialect = "search-r1",
         reward: RewardConfig | None = None,
         ig: bool | IGConfig = True,
         scorer: Any = None,
         max_action_chars: int = MAX_ACTION_CHARS,
         render_mode: str | None = None,
+        template: str | None = None,
     ):
+        if template is not None:
+            warnings.warn("SearchQAEnv(template=...) is now dialect=...; template= will be removed",
+                          DeprecationWarning, stacklevel=2)
+            dialect = template
         if topk < 1 or max_turns < 1:
             raise ValueError(f"topk and max_turns must be at least 1 (got topk={topk}, max_turns={max_turns})")
         if render_mode not in (None, *self.metadata["render_modes"]):
@@ -124,7 +166,7 @@ class SearchQAEnv(gym.Env[str, str]):
         self.questions, self.corpus = _resolve_data(questions, corpus)
         self.retriever = make_retriever(retriever, self.corpus)
         self.topk, self.max_turns = topk, max_turns
-        self.dialect = get_dialect(template)
+        self.dialect = get_dialect(dialect)
         self.reward_config = reward or RewardConfig()
         self.ig_config = IGConfig() if ig is True else (ig or None)
         if self.ig_config is not None and self.corpus is None and self.ig_config.baseline == "random":
@@ -145,14 +187,10 @@ class SearchQAEnv(gym.Env[str, str]):
     @property
     def scorer(self):
         """The IG scorer, loaded on first use so that ``gym.make(..., ig=False)`` never loads a model."""
-        if self._scorer is None and self.ig_config is not None:
+        if self.ig_config is not None and (self._scorer is None or isinstance(self._scorer, str)):
             from search_env.scorers import default_scorer
 
-            self._scorer = default_scorer()
-        elif isinstance(self._scorer, str):
-            from search_env.scorers import TransformersScorer
-
-            self._scorer = TransformersScorer.from_pretrained(self._scorer)
+            self._scorer = default_scorer(self._scorer or "bundled")
         return self._scorer
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
@@ -188,7 +226,7 @@ class SearchQAEnv(gym.Env[str, str]):
             if self.ig_config is not None:
                 pending.ig_plan = plan_step_gain(
                     self._prefix_for(parsed), pending.history, pending.step, self.item.golden_answers,
-                    self.ig_config, self.corpus, self.dialect, self.np_random, pool,
+                    config=self.ig_config, corpus=self.corpus, dialect=self.dialect, rng=self.np_random, pool=pool,
                 )
         return pending
 
@@ -283,10 +321,7 @@ class SearchQAEnv(gym.Env[str, str]):
 
 def _resolve_data(questions, corpus) -> tuple[QADataset, Corpus | None]:
     if questions is None and corpus is None:
-        from search_env.data.synthetic import default_world
-
-        world = default_world()
-        return world.questions, world.corpus
+        return load_questions(None), load_corpus(None)
     if questions is None:
         raise ValueError("a corpus was given without questions; pass `questions` too (FlashRAG QA JSONL)")
     return load_questions(questions), (load_corpus(corpus) if corpus is not None else None)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from search_env.actions import Dialect
+from search_env.dialects import Dialect
 from search_env.data.corpus import Corpus
 from search_env.retrieval.base import Hit
 
@@ -124,6 +124,7 @@ def plan_step_gain(
     history: Sequence[SearchStep],
     step: SearchStep,
     golden_answers: Sequence[str],
+    *,
     config: IGConfig,
     corpus: Corpus | None,
     dialect: Dialect,

@@ -1,38 +1,87 @@
-"""A language model acting in the env: one turn of text from the transcript so far."""
+"""Agents that act in the env from its text, and the loop that plays an episode.
+
+- :func:`load_causal_lm`: a Hugging Face causal LM by name (``"bundled"``, a hub name, a local folder).
+- :func:`chat_prompt`: the model input for a turn: the env's prompt as the user message of the model's chat
+  template (with a worked example in front), then the episode so far as the assistant's words.
+- :class:`LMPolicy`: generates each turn with a causal LM, stopping after ``</search>`` or ``</answer>``.
+- :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling).
+- :func:`play_episode`: one episode of any policy with an ``act(prompt, continuation)`` method.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from search_env.actions import Dialect, get_dialect
+from search_env.dialects import Dialect, get_dialect, search_block
 
 STOP_STRINGS = ("</search>", "</answer>")
 
-# A worked episode in the env's own format, on a question outside any dataset, so that a small model
-# sees what a turn looks like.
-FEW_SHOT = (
-    "Here is an example of how to work.\n"
-    "Question: In which country was the founder of Pellwick Mills born?\n"
-    "<think>I need the founder of Pellwick Mills first.</think>\n<search> Pellwick Mills founder </search>\n\n"
-    "<{info}>Doc 1(Title: Pellwick Mills) Pellwick Mills is a textile company founded in 1881 by Ansel Dorrow.\n"
-    "</{info}>\n\n"
-    "<think>The founder is Ansel Dorrow. Now I need where he was born.</think>\n<search> Ansel Dorrow born </search>\n\n"
-    "<{info}>Doc 1(Title: Ansel Dorrow) Ansel Dorrow was born in Castemar, a town in Ruvenia.\n</{info}>\n\n"
-    "<think>Castemar is in Ruvenia.</think>\n<answer> Ruvenia </answer>\n\n"
-    "Now the real task.\n"
-)
+
+def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_kwargs: Any) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``"bundled"`` (the bundled SmolLM2-135M-Instruct), a local folder or a hub name.
+
+    The model is float32 unless ``dtype`` says otherwise and in eval mode (dropout off); a tokenizer without a
+    pad token gets its end-of-sequence token as one. ``model_kwargs`` go to ``from_pretrained``.
+
+    Raises:
+        FileNotFoundError: ``name`` looks like a path (``.``, ``/`` or ``~`` first) and is no folder.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    if name == "bundled":
+        from search_env.bundled import load_bundled_model
+
+        model, tokenizer = load_bundled_model(dtype=dtype)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name.startswith((".", "/", "~")):  # a local path, not a hub name
+            name = str(Path(name).expanduser())
+            if not Path(name).is_dir():
+                raise FileNotFoundError(f"no such model folder: {name}")
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **model_kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
+
+
+def chat_prompt(
+    tokenizer, prompt: str, continuation: str = "", *, dialect: str | Dialect = "search-r1", few_shot: bool = True
+) -> str:
+    """The model input: chat-templated prompt (after the dialect's worked example when ``few_shot``), then the
+    episode so far as the assistant's message. A tokenizer without a chat template gets the plain text."""
+    user = (get_dialect(dialect).worked_example() if few_shot else "") + prompt
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": user}]
+        head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        head = user + "\n"
+    return head + continuation.lstrip()
+
+
+def cut_at_stop(text: str) -> str:
+    """The text up to and including the first closing action tag (generation may run a token past it)."""
+    ends = [text.find(s) + len(s) for s in STOP_STRINGS if s in text]
+    return text[: min(ends)] if ends else text
 
 
 class LMPolicy:
     """Generates each turn with a Hugging Face causal LM, stopping after ``</search>`` or ``</answer>``.
 
-    The env's prompt becomes the user message of the model's chat template (with a worked example in
-    front when ``few_shot``); everything after the prompt is the assistant's message so far.
-
-    ``constrained=True`` is for models too small to follow the tag format: the model first chooses
-    ``<search>`` or ``<answer>`` (whichever opening tag it gives the higher log-probability; ``act(...,
-    force="search" | "answer")`` imposes one), then writes the content, so every turn is well formed and
-    the words are still the model's.
+    Args:
+        model, tokenizer: a causal LM and its tokenizer (see :func:`load_causal_lm`).
+        dialect: the env's dialect (its worked example is shown when ``few_shot``).
+        max_new_tokens: tokens per turn. temperature: 0 is greedy.
+        constrained: for models too small to follow the tag format: the model first chooses ``<search>``
+            or ``<answer>`` (whichever opening tag it gives the higher log-probability; ``act(...,
+            force="search" | "answer")`` imposes one), then writes the content, so every turn is well
+            formed and the words are still the model's.
     """
 
     def __init__(
@@ -40,29 +89,24 @@ class LMPolicy:
         model,
         tokenizer,
         *,
-        template: str | Dialect = "search-r1",
+        dialect: str | Dialect = "search-r1",
         max_new_tokens: int = 96,
         temperature: float = 0.0,
         few_shot: bool = True,
         constrained: bool = False,
     ):
         self.model, self.tokenizer = model, tokenizer
-        self.dialect = get_dialect(template)
+        self.dialect = get_dialect(dialect)
         self.max_new_tokens, self.temperature, self.few_shot = max_new_tokens, temperature, few_shot
         self.constrained = constrained
         self._stopping = None
 
     def prompt_text(self, prompt: str, continuation: str = "") -> str:
-        """The model input: chat-templated prompt, then the episode so far as the assistant's words."""
-        user = (FEW_SHOT.format(info=self.dialect.info_tag) if self.few_shot else "") + prompt
-        messages = [{"role": "user", "content": user}]
-        if getattr(self.tokenizer, "chat_template", None):
-            head = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            head = user + "\n"
-        return head + continuation.lstrip()
+        """The model input for this turn (:func:`chat_prompt`)."""
+        return chat_prompt(self.tokenizer, prompt, continuation, dialect=self.dialect, few_shot=self.few_shot)
 
     def act(self, prompt: str, continuation: str = "", *, force: str | None = None) -> str:
+        """One turn, given the env's prompt and the episode's text since it."""
         return self.act_batch([prompt], [continuation], force=force)[0]
 
     def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *, force: str | None = None) -> list[str]:
@@ -119,7 +163,93 @@ class LMPolicy:
         return tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def cut_at_stop(text: str) -> str:
-    """The text up to and including the first closing action tag (generation may run a token past it)."""
-    ends = [text.find(s) + len(s) for s in STOP_STRINGS if s in text]
-    return text[: min(ends)] if ends else text
+class OraclePolicy:
+    """An agent that knows the gold chain: it searches each gold passage's title in turn
+    (``metadata["supporting_titles"]``, as the built-in world and the multi-hop sets have), then answers with
+    the first gold answer. It reads only the env's text, like :class:`LMPolicy`: the question is found in the
+    prompt, the searches done so far in the continuation.
+
+    Args:
+        questions: the questions it may be asked (a :class:`~search_env.QADataset` or any iterable of items).
+        n_searches: searches before answering (default: one per title; more repeat the titles in order).
+        think: write a short ``<think>`` before each search.
+    """
+
+    def __init__(self, questions, *, n_searches: int | None = None, think: bool = True):
+        self._by_question: dict[str, Any] = {}
+        for item in questions:
+            self._by_question.setdefault(item.question, item)
+        self.n_searches, self.think = n_searches, think
+
+    def item_for(self, prompt: str):
+        """The question item whose text ends ``prompt`` (after its last ``Question: ``)."""
+        text = prompt.rstrip("\n")
+        start = len(text)
+        while (start := text.rfind("Question: ", 0, start)) >= 0:
+            item = self._by_question.get(text[start + len("Question: ") :].strip())
+            if item is not None:
+                return item
+        raise KeyError("OraclePolicy: the prompt's question is not among the questions it was given")
+
+    def act(self, prompt: str, continuation: str = "", *, force: str | None = None) -> str:
+        item = self.item_for(prompt)
+        titles = list(item.metadata.get("supporting_titles", []))
+        wanted = len(titles) if self.n_searches is None else (self.n_searches if titles else 0)
+        done = continuation.count("</search>")
+        if force == "answer" or (force != "search" and done >= wanted) or not titles:
+            return f"<answer> {item.golden_answers[0]} </answer>"
+        title = titles[done % len(titles)]
+        return (f"<think>I should look up {title}.</think>\n" if self.think else "") + search_block(title)
+
+    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *, force: str | None = None) -> list[str]:
+        return [self.act(p, c, force=force) for p, c in zip(prompts, continuations)]
+
+
+def play_episode(
+    env,
+    policy,
+    *,
+    seed: int | None = None,
+    options: Mapping | None = None,
+    search_first: bool = False,
+    answer_last: bool = False,
+    on_step: Callable[[str, float, dict], None] | None = None,
+) -> dict:
+    """Play one episode of ``policy`` (anything with ``act(prompt, continuation, force=...)``) in ``env``.
+
+    ``search_first`` / ``answer_last`` force a search on the first turn and an answer on the last one (for
+    small constrained models). ``on_step(turn_text, reward, info)`` is called after every step.
+
+    Returns:
+        A JSON-ready record: ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``,
+        ``n_searches``, ``return`` and ``turns`` (each: ``text``, ``action_type``, ``reward``, and ``query``,
+        ``doc_ids`` and ``ig`` for searches).
+    """
+    prompt, _ = env.reset(seed=seed, options=dict(options) if options else None)
+    base = env.unwrapped
+    item = base.item
+    turns: list[dict] = []
+    info: dict = {}
+    total, done = 0.0, False
+    while not done:
+        last = base.turn == base.max_turns - 1
+        force = "answer" if answer_last and last else "search" if search_first and base.turn == 0 else None
+        text = policy.act(prompt, base.transcript[len(prompt) :], force=force)
+        _, reward, terminated, truncated, info = env.step(text)
+        total += reward
+        turns.append({"text": text, "action_type": info["action_type"], "reward": reward,
+                      **{k: info[k] for k in ("query", "doc_ids", "ig") if info.get(k) is not None}})
+        if on_step is not None:
+            on_step(text, reward, info)
+        done = terminated or truncated
+    return {
+        "id": item.id,
+        "question": item.question,
+        "golden_answers": list(item.golden_answers),
+        "prediction": info.get("prediction"),
+        "em": info.get("em", 0.0),
+        "f1": info.get("f1", 0.0),
+        "n_searches": info["n_searches"],
+        "return": total,
+        "turns": turns,
+    }

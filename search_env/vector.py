@@ -42,7 +42,7 @@ class SearchQAVectorEnv(VectorEnv):
         if ig_pool not in ("corpus", "batch"):
             raise ValueError(f"ig_pool must be 'corpus' or 'batch', not {ig_pool!r}")
         first = SearchQAEnv(**env_kwargs)
-        shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": first._scorer}
+        shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": env_kwargs.get("scorer")}
         self.envs = [first] + [SearchQAEnv(**{**env_kwargs, **shared}) for _ in range(num_envs - 1)]
         self.num_envs = num_envs
         self.ig_pool = ig_pool

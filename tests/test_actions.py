@@ -1,6 +1,7 @@
 import pytest
 
-from search_env.actions import DIALECTS, Answer, Invalid, Search, clean_content, get_dialect, parse_action
+from search_env.actions import Answer, Invalid, Search, clean_content, parse_action
+from search_env.dialects import DIALECTS, get_dialect
 from search_env.retrieval.base import Hit
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 
 import numpy as np
 import pytest
 
+from search_env._cache import cache_dir, forget, replace_dir
 from search_env.data import Corpus, Passage, load_corpus, load_questions
-from search_env.retrieval import bm25 as bm25_module
 from search_env.retrieval.base import Retriever
-from search_env.retrieval.bm25 import BM25Retriever, RankBM25Retriever, clear_bm25_cache, get_bm25
+from search_env.retrieval.bm25 import BM25Retriever, RankBM25Retriever, get_bm25
 from tests.shared_data import shared_data
 
 K1, B = 0.9, 0.4
@@ -20,9 +21,9 @@ K1, B = 0.9, 0.4
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path / "cache"))
-    clear_bm25_cache()
+    forget("bm25")
     yield
-    clear_bm25_cache()
+    forget("bm25")
 
 
 def _random_corpus(n: int = 2000, vocab_size: int = 5000, seed: int = 0) -> Corpus:
@@ -160,6 +161,23 @@ def test_save_load_round_trip(tmp_path, corpus, retriever, queries):
         assert loaded.analyzer.tokenizer.word_to_id == retriever.analyzer.tokenizer.word_to_id
 
 
+def test_index_metadata_format_is_unchanged(tmp_path, corpus, retriever):
+    """The metadata file keeps the keys earlier versions wrote, so indexes already cached still load."""
+    retriever.save(tmp_path / "index")
+    meta = json.loads((tmp_path / "index" / "search_env_bm25.json").read_text(encoding="utf-8"))
+    assert set(meta) == {"format", "bm25s", "fingerprint", "num_docs", "corpus_name", "params"}
+    assert (meta["format"], meta["fingerprint"], meta["num_docs"]) == (1, corpus.fingerprint, len(corpus))
+    assert meta["params"] == retriever.params
+    meta["params"] = {**meta["params"], "k1": 1.5}  # an index built with other parameters is refused by a build
+    (tmp_path / "index" / "search_env_bm25.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ValueError, match="built with params"):
+        BM25Retriever(corpus, cache=tmp_path / "index")
+    meta["format"] = 0
+    (tmp_path / "index" / "search_env_bm25.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ValueError, match="has format 0, expected 1"):
+        BM25Retriever.load(tmp_path / "index", corpus)
+
+
 def test_load_refuses_another_corpus(tmp_path, corpus, retriever):
     retriever.save(tmp_path / "index")
     other = Corpus(list(corpus)[:-1], name="shorter")
@@ -229,10 +247,10 @@ def test_replace_dir_keeps_the_first_writer(tmp_path):
     def writer(text):
         return lambda d: (d / "f.txt").write_text(text)
 
-    assert bm25_module._replace_dir(target, writer("one"), overwrite=False)
-    assert not bm25_module._replace_dir(target, writer("two"), overwrite=False)
+    assert replace_dir(target, writer("one"), overwrite=False)
+    assert not replace_dir(target, writer("two"), overwrite=False)
     assert (target / "f.txt").read_text() == "one"
-    assert bm25_module._replace_dir(target, writer("three"), overwrite=True)
+    assert replace_dir(target, writer("three"), overwrite=True)
     assert (target / "f.txt").read_text() == "three"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
@@ -253,7 +271,7 @@ def test_concurrent_builds_leave_one_valid_index(corpus):
         assert p.exitcode == 0
     results = [queue.get(timeout=5) for _ in procs]
     assert all(r == results[0] for r in results)
-    entries = list((bm25_module.cache_dir("bm25")).iterdir())
+    entries = list(cache_dir("bm25").iterdir())
     assert len(entries) == 1, entries
     assert BM25Retriever.load(entries[0], corpus).search("zero one", 5) == BM25Retriever(corpus).search("zero one", 5)
 
@@ -268,6 +286,9 @@ def test_get_bm25_builds_once(monkeypatch, corpus):
     assert len(builds) == 1
     assert get_bm25(corpus, cache=False, k1=1.2) is not a
     assert len(builds) == 2
+    forget("bm25")  # the process-level memo is dropped: the next call builds again
+    assert get_bm25(corpus, cache=False) is not a
+    assert len(builds) == 3
     ref = get_bm25(TINY, "rank_bm25")
     assert isinstance(ref, RankBM25Retriever) and get_bm25(TINY, "rank_bm25") is ref
     with pytest.raises(ValueError, match="backend"):
@@ -303,7 +324,8 @@ def test_k_is_clamped(retriever, corpus):
     assert _ids(hits) == ["paris", "berlin"] and hits[0].score > hits[1].score > 0
     common = corpus[0].text.split()[0]
     many = retriever.search(common, 10**9)
-    assert 0 < len(many) <= len(corpus) and all(h.score > 0 for h in many)
+    assert len(many) == np.count_nonzero(retriever.get_scores(common) > 0) > 0  # every match, no more
+    assert all(h.score > 0 for h in many)
     assert [h.score for h in many] == sorted((h.score for h in many), reverse=True)
 
 
@@ -338,7 +360,9 @@ def test_huge_and_random_queries(retriever, corpus):
     huge = " ".join([f"{passage.title} {passage.text}"] * 6000)  # > 1 MB of known words
     tok = retriever.analyzer.tokenizer
     sizes = (len(tok.word_to_id), len(tok.word_to_stem), len(tok.stem_to_sid))
-    assert isinstance(retriever.search(noise, 5), list)
+    scores = retriever.get_scores(noise)
+    expected = [corpus[int(i)].id for i in np.argsort(-scores, kind="stable")[:5] if scores[i] > 0]
+    assert _ids(retriever.search(noise, 5)) == expected  # the best positive scores, ties by position
     hits = retriever.search(huge, 5)
     assert len(huge) > 1_000_000 and _ids(hits)[0] == passage.id
     assert retriever.search("unseenword " * 1000 + "anotherone", 5) == []

@@ -101,6 +101,33 @@ def test_demo_oracle_runs(capsys):
     assert "Episode 1" in out and "EM 1" in out
 
 
+@pytest.mark.parametrize("command", [["-m", "search_env.demo"], ["-m", "search_env.cli", "demo"]])
+def test_demo_refuses_zero_episodes_either_way(command):
+    result = subprocess.run([sys.executable, *command, "--episodes", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "argument --episodes: must be at least 1, got 0" in result.stderr
+
+
+def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
+    """The demo's policy model also scores IG: one load, never the default scorer's second copy."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from search_env import bundled, demo, policy, scorers
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
+    torch.manual_seed(0)
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)).eval()
+    loads = []
+    monkeypatch.setattr(policy, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
+    monkeypatch.setattr(scorers, "default_scorer", lambda *a: pytest.fail("the demo loaded a second model"))
+    demo.run_demo("model", episodes=1, seed=0)
+    out = capsys.readouterr().out
+    assert loads == ["bundled"]
+    assert "Episode 1" in out and "IG " in out and "total reward" in out
+
+
 @pytest.mark.slow
 def test_index_build_dense(qa_dir, tmp_path, capsys):
     from search_env.retrieval.dense import DenseRetriever
@@ -130,7 +157,7 @@ def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from search_env.scorers import bundled_model_dir
+    from search_env.bundled import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

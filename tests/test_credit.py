@@ -142,9 +142,9 @@ def test_assign_credit_by_hand_with_padding():
 
 def test_invalid_inputs():
     with pytest.raises(ValueError):
-        Segment([1, 2], policy=True, query_span=(1, 3))
+        Segment([1, 2], from_policy=True, query_span=(1, 3))
     with pytest.raises(ValueError):
-        Segment([1, 2], policy=False, query_span=(0, 1))
+        Segment([1, 2], from_policy=False, query_span=(0, 1))
     with pytest.raises(ValueError):
         group_advantages([1.0, 0.0], ["a"])
     with pytest.raises(ValueError):

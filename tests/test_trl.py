@@ -19,7 +19,7 @@ import pickle
 import numpy as np
 import pytest
 
-from search_env.data.synthetic import default_world
+from search_env.data.synthetic import build_world
 from search_env.integrations.trl import SearchEnvFactory, SearchToolEnv, make_dataset
 
 
@@ -50,7 +50,7 @@ def tool_tokenizer():
     from transformers import AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
-    from search_env.scorers import bundled_model_dir
+    from search_env.bundled import bundled_model_dir
 
     tok = AutoTokenizer.from_pretrained(bundled_model_dir())  # SmolLM2: no tool support in its own template
     tok.chat_template = qwen2_5_chat_template  # TRL knows how to parse its tool calls; same <|im_*|> tokens
@@ -109,14 +109,19 @@ def test_factory_is_zero_arg_shares_the_index_and_pickles():
     a, b = factory(), factory()
     assert a is not b and a._corpus is b._corpus and a._retriever is b._retriever
     clone = pickle.loads(pickle.dumps(factory))
-    assert clone._shared is None and isinstance(clone(), SearchToolEnv)
-    assert isinstance(SearchToolEnv(), SearchToolEnv)  # the class itself is a valid factory
+    assert clone._shared is None  # the index is not pickled; the clone rebuilds (or reloads) it once
+    c1, c2 = clone(), clone()
+    assert c1._retriever is c2._retriever and c1._topk == 2
+    env = SearchToolEnv()  # the class itself is a valid zero-argument factory: a working episode
+    item = build_world().questions[0]
+    env.reset(question=item.question, golden_answers=list(item.golden_answers))
+    assert env.search(item.metadata["supporting_titles"][0]).startswith("Doc 1(Title: ")
 
 
 def test_world_episode_driven_like_trl(world_rows):
     env = SearchEnvFactory()()
     row = world_rows[0]
-    item = default_world().questions.get(row["id"])
+    item = build_world().questions.get(row["id"])
     assert env.reset(**row) is None  # the row's prompt already holds the question: nothing appended
     assert env.env.item.question == row["question"] and env.env.item.golden_answers == item.golden_answers
     assert env.env.item.id == row["id"]

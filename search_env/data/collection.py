@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from search_env.data.errors import DataFileError, iter_jsonl
 
 T = TypeVar("T")
 
@@ -46,3 +51,41 @@ class IdCollection(Sequence[T], Generic[T]):
     @property
     def ids(self) -> list[str]:
         return list(self._index)
+
+    def to_jsonl(self, path: str | os.PathLike) -> None:
+        """Write the items as FlashRAG JSONL, one record per line; the loader reads them back unchanged."""
+        with open(path, "w", encoding="utf-8") as f:
+            for item in self._items:
+                f.write(json.dumps(self.record(item), ensure_ascii=False) + "\n")
+
+    @staticmethod
+    def record(item: T) -> dict[str, Any]:
+        """An item as a FlashRAG JSONL record."""
+        raise NotImplementedError
+
+
+def parse_records(
+    source: str | os.PathLike | Iterable[object], parse: Callable[[object, str, int, int], T], *, empty: str
+) -> tuple[list[T], str]:
+    """``parse(record, name, line, n_before)`` over a JSONL file or an iterable of dicts, with unique ids.
+
+    Returns the items and the source's name. A duplicate id, or no items at all (``empty`` says so), raises
+    :class:`DataFileError` naming the file and the line.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        records: Iterable[tuple[int, object]] = iter_jsonl(Path(source))
+        name = str(source)
+    else:
+        records = ((i + 1, r) for i, r in enumerate(source))
+        name = "<records>"
+    items: list[T] = []
+    seen: dict[str, int] = {}
+    for line, record in records:
+        item = parse(record, name, line, len(items))
+        if item.id in seen:
+            raise DataFileError(name, line, f"duplicate id {item.id!r} (first on line {seen[item.id]})")
+        seen[item.id] = line
+        items.append(item)
+    if not items:
+        raise DataFileError(name, None, empty)
+    return items, name

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from search_env.data.collection import IdCollection
-from search_env.data.errors import DataFileError, iter_jsonl
+from search_env.data.collection import IdCollection, parse_records
+from search_env.data.errors import DataFileError
 
 
 @dataclass(frozen=True)
@@ -58,41 +56,29 @@ class Corpus(IdCollection[Passage]):
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
-    def to_jsonl(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            for p in self._items:
-                f.write(json.dumps({"id": p.id, "contents": p.contents}, ensure_ascii=False) + "\n")
+    @staticmethod
+    def record(item: Passage) -> dict[str, str]:
+        return {"id": item.id, "contents": item.contents}
 
 
-def load_corpus(source: str | os.PathLike | Corpus | Iterable[dict]) -> Corpus:
-    """Load a FlashRAG corpus from a JSONL path, a list of dicts, or pass a Corpus through.
+def load_corpus(source: str | os.PathLike | Corpus | Iterable[dict] | None = None) -> Corpus:
+    """Load a FlashRAG corpus from a JSONL path, a list of dicts, or pass a Corpus through; ``None`` (or
+    ``"builtin"``) is the built-in world's corpus.
 
     Each record needs ``id`` and either ``contents`` or ``text`` (with an optional ``title``).
     A bad record raises :class:`DataFileError` naming the file, the line and the fault.
     """
     if isinstance(source, Corpus):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        records = iter_jsonl(path)
-        name = str(path)
-    else:
-        records = ((i + 1, r) for i, r in enumerate(source))
-        name = "<records>"
-    passages = []
-    seen: dict[str, int] = {}
-    for line, record in records:
-        passage = _passage_from_record(record, name, line)
-        if passage.id in seen:
-            raise DataFileError(name, line, f"duplicate id {passage.id!r} (first on line {seen[passage.id]})")
-        seen[passage.id] = line
-        passages.append(passage)
-    if not passages:
-        raise DataFileError(name, None, "the corpus has no passages")
+    if source is None or source == "builtin":
+        from search_env.data.synthetic import build_world
+
+        return build_world().corpus
+    passages, name = parse_records(source, _passage_from_record, empty="the corpus has no passages")
     return Corpus(passages, name=name)
 
 
-def _passage_from_record(record: object, name: str, line: int) -> Passage:
+def _passage_from_record(record: object, name: str, line: int, _: int) -> Passage:
     if not isinstance(record, dict):
         raise DataFileError(name, line, f"expected a JSON object, got {type(record).__name__}")
     if "id" not in record:

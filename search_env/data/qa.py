@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_env.data.collection import IdCollection
-from search_env.data.errors import DataFileError, iter_jsonl
+from search_env.data.collection import IdCollection, parse_records
+from search_env.data.errors import DataFileError
 
 
 @dataclass(frozen=True)
@@ -33,32 +33,29 @@ class QADataset(IdCollection[QAItem]):
     def __init__(self, items: Iterable[QAItem], name: str = "questions"):
         super().__init__(items, name)
 
+    @staticmethod
+    def record(item: QAItem) -> dict[str, Any]:
+        return {"id": item.id, "question": item.question, "golden_answers": list(item.golden_answers),
+                "metadata": dict(item.metadata)}
 
-def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping]) -> QADataset:
-    """Load questions from a FlashRAG JSONL path, a list of dicts, or pass a QADataset through.
+
+def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping] | None = None) -> QADataset:
+    """Load questions from a FlashRAG JSONL path, a list of dicts, or pass a QADataset through; ``None`` (or
+    ``"builtin"``) is the built-in world's questions.
 
     A bad record (bad JSON, missing ``question``, empty ``golden_answers``, duplicate id) raises
     :class:`DataFileError` naming the file, the line and the fault.
     """
     if isinstance(source, QADataset):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        records: Iterable[tuple[int, object]] = iter_jsonl(path)
-        name = str(path)
-    else:
-        records = ((i + 1, r) for i, r in enumerate(source))
-        name = "<records>"
-    items: list[QAItem] = []
-    seen: dict[str, int] = {}
-    for line, record in records:
-        item = qa_item_from_record(record, name, line, default_id=f"q{len(items)}")
-        if item.id in seen:
-            raise DataFileError(name, line, f"duplicate id {item.id!r} (first on line {seen[item.id]})")
-        seen[item.id] = line
-        items.append(item)
-    if not items:
-        raise DataFileError(name, None, "no questions")
+    if source is None or source == "builtin":
+        from search_env.data.synthetic import build_world
+
+        return build_world().questions
+    items, name = parse_records(
+        source, lambda record, name, line, n: qa_item_from_record(record, name, line, default_id=f"q{n}"),
+        empty="no questions",
+    )
     return QADataset(items, name=name)
 
 

@@ -16,12 +16,39 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from search_env._cache import built_once
+from search_env.data import synthetic_words as vocab
 from search_env.data.corpus import Corpus, Passage
 from search_env.data.qa import QADataset, QAItem
+
+
+@dataclass(frozen=True)
+class World:
+    """A generated world: its passages, the questions about them, and the seed they follow from."""
+
+    corpus: Corpus
+    questions: QADataset
+    seed: int
+
+
+def build_world(seed: int = 0, n_passages: int = 3000) -> World:
+    """Generate the world for ``seed``: about ``n_passages`` passages and a third as many questions.
+
+    Built once per ``(seed, n_passages)`` in a process (``search_env._cache.forget("world")`` drops them);
+    ``build_world()`` is the world ``gym.make("search_env:SearchQA-v0")`` uses.
+    """
+    if n_passages < 50:
+        raise ValueError(f"n_passages must be at least 50, got {n_passages}")
+    return built_once("world", (seed, n_passages), lambda: _Builder(seed, n_passages).build())
+
+
+# ---------------------------------------------------------------------------------------------
+# Kinds of entity and how many of each.
 
 PERSON, CITY, COUNTRY, UNIVERSITY, COMPANY, BAND, NOVEL, FILM, ALBUM, YEAR = (
     "person", "city", "country", "university", "company", "band", "novel", "film", "album", "year",
@@ -39,70 +66,6 @@ _QUESTIONS_PER_PASSAGE = 1 / 3
 _START_WEIGHTS = np.sqrt([share for _, share in _SHARES])
 _START_CUMULATIVE = tuple((np.cumsum(_START_WEIGHTS) / _START_WEIGHTS.sum())[:-1].tolist())
 _NOW = 2024
-
-# ---------------------------------------------------------------------------------------------
-# Names. A word is an onset, a vowel, a medial consonant cluster, optionally another vowel and
-# consonant, then an ending. The endings were chosen to be rare in English; _BLOCKED holds every
-# word this grammar can produce that is among the 100,000 most frequent English words (real
-# names and places included, from `wordfreq`) or in the web2 and GCIDE dictionaries (from
-# `english-words`), so no generated name is an English word. Regenerate it when the grammar changes.
-
-_ONSETS = ("", "b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r",
-           "s", "sk", "t", "tr", "th", "v", "vr", "z")
-_VOWELS = ("a", "a", "e", "e", "i", "o", "o", "u", "y")
-_MEDIALS = ("l", "n", "r", "s", "v", "d", "t", "k", "m", "th", "rv", "lv", "nd", "rd", "st",
-            "sk", "ld", "ll", "rr", "sh", "sm", "rn", "lt", "ltr", "nth", "rk", "lm")
-_FEMALE_ENDINGS = ("ava", "eska", "ewyn", "ethra", "ossa", "yra", "eni", "essa", "esta", "ilde",
-                   "ira", "elle", "aith")
-_MALE_ENDINGS = ("arn", "eld", "evar", "orth", "oth", "ovar", "ovin", "uin", "uld", "ulf", "unn",
-                 "amar", "eyn", "yth", "ask", "orn", "ost", "ryn", "yr", "ael", "iro", "aro",
-                 "ath", "isk", "oni", "und", "andir", "oss", "aryn", "erund")
-_ENDINGS = _FEMALE_ENDINGS + _MALE_ENDINGS
-_COUNTRY_ENDINGS = ("enia", "aria", "ovia", "ethia", "istan", "ador", "amor", "evor", "ania",
-                    "uria", "ostan", "avia")
-_CITY_ENDINGS = ("enholm", "amere", "evik", "aford", "owick", "esby", "astad", "ingard")
-
-_SIMPLE_MEDIALS = ("l", "n", "r", "s", "v", "d", "t", "k", "m", "th", "sh")
-_HEAD = (_ONSETS, _VOWELS, _MEDIALS)
-_LONG_HEAD = _HEAD + (_VOWELS, _SIMPLE_MEDIALS)
-# kind of word -> its patterns (a pattern is a tuple of slots); a repeated pattern weighs more
-_GRAMMAR: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
-    "female": (_HEAD + (_FEMALE_ENDINGS,),) * 3 + (_LONG_HEAD + (_FEMALE_ENDINGS,),),
-    "male": (_HEAD + (_MALE_ENDINGS,),) * 3 + (_LONG_HEAD + (_MALE_ENDINGS,),),
-    "stem": (_HEAD + (_ENDINGS,),) * 3 + (_LONG_HEAD + (_ENDINGS,),),
-    "country": (_HEAD + (_COUNTRY_ENDINGS,), _LONG_HEAD + (_COUNTRY_ENDINGS,)),
-    "city": (_HEAD + (_ENDINGS,), _HEAD + (_CITY_ENDINGS,), _LONG_HEAD + (_ENDINGS,)),
-}
-
-_BLOCKED = frozenset("""
-adelle adenia adorn adularia akania akira akund alamoth alaria almira almost altamira alvaro
-amador amania amarelle amaro amenia amira amyluria anadenia andira anisuria anorn anorth
-anthomania anuria arenaria arryn asterisk atossa avania avesta baltistan bamoth baroni barossa
-barristan baruria basilisk batavia bavaria beduin bemask benoni benorth berakoth betask betorn
-betoss birkenia bodoni boleyn brasenia bretelle bromomania bunemost butyr dalmania damask
-dardistan dataria delamere denaro deniro dillenia disadorn disenamor dishorn dismask dorask
-dromomania drynaria dysuria edessa edoni eleni elmira elvira enamor endamask endoss enomania
-erava estelle ferraro fidessa filaria filoselle fistularia foremost fumaria funaria gadaria
-gaduin gallomania gamomania garava gardenia gasmask genisaro genovia gerund gillenia giselle
-grenelle halenia hareld hematuria herath hilaria holothuria honoraria horvath hovenia ilaria
-indira isaria ismael kaross kathryn kendyr ketonuria kilovar kurdistan laminaria lanthorn
-latania lavalava lavelle laverania lemuria lesath linaria lithuria lodowick lovelorn lunaria
-lunularia lusitania malaria malatesta maroni mastomenia matador mathilde matilde melania
-melanuria melituria melomania mesadenia metamere mikael mikania millenia mirador miramar
-misomath moldavia monadaria monaro monomania moravia morelle moresby morisk moroni moselle
-multitask museveni musomania mysost mythomania namath nashira nathanael naturelle nidularia
-nodosaria nordisk nosomania nostomania odalisk odessa orotund osmund otaria oturia pakistan
-palmyra paramenia paramere parashoth parelle paruria patamar pataria pathomania perularia petyr
-pilularia podesta polymath pomerania porimania potomania pulmonaria pulvinaria pyromania
-pyrularia ramadoss ramiro redarn relost remask retoss retund riroriro rivularia romania rondelle
-rosamund roselle roskilde rosyth rotund rudesby rudistan rumania ruritania sakalava salinelle
-salvador samaria samira samovar sandisk satanael satyr semidisk seminuria semiruin setaria
-sileni sirenia sitomania solania soldanelle soleyn soloth sordaria suresby sylvania synovia
-takyr talaria tamarisk tasmania tatukira terraria thalessa thamuria titania tomorn torenia
-tornaria toshiro tovaria tralira tristania tronador turkomania tutania ulmaria unadorn unorn
-unthorn urania uraturia urethra uvularia vanessa vervelle vervenia vesania villanelle volador
-volost volvelle zakaria zonaria
-""".split())
 
 # ---------------------------------------------------------------------------------------------
 # Relations. Each (relation, subject kind) has question templates (the first is the plain one
@@ -123,6 +86,7 @@ class _Relation:
 
 _FOUNDED_QUESTIONS = ("In what year was {x} founded?", "When was {x} founded?",
                       "What is the founding year of {x}?")
+_RELEASED_QUESTIONS = ("In what year was {x} released?", "When did {x} come out?")
 _RELATIONS = (
     _Relation("born_in", PERSON, CITY,
               ("In which city was {x} born?", "Where was {x} born?", "What is the birthplace of {x}?"),
@@ -168,89 +132,26 @@ _RELATIONS = (
     _Relation("publisher", ALBUM, COMPANY, ("Which label released {x}?", "On which label was {x} released?"),
               ("the label that released {x}", "the record label of {x}")),
     _Relation("release_year", NOVEL, YEAR, ("In what year was {x} published?", "When was {x} first published?")),
-    _Relation("release_year", FILM, YEAR, ("In what year was {x} released?", "When did {x} come out?")),
-    _Relation("release_year", ALBUM, YEAR, ("In what year was {x} released?", "When did {x} come out?")),
+    _Relation("release_year", FILM, YEAR, _RELEASED_QUESTIONS),
+    _Relation("release_year", ALBUM, YEAR, _RELEASED_QUESTIONS),
 )
 _RELATIONS_OF: dict[str, tuple[_Relation, ...]] = {
     kind: tuple(r for r in _RELATIONS if r.domain == kind) for kind, _ in _SHARES
 }
-RELATION_NAMES = tuple(dict.fromkeys(r.name for r in _RELATIONS))
+RELATION_NAMES = tuple(dict.fromkeys(r.name for r in _RELATIONS))  # public: the relations questions ask about
 
 # ---------------------------------------------------------------------------------------------
-# Vocabulary for descriptions, titles and flavour.
+# Kinds of company: name suffixes, descriptions and the role their founder takes on.
 
-_PRESS_SUFFIXES = ("Press", "Books", "Publishing", "House")
-_STUDIO_SUFFIXES = ("Studios", "Pictures", "Films")
-_LABEL_SUFFIXES = ("Records", "Recordings", "Music")
-_OTHER_SUFFIXES = ("Industries", "Works", "Group", "Holdings", "Company", "Manufacturing")
 _COMPANY_KINDS = (  # kind, share, name suffixes, descriptions, founder role
-    ("press", 0.30, _PRESS_SUFFIXES, ("publishing house", "publisher", "book publisher"), "publisher"),
-    ("studio", 0.25, _STUDIO_SUFFIXES, ("film studio", "production company", "film company"), "film producer"),
-    ("label", 0.20, _LABEL_SUFFIXES, ("record label", "music label", "independent record label"),
-     "record producer"),
-    ("other", 0.25, _OTHER_SUFFIXES, ("shipbuilding company", "textile manufacturer", "railway company",
-                                      "brewery", "mining company", "chemical company", "engineering firm",
-                                      "glassworks", "steel producer", "insurance company"), "industrialist"),
+    ("press", 0.30, vocab.PRESS_SUFFIXES, vocab.PRESS_DESCRIPTIONS, "publisher"),
+    ("studio", 0.25, vocab.STUDIO_SUFFIXES, vocab.STUDIO_DESCRIPTIONS, "film producer"),
+    ("label", 0.20, vocab.LABEL_SUFFIXES, vocab.LABEL_DESCRIPTIONS, "record producer"),
+    ("other", 0.25, vocab.OTHER_SUFFIXES, vocab.OTHER_DESCRIPTIONS, "industrialist"),
 )
-_BAND_FORMS = (  # name suffix ("" for "The <Stem>s"), description, noun for the group
-    ("", ("rock band", "folk band", "pop group", "punk band", "indie band"), "band"),
-    ("Quartet", ("string quartet", "jazz quartet"), "quartet"),
-    ("Ensemble", ("chamber ensemble", "early music ensemble"), "ensemble"),
-    ("Orchestra", ("symphony orchestra", "chamber orchestra"), "orchestra"),
-    ("Trio", ("jazz trio", "piano trio"), "trio"),
-    ("Collective", ("music collective", "electronic music collective"), "collective"),
-)
-_OCCUPATIONS = ("painter", "physicist", "architect", "composer", "politician", "engineer", "poet",
-                "chemist", "historian", "economist", "diplomat", "sculptor", "mathematician",
-                "journalist", "photographer", "botanist", "judge", "surgeon", "philosopher")
-_PERSON_ADJECTIVES = ("noted", "prolific", "celebrated", "little-known", "influential",
-                      "self-taught", "award-winning", "controversial")
-_NOUNS = ("Lantern", "Harbour", "Winter", "Garden", "Orchard", "Mirror", "Bell", "Daughter",
-          "Crossing", "Tide", "Meridian", "Compass", "Lighthouse", "Ferry", "Clockmaker",
-          "Archive", "Cartographer", "Weaver", "Summer", "Orchid", "Salt", "Ember", "Threshold",
-          "Cathedral", "Heron", "Furnace", "Almanac", "Violin", "Sparrow", "Quarry", "Tapestry",
-          "Pilgrim", "Harvest", "Citadel", "Widow", "Signal", "Observatory", "Embassy", "Orchestra",
-          "Ledger", "Island", "Frontier", "Canal", "Monsoon", "Glacier", "Ferryman", "Beacon")
-_ADJECTIVES = ("Silent", "Glass", "Amber", "Last", "Hollow", "Distant", "Iron", "Crimson", "Quiet",
-               "Northern", "Secret", "Paper", "Burning", "Forgotten", "Golden", "Broken", "Winter",
-               "Sleeping", "Lost", "Blue", "Bitter", "Wandering", "Invisible", "Long")
-_TITLE_FORMS = ("{s}", "The {n} of {s}", "{s}'s {n}", "The {a} {n} of {s}", "{n}s of {s}",
-                "Return to {s}", "The Last {n} of {s}", "A {n} for {s}", "{s} {n}s", "After {s}")
-_PROTAGONISTS = ("a young cartographer", "two estranged sisters", "a disgraced judge", "an ageing ferryman",
-                 "a travelling clockmaker", "a widowed innkeeper", "three orphaned brothers",
-                 "a stubborn schoolteacher", "an exiled prince", "a failing painter", "a lighthouse keeper")
-_FILM_GENRES = ("drama", "comedy", "thriller", "western", "musical", "science fiction", "crime",
-                "romance", "war", "historical drama")
-_CITY_KINDS = ("city", "town", "port city", "market town", "river town", "city")
-_DIRECTIONS = ("north", "south", "east", "west", "north-east", "north-west", "south-east", "south-west")
-_CITY_FEATURES = ("textile mills", "harbour", "cathedral", "spring festival", "glassworks", "botanical garden",
-                  "covered market", "clock tower", "shipyards", "vineyards", "old stone bridge")
-_GOVERNMENTS = ("republic", "kingdom", "federal republic", "principality", "constitutional monarchy")
-_REGION_FORMS = ("the {s} Peninsula", "the {s} Highlands", "the {s} Archipelago", "the {s} Basin",
-                 "the {s} Plain")
-_FIELDS = ("medicine", "law", "engineering", "music", "astronomy", "agriculture", "philosophy", "economics")
-_MUSIC_STYLES = ("folk", "jazz", "blues", "baroque", "electronic", "sea shanty", "gospel")
-_ORDINALS = ("debut", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 
-
-@dataclass(frozen=True)
-class World:
-    corpus: Corpus
-    questions: QADataset
-    seed: int
-
-
-@functools.lru_cache(maxsize=8)
-def build_world(seed: int = 0, n_passages: int = 3000) -> World:
-    """Generate the world for ``seed``: about ``n_passages`` passages and a third as many questions."""
-    if n_passages < 50:
-        raise ValueError(f"n_passages must be at least 50, got {n_passages}")
-    return _Builder(seed, n_passages).build()
-
-
-def default_world() -> World:
-    """The world ``gym.make("search_env:SearchQA-v0")`` uses: ``build_world()`` with its defaults."""
-    return build_world()
+# ---------------------------------------------------------------------------------------------
+# The builder.
 
 
 class _Rand:
@@ -290,10 +191,10 @@ class _Namer:
 
     def word(self, kind: str) -> str:
         choice = self._rand.choice
-        patterns = _GRAMMAR[kind]
+        patterns = vocab.GRAMMAR[kind]
         while True:
             word = "".join([choice(slot) for slot in choice(patterns)])
-            if word not in self._used and word not in _BLOCKED:
+            if word not in self._used and word not in vocab.BLOCKED:
                 self._used.add(word)
                 return word.capitalize()
 
@@ -356,12 +257,12 @@ class _Builder:
 
     def _places(self) -> None:
         r, word = self.rand, self.namer.word
-        regions = [r.choice(_REGION_FORMS).format(s=word("stem"))
+        regions = [r.choice(vocab.REGION_FORMS).format(s=word("stem"))
                    for _ in range(max(2, self.counts[COUNTRY] // 4))]
         countries = self.of[COUNTRY]
         for _ in range(self.counts[COUNTRY]):
             countries.append(_Entity(COUNTRY, word("country"), region=r.choice(regions),
-                                     government=r.choice(_GOVERNMENTS), cities=[]))
+                                     government=r.choice(vocab.GOVERNMENTS), cities=[]))
         for i in range(self.counts[CITY]):
             country = countries[i] if i < len(countries) else r.choice(countries)
             city = _Entity(CITY, word("city"), population=r.randint(8, 900) * 1000 + r.below(1000),
@@ -382,7 +283,7 @@ class _Builder:
                 name, alias = f"University of {stem}", f"{stem} University"
             else:
                 name, alias = r.choice((f"{stem} Institute of Technology", f"{stem} College")), None
-            uni = _Entity(UNIVERSITY, name, alias=alias, field=r.choice(_FIELDS),
+            uni = _Entity(UNIVERSITY, name, alias=alias, field=r.choice(vocab.FIELDS),
                           students=r.randint(2, 60) * 500)
             uni.facts["located_in"] = r.choice(self.of[CITY])
             uni.facts["founded_year"] = 1150 + int(830 * r.random() ** 1.4)
@@ -408,7 +309,7 @@ class _Builder:
             death = birth + r.randint(40, 95)
             person = _Entity(PERSON, name, gender=gender, surname=surname,
                              death=death if death < _NOW else None, roles=[],
-                             occupation=r.choice(_OCCUPATIONS))
+                             occupation=r.choice(vocab.OCCUPATIONS))
             person.facts.update(birth_year=birth, born_in=r.choice(self.of[CITY]),
                                 educated_at=universities.draw(r, hi=birth + 18))
             self.of[PERSON].append(person)
@@ -447,7 +348,7 @@ class _Builder:
     def _bands(self) -> None:
         r, word = self.rand, self.namer.word
         for _ in range(self.counts[BAND]):
-            suffix, descriptions, noun = r.choice(_BAND_FORMS)
+            suffix, descriptions, noun = r.choice(vocab.BAND_FORMS)
             stem = word("stem")
             name = f"The {stem}s" if not suffix else f"{stem} {suffix}"
             band = _Entity(BAND, name, plural=not suffix, description=r.choice(descriptions), noun=noun,
@@ -457,8 +358,8 @@ class _Builder:
 
     def _title(self) -> str:
         r = self.rand
-        title = r.choice(_TITLE_FORMS).format(s=self.namer.word("stem"), n=r.choice(_NOUNS),
-                                              a=r.choice(_ADJECTIVES))
+        title = r.choice(vocab.TITLE_FORMS).format(s=self.namer.word("stem"), n=r.choice(vocab.NOUNS),
+                                                   a=r.choice(vocab.ADJECTIVES))
         return "An" + title[1:] if title.startswith("A ") and title[2] in "AEIOU" else title
 
     def _creators(self, share: float, lo: int, role: str) -> list[_Entity]:
@@ -475,7 +376,7 @@ class _Builder:
         for _ in range(self.counts[NOVEL]):
             author = r.choice(novelists)
             year = self._year_in_life(author, 22, 70)
-            novel = _Entity(NOVEL, self._title(), protagonist=r.choice(_PROTAGONISTS),
+            novel = _Entity(NOVEL, self._title(), protagonist=r.choice(vocab.PROTAGONISTS),
                             setting=r.choice(self.of[CITY]))
             novel.facts.update(author=author, release_year=year,
                                publisher=self.company_by_year["press"].draw(r, hi=year))
@@ -487,8 +388,8 @@ class _Builder:
             director = r.choice(directors)
             year = max(1905, self._year_in_life(director, 25, 60))
             cast = [actors.draw(r, lo=year - 70, hi=year - 16) for _ in range(2)]
-            film = _Entity(FILM, self._title(), genre=r.choice(_FILM_GENRES), setting=r.choice(self.of[CITY]),
-                           cast=cast if cast[0] is not cast[1] else cast[:1])
+            film = _Entity(FILM, self._title(), genre=r.choice(vocab.FILM_GENRES),
+                           setting=r.choice(self.of[CITY]), cast=cast if cast[0] is not cast[1] else cast[:1])
             film.facts.update(director=director, release_year=year,
                               publisher=self.company_by_year["studio"].draw(r, hi=year))
             self.of[FILM].append(film)
@@ -504,7 +405,7 @@ class _Builder:
         for band in self.of[BAND]:
             band.info["albums"].sort(key=lambda a: a.facts["release_year"])
             for i, album in enumerate(band.info["albums"]):
-                album.info["ordinal"] = _ORDINALS[i] if i < len(_ORDINALS) else None
+                album.info["ordinal"] = vocab.ORDINALS[i] if i < len(vocab.ORDINALS) else None
 
     def _year_in_life(self, person: _Entity, lo: int, hi: int) -> int:
         """A year ``lo`` to ``hi`` years after the person's birth, within their life and before now."""
@@ -530,6 +431,13 @@ class _Builder:
         other = self.rand.choice(pool)
         return None if other is entity else other
 
+    def _mention(self, sentences: list[str], pool: list[_Entity], entity: _Entity, p: float,
+                 sentence: Callable[[_Entity], str]) -> None:
+        """With probability ``p``, add ``sentence(other)``: a distractor naming another entity of ``pool``."""
+        other = self._other(pool, entity)
+        if other is not None and self.rand.chance(p):
+            sentences.append(sentence(other))
+
     def _person_text(self, p: _Entity) -> str:
         r, f, info = self.rand, p.facts, p.info
         she, her = ("She", "Her") if info["gender"] == "f" else ("He", "His")
@@ -537,7 +445,7 @@ class _Builder:
         life, be = (f"{birth}–{death}", "was") if death else (f"born {birth}", "is")
         occupation = _and(info["roles"] or [info["occupation"]])
         if r.chance(0.4):
-            occupation = f"{r.choice(_PERSON_ADJECTIVES)} {occupation}"
+            occupation = f"{r.choice(vocab.PERSON_ADJECTIVES)} {occupation}"
         city, uni = f["born_in"].name, _ref(f["educated_at"])
         sentences = [
             f"{p.name} ({life}) {be} {_a(occupation)}.",
@@ -570,17 +478,15 @@ class _Builder:
             first = r.choice((f"{c.name} is the capital of {country.name}.",
                               f"{c.name} is the capital city of {country.name}."))
         else:
-            first = r.choice((f"{c.name} is {_a(r.choice(_CITY_KINDS))} in {country.name}.",
-                              f"{c.name} is a city in the {r.choice(_DIRECTIONS)} of {country.name}."))
+            first = r.choice((f"{c.name} is {_a(r.choice(vocab.CITY_KINDS))} in {country.name}.",
+                              f"{c.name} is a city in the {r.choice(vocab.DIRECTIONS)} of {country.name}."))
         sentences = [first, r.choice((f"It has a population of about {info['population']:,}.",
                                       f"Around {info['population']:,} people live there."))]
         if info["river"]:
             sentences.append(f"The city lies on the {info['river']} river.")
         elif r.chance(0.5):
-            sentences.append(f"It is known for its {r.choice(_CITY_FEATURES)}.")
-        other = self._other(self.of[CITY], c)
-        if other is not None and r.chance(0.3):
-            sentences.append(f"It is twinned with {other.name}.")
+            sentences.append(f"It is known for its {r.choice(vocab.CITY_FEATURES)}.")
+        self._mention(sentences, self.of[CITY], c, 0.3, lambda o: f"It is twinned with {o.name}.")
         return " ".join(sentences)
 
     def _country_text(self, c: _Entity) -> str:
@@ -589,14 +495,12 @@ class _Builder:
         sentences = [
             f"{c.name} is {_a(info['government'])} in {info['region']}.",
             r.choice((f"Its capital is {capital}.", f"Its capital and seat of government is {capital}.",
-                      f"The capital, {capital}, lies in the {r.choice(_DIRECTIONS)} of the country.")),
+                      f"The capital, {capital}, lies in the {r.choice(vocab.DIRECTIONS)} of the country.")),
         ]
         others = [city.name for city in info["cities"][1:3]]
         if len(others) == 2:
             sentences.append(f"Other major cities include {others[0]} and {others[1]}.")
-        other = self._other(self.of[COUNTRY], c)
-        if other is not None and r.chance(0.5):
-            sentences.append(f"It shares a border with {other.name}.")
+        self._mention(sentences, self.of[COUNTRY], c, 0.5, lambda o: f"It shares a border with {o.name}.")
         return " ".join(sentences)
 
     def _university_text(self, u: _Entity) -> str:
@@ -611,9 +515,8 @@ class _Builder:
                       f"It was founded in {year} and has about {info['students']:,} students.",
                       f"Founded in {year}, it is known for its faculty of {info['field']}.")),
         ]
-        other = self._other(self.of[UNIVERSITY], u)
-        if other is not None and r.chance(0.4):
-            sentences.append(f"It runs an exchange programme with {_ref(other)}.")
+        self._mention(sentences, self.of[UNIVERSITY], u, 0.4,
+                      lambda o: f"It runs an exchange programme with {_ref(o)}.")
         return " ".join(sentences)
 
     def _company_text(self, c: _Entity) -> str:
@@ -626,10 +529,8 @@ class _Builder:
             r.choice((f"It was founded in {year} by {founder}.", f"{founder} founded the company in {year}.",
                       f"The company was founded by {founder} in {year}.")),
         ]
-        other = self._other(self.companies[info["sector"]], c)
-        if other is not None and r.chance(0.4):
-            sentences.append(r.choice((f"Its main competitor is {other.name}.",
-                                       f"It was long a rival of {other.name}.")))
+        self._mention(sentences, self.companies[info["sector"]], c, 0.4, lambda o: r.choice((
+            f"Its main competitor is {o.name}.", f"It was long a rival of {o.name}.")))
         if r.chance(0.4):
             sentences.append(f"It employs around {info['employees']:,} people.")
         return " ".join(sentences)
@@ -643,11 +544,10 @@ class _Builder:
                       f"{b.name} {are} {_a(info['description'])} from {city}, where {they.lower()} {are} based.")),
             r.choice((f"The {info['noun']} was formed in {year}.", f"{they} formed in {year}.")),
         ]
-        other = self._other(self.of[BAND], b)
-        if other is not None and r.chance(0.4):
-            sentences.append(f"{they} {'have' if info['plural'] else 'has'} toured with {other.name}.")
+        have = "have" if info["plural"] else "has"
+        self._mention(sentences, self.of[BAND], b, 0.4, lambda o: f"{they} {have} toured with {o.name}.")
         if r.chance(0.4):
-            sentences.append(f"Critics hear {r.choice(_MUSIC_STYLES)} music in {their} sound.")
+            sentences.append(f"Critics hear {r.choice(vocab.MUSIC_STYLES)} music in {their} sound.")
         return " ".join(sentences)
 
     def _novel_text(self, n: _Entity) -> str:
@@ -660,9 +560,7 @@ class _Builder:
         ))
         sentences.append(r.choice((f"The story follows {info['protagonist']} in {info['setting'].name}.",
                                    f"Set in {info['setting'].name}, it follows {info['protagonist']}.")))
-        other = self._other(self.of[NOVEL], n)
-        if other is not None and r.chance(0.3):
-            sentences.append(f"Critics have often compared it with {other.name}.")
+        self._mention(sentences, self.of[NOVEL], n, 0.3, lambda o: f"Critics have often compared it with {o.name}.")
         return " ".join(sentences)
 
     def _film_text(self, m: _Entity) -> str:

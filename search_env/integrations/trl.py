@@ -72,6 +72,7 @@ class SearchToolEnv:
             only when the IG weight is not 0, so that by default no scoring model is ever loaded.
         scorer: the IG scorer (default: the bundled SmolLM2-135M-Instruct, loaded on the first scored search).
         reward: :class:`~search_env.RewardConfig` (outcome metric and weight, format penalty).
+        dialect: how retrieved passages are tagged (``"search-r1"`` or ``"autorefine"``).
         prompt: instruction template with ``{question}``, ``{topk}`` and ``{max_searches}`` fields.
         return_prompt: what ``reset`` returns. ``"auto"``: the formatted prompt when the row has no (or an
             empty) ``prompt``, else ``None``; ``True``: always the prompt; ``False``: always ``None``.
@@ -89,7 +90,7 @@ class SearchToolEnv:
         ig: bool | IGConfig | None = None,
         scorer: Any = None,
         reward: RewardConfig | None = None,
-        template: str = "search-r1",
+        dialect: str = "search-r1",
         prompt: str = TOOL_PROMPT,
         return_prompt: bool | str = "auto",
         seed: int | None = None,
@@ -98,10 +99,6 @@ class SearchToolEnv:
             raise ValueError(f"need topk >= 1 and max_searches >= 0 (got topk={topk}, max_searches={max_searches})")
         if return_prompt not in (True, False, "auto"):
             raise ValueError(f"return_prompt must be True, False or 'auto', not {return_prompt!r}")
-        if corpus is None:
-            from search_env.data.synthetic import default_world
-
-            corpus = default_world().corpus
         self._corpus = load_corpus(corpus)
         self._retriever = make_retriever(retriever, self._corpus)
         reward = reward or RewardConfig()
@@ -111,7 +108,7 @@ class SearchToolEnv:
         self._ig = (reward.ig_weight != 0) if ig is None else ig
         self._scorer = scorer
         self._topk, self._max_searches = topk, max_searches
-        self._template, self._prompt, self._return_prompt = template, prompt, return_prompt
+        self._dialect, self._prompt, self._return_prompt = dialect, prompt, return_prompt
         self._seed, self._episodes = seed, 0
 
         self.env: SearchQAEnv | None = None  # the current episode's env
@@ -145,7 +142,7 @@ class SearchToolEnv:
             retriever=self._retriever,
             topk=self._topk,
             max_turns=self._max_searches + 1,
-            template=self._template,
+            dialect=self._dialect,
             reward=self._reward,
             ig=self._ig,
             scorer=self._scorer,
@@ -176,7 +173,7 @@ class SearchToolEnv:
                 "Call the `answer` tool with your final answer now."
             )
         obs = self._step("search", query)
-        tag = self.env.dialect.info_tag
+        tag = self.env.dialect.documents_tag
         return obs.strip().removeprefix(f"<{tag}>").removesuffix(f"</{tag}>").strip()
 
     def answer(self, text: str) -> str:
@@ -282,10 +279,6 @@ def make_dataset(
     of dicts or a :class:`~search_env.QADataset` (default: the built-in world's questions)."""
     import datasets
 
-    if questions is None:
-        from search_env.data.synthetic import default_world
-
-        questions = default_world().questions
     items = list(load_questions(questions))[:limit]
     return datasets.Dataset.from_list(
         [

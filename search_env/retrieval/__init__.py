@@ -1,4 +1,6 @@
-"""Retrievers: BM25 in-process (bm25s, rank-bm25), dense (``dense.py``) and remote over HTTP (``http.py``)."""
+"""Retrievers: BM25 in-process (bm25s, rank-bm25), dense (``dense.py``, its encoder in ``encoder.py``) and
+remote over HTTP (``http.py``); ``server.py`` serves any of them. What is built once per process is kept by
+:func:`search_env._cache.built_once` (kinds ``"bm25"``, ``"dense"``, ``"encoder"``)."""
 
 from __future__ import annotations
 

