@@ -239,13 +239,20 @@ def token_advantages(
 ) -> Any:
     """``A_tok = A_i + ig_weight · clip(step_ig[i, t], −ig_clip, ig_clip)`` where ``token_turns[i, j] = t``.
 
-    - ``advantages``: ``(B,)`` trajectory advantages.
-    - ``token_turns``: ``(B, L)`` ints, the turn whose IG token j receives (-1: none), see
-      :meth:`Trajectory.token_turns`.
-    - ``step_ig``: ``(B, S)`` per-turn IG, NaN where a turn has none (it then adds nothing).
-    - ``mask``: ``(B, L)``, optional; tokens outside it get 0.
+    Args:
+        advantages: ``(B,)`` trajectory advantages.
+        token_turns: ``(B, L)`` ints, the turn whose IG token j receives (-1: none), see
+            :meth:`Trajectory.token_turns`.
+        step_ig: ``(B, S)`` per-turn IG, NaN where a turn has none (it then adds nothing).
+        ig_weight: λ; 0 is plain GRPO.
+        ig_clip: IG is clipped to ``[-ig_clip, ig_clip]`` first (``None``: no clipping).
+        mask: ``(B, L)``, optional; tokens outside it get 0.
 
-    Returns ``(B, L)`` of the kind of ``advantages``. ``ig_weight=0`` is plain GRPO.
+    Returns:
+        ``(B, L)`` advantages, of the kind of ``advantages`` (numpy, or a tensor on its device).
+
+    Raises:
+        ValueError: the shapes do not agree, or ``token_turns`` names a turn ``step_ig`` does not have.
     """
     adv = _numpy(advantages).reshape(-1)
     turns = np.asarray(token_turns.detach().cpu().numpy() if _torch_tensor(token_turns) else token_turns, dtype=np.int64)

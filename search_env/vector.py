@@ -20,12 +20,19 @@ class SearchQAVectorEnv(VectorEnv):
     all IG contexts, so its results equal ``num_envs`` separate envs with the same seeds. Observations are
     a tuple of strings (Gymnasium's batching of text spaces); infos are dicts of arrays with ``_key`` masks.
 
-    - ``autoreset_mode``: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``.
-    - A ``None`` action leaves that sub-env untouched for this step (reward 0, not done, no info): a trainer
-      whose episodes end at different turns steps only the live ones.
-    - ``ig_pool="batch"`` draws IG's random passages from other questions' retrieved blocks in the same
-      step (the IG-Search authors' variant), falling back to the corpus when there are none.
-    - Other keyword arguments go to each :class:`SearchQAEnv`.
+    A ``None`` action leaves that sub-env untouched for this step (reward 0, not done, no info): a trainer
+    whose episodes end at different turns steps only the live ones.
+
+    Args:
+        num_envs: how many sub-envs.
+        autoreset_mode: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``.
+        ig_pool: ``"corpus"`` (default) or ``"batch"``: draw IG's random passages from other questions'
+            retrieved blocks in the same step (the IG-Search authors' variant), falling back to the corpus
+            when there are none.
+        **env_kwargs: given to each :class:`SearchQAEnv` (``questions``, ``corpus``, ``scorer``, ...).
+
+    Raises:
+        ValueError: ``num_envs`` below 1 or an unknown ``ig_pool``.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ import bm25s
 import pytest
 
 from search_env import _cache
-from search_env.data.synthetic import RELATION_NAMES, World, _Builder, build_world
+from search_env.data import synthetic_words as vocab
+from search_env.data.synthetic import (_RELATIONS, _SHARES, RELATION_NAMES, YEAR, World, _Builder, _Namer,
+                                       build_world)
 
 # Common English words, plus a few real places and first names, that no generated name may be.
 COMMON_WORDS = frozenset("""
@@ -207,3 +210,54 @@ def test_bm25_finds_the_gold_passage_of_single_hop_questions(world):
     found = sum(corpus.position(q.metadata["supporting_doc_ids"][0]) in row.tolist()
                 for q, row in zip(single, results))
     assert found >= 0.8 * len(single)
+
+
+def _slots(template: str) -> list[str | None]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def test_relations_file_agrees_with_the_builder():
+    """relations.json: one {x} per template, the forms nesting needs, and names and kinds the builder uses."""
+    assert len({(r.name, r.domain) for r in _RELATIONS}) == len(_RELATIONS)
+    assert RELATION_NAMES == tuple(dict.fromkeys(r.name for r in _RELATIONS))
+    builder = _Builder(seed=3, n_passages=300)
+    builder.build()
+    reached = {r.range for r in _RELATIONS}  # kinds a hop can lead to
+    for rel in _RELATIONS:
+        assert rel.questions and all(_slots(t) == ["x"] and t.endswith("?") for t in rel.questions), rel
+        assert all(_slots(t) == ["x"] for t in rel.phrases), rel
+        if rel.range != YEAR:  # its value can be a middle hop, written as a phrase
+            assert rel.phrases, rel
+        if rel.domain in reached:  # its subject can be a phrase holding a clause: the slot must come last
+            assert any(t.endswith("{x}?") for t in rel.questions), rel
+            if rel.range != YEAR:
+                assert any(t.endswith("{x}") for t in rel.phrases), rel
+        values = [e.facts[rel.name] for e in builder.of[rel.domain] if rel.name in e.facts]
+        assert values, rel  # a name the builder never sets would silently never be asked
+        assert all(isinstance(v, int) if rel.range == YEAR else v.kind == rel.range for v in values), rel
+    assert {r.domain for r in _RELATIONS} == {kind for kind, _ in _SHARES}
+
+
+class _Scripted:
+    """A stand-in for the builder's random draws that picks what it is told, in order."""
+
+    def __init__(self, picks):
+        self._picks = iter(picks)
+
+    def choice(self, seq):
+        pick = next(self._picks)
+        assert pick in seq
+        return pick
+
+
+def test_blocked_names_file_loads_and_no_blocked_word_is_given_out():
+    """blocked_names.txt: its words (header skipped) are words of the grammar, and the namer skips them."""
+    grammar = re.compile("|".join("".join("(?:" + "|".join(map(re.escape, slot)) + ")" for slot in pattern)
+                                  for patterns in vocab.GRAMMAR.values() for pattern in set(patterns)))
+    assert len(vocab.BLOCKED) > 250
+    assert all(grammar.fullmatch(word) for word in vocab.BLOCKED), sorted(w for w in vocab.BLOCKED
+                                                                         if not grammar.fullmatch(w))
+    short = vocab.GRAMMAR["female"][0]  # onset, vowel, medial, ending
+    assert "akira" in vocab.BLOCKED and "akessa" not in vocab.BLOCKED
+    namer = _Namer(_Scripted([short, "", "a", "k", "ira", short, "", "a", "k", "essa"]))
+    assert namer.word("female") == "Akessa"

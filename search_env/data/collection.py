@@ -1,10 +1,13 @@
-"""The ordered, immutable, id-indexed collection behind Corpus and QADataset."""
+"""The ordered, immutable, id-indexed collections: a :class:`Corpus` of passages and a :class:`QADataset` of
+questions, and the one reader of their JSONL records (loaders: :mod:`.corpus`, :mod:`.qa`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -89,3 +92,69 @@ def parse_records(
     if not items:
         raise DataFileError(name, None, empty)
     return items, name
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        """The FlashRAG ``contents`` field: the title in double quotes, a newline, the text."""
+        return f'"{self.title}"\n{self.text}'
+
+
+class Corpus(IdCollection[Passage]):
+    """An ordered, immutable collection of passages with unique ids."""
+
+    kind = "passages"
+
+    def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
+        super().__init__(passages, name)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 over ids, titles and texts: the key for on-disk indexes built from this corpus."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for p in self._items:
+                for part in (p.id, p.title, p.text):
+                    data = part.encode("utf-8", "surrogatepass")
+                    digest.update(len(data).to_bytes(8, "little"))
+                    digest.update(data)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    @staticmethod
+    def record(item: Passage) -> dict[str, str]:
+        return {"id": item.id, "contents": item.contents}
+
+
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    question: str
+    golden_answers: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def supporting_doc_ids(self) -> tuple[str, ...]:
+        """Gold passage ids, when the set has them (``metadata.supporting_doc_ids``)."""
+        return tuple(str(i) for i in self.metadata.get("supporting_doc_ids", ()))
+
+
+class QADataset(IdCollection[QAItem]):
+    """An ordered, immutable collection of questions with unique ids."""
+
+    kind = "questions"
+
+    def __init__(self, items: Iterable[QAItem], name: str = "questions"):
+        super().__init__(items, name)
+
+    @staticmethod
+    def record(item: QAItem) -> dict[str, Any]:
+        return {"id": item.id, "question": item.question, "golden_answers": list(item.golden_answers),
+                "metadata": dict(item.metadata)}

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from search_env.data.collection import IdCollection, parse_records
+from search_env.data.collection import Corpus, Passage, parse_records
 from search_env.data.errors import DataFileError
 
-
-@dataclass(frozen=True)
-class Passage:
-    id: str
-    title: str
-    text: str
-
-    @property
-    def contents(self) -> str:
-        """The FlashRAG ``contents`` field: the title in double quotes, a newline, the text."""
-        return f'"{self.title}"\n{self.text}'
+__all__ = ["Corpus", "Passage", "load_corpus", "split_contents"]
 
 
 def split_contents(contents: str) -> tuple[str, str]:
@@ -32,33 +20,6 @@ def split_contents(contents: str) -> tuple[str, str]:
     if len(head) >= 2 and head[0] == head[-1] == '"':
         head = head[1:-1]
     return head, tail.strip()
-
-
-class Corpus(IdCollection[Passage]):
-    """An ordered, immutable collection of passages with unique ids."""
-
-    kind = "passages"
-
-    def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
-        super().__init__(passages, name)
-        self._fingerprint: str | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        """A sha256 over ids, titles and texts: the key for on-disk indexes built from this corpus."""
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for p in self._items:
-                for field in (p.id, p.title, p.text):
-                    data = field.encode("utf-8", "surrogatepass")
-                    digest.update(len(data).to_bytes(8, "little"))
-                    digest.update(data)
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
-
-    @staticmethod
-    def record(item: Passage) -> dict[str, str]:
-        return {"id": item.id, "contents": item.contents}
 
 
 def load_corpus(source: str | os.PathLike | Corpus | Iterable[dict] | None = None) -> Corpus:

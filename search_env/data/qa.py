@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from search_env.data.collection import IdCollection, parse_records
+from search_env.data.collection import QADataset, QAItem, parse_records
 from search_env.data.errors import DataFileError
 
-
-@dataclass(frozen=True)
-class QAItem:
-    id: str
-    question: str
-    golden_answers: tuple[str, ...]
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def supporting_doc_ids(self) -> tuple[str, ...]:
-        """Gold passage ids, when the set has them (``metadata.supporting_doc_ids``)."""
-        return tuple(str(i) for i in self.metadata.get("supporting_doc_ids", ()))
-
-
-class QADataset(IdCollection[QAItem]):
-    """An ordered, immutable collection of questions with unique ids."""
-
-    kind = "questions"
-
-    def __init__(self, items: Iterable[QAItem], name: str = "questions"):
-        super().__init__(items, name)
-
-    @staticmethod
-    def record(item: QAItem) -> dict[str, Any]:
-        return {"id": item.id, "question": item.question, "golden_answers": list(item.golden_answers),
-                "metadata": dict(item.metadata)}
+__all__ = ["QADataset", "QAItem", "load_hf_questions", "load_questions", "qa_item_from_record"]
 
 
 def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping] | None = None) -> QADataset:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 
 from search_env._cache import built_once
 from search_env.data import synthetic_words as vocab
-from search_env.data.corpus import Corpus, Passage
-from search_env.data.qa import QADataset, QAItem
+from search_env.data.collection import Corpus, Passage, QADataset, QAItem
 
 
 @dataclass(frozen=True)
@@ -84,57 +85,19 @@ class _Relation:
     phrases: tuple[str, ...] = ()
 
 
-_FOUNDED_QUESTIONS = ("In what year was {x} founded?", "When was {x} founded?",
-                      "What is the founding year of {x}?")
-_RELEASED_QUESTIONS = ("In what year was {x} released?", "When did {x} come out?")
-_RELATIONS = (
-    _Relation("born_in", PERSON, CITY,
-              ("In which city was {x} born?", "Where was {x} born?", "What is the birthplace of {x}?"),
-              ("the birthplace of {x}", "the city where {x} was born")),
-    _Relation("birth_year", PERSON, YEAR,
-              ("In what year was {x} born?", "When was {x} born?", "What is the birth year of {x}?")),
-    _Relation("educated_at", PERSON, UNIVERSITY,
-              ("Which university did {x} attend?", "Where did {x} study?",
-               "Which university is the alma mater of {x}?"),
-              ("the university {x} attended", "the university where {x} studied", "the alma mater of {x}")),
-    _Relation("spouse", PERSON, PERSON, ("Who did {x} marry?", "Who was the spouse of {x}?"),
-              ("the spouse of {x}", "the person {x} married")),
-    _Relation("country", CITY, COUNTRY, ("In which country is {x}?", "Which country is {x} located in?"),
-              ("the country in which {x} lies", "the country of {x}")),
-    _Relation("capital", COUNTRY, CITY, ("What is the capital of {x}?", "Which city is the capital of {x}?"),
-              ("the capital of {x}", "the capital city of {x}")),
-    _Relation("located_in", UNIVERSITY, CITY,
-              ("In which city is {x} located?", "Where is {x} located?", "Which city is home to {x}?"),
-              ("the city where {x} is located", "the home city of {x}")),
-    _Relation("located_in", BAND, CITY,
-              ("In which city is {x} based?", "Where is {x} based?", "Which city is home to {x}?"),
-              ("the city where {x} is based", "the home city of {x}")),
-    _Relation("headquartered_in", COMPANY, CITY,
-              ("In which city is {x} headquartered?", "Where is {x} headquartered?",
-               "Which city hosts the headquarters of {x}?"),
-              ("the city where {x} is headquartered", "the headquarters city of {x}")),
-    _Relation("founded_by", COMPANY, PERSON, ("Who founded {x}?", "Who was the founder of {x}?"),
-              ("the founder of {x}", "the person who founded {x}")),
-    _Relation("founded_year", COMPANY, YEAR, _FOUNDED_QUESTIONS),
-    _Relation("founded_year", UNIVERSITY, YEAR, _FOUNDED_QUESTIONS),
-    _Relation("founded_year", BAND, YEAR,
-              ("In what year was {x} formed?", "When was {x} formed?", "What is the formation year of {x}?")),
-    _Relation("author", NOVEL, PERSON, ("Who wrote {x}?", "Who is the author of {x}?"),
-              ("the author of {x}", "the writer of {x}")),
-    _Relation("director", FILM, PERSON, ("Who directed {x}?", "Who was the director of {x}?"),
-              ("the director of {x}", "the person who directed {x}")),
-    _Relation("performer", ALBUM, BAND, ("Which group recorded {x}?", "Who recorded the album {x}?"),
-              ("the group that recorded {x}", "the act behind the album {x}")),
-    _Relation("publisher", NOVEL, COMPANY, ("Which company published {x}?", "Who published {x}?"),
-              ("the publisher of {x}", "the company that published {x}")),
-    _Relation("publisher", FILM, COMPANY, ("Which studio produced {x}?", "Which company produced {x}?"),
-              ("the studio that produced {x}", "the production company of {x}")),
-    _Relation("publisher", ALBUM, COMPANY, ("Which label released {x}?", "On which label was {x} released?"),
-              ("the label that released {x}", "the record label of {x}")),
-    _Relation("release_year", NOVEL, YEAR, ("In what year was {x} published?", "When was {x} first published?")),
-    _Relation("release_year", FILM, YEAR, _RELEASED_QUESTIONS),
-    _Relation("release_year", ALBUM, YEAR, _RELEASED_QUESTIONS),
-)
+# The table itself is data: relations.json beside this module, one object per (relation, subject
+# kind) with the fields of _Relation (kinds by name), in the order questions draw them.
+_KINDS = {kind: kind for kind in (PERSON, CITY, COUNTRY, UNIVERSITY, COMPANY, BAND, NOVEL, FILM, ALBUM, YEAR)}
+
+
+def _load_relations() -> tuple[_Relation, ...]:
+    """The relations of ``relations.json``, their kinds checked against the kinds of entity."""
+    rows = json.loads(resources.files("search_env.data").joinpath("relations.json").read_text(encoding="utf-8"))
+    return tuple(_Relation(row["name"], _KINDS[row["domain"]], _KINDS[row["range"]], tuple(row["questions"]),
+                           tuple(row.get("phrases", ()))) for row in rows)
+
+
+_RELATIONS = _load_relations()
 _RELATIONS_OF: dict[str, tuple[_Relation, ...]] = {
     kind: tuple(r for r in _RELATIONS if r.domain == kind) for kind, _ in _SHARES
 }

@@ -1,18 +1,22 @@
 """The vocabulary of the built-in world (:mod:`search_env.data.synthetic`): the grammar its made-up
 names come from, the English words no name may be, and the words and phrases of its pages and titles.
 
-Pure data. Every generated world follows from these tables: changing one changes the passages, the
-questions and the corpus fingerprint of every seed.
+Pure data (the blocked words are read from the data file ``blocked_names.txt``). Every generated
+world follows from these tables: changing one changes the passages, the questions and the corpus
+fingerprint of every seed.
 """
 
 from __future__ import annotations
+
+from importlib import resources
 
 # ---------------------------------------------------------------------------------------------
 # Names. A word is an onset, a vowel, a medial consonant cluster, optionally another vowel and
 # consonant, then an ending. The endings were chosen to be rare in English; BLOCKED holds every
 # word this grammar can produce that is among the 100,000 most frequent English words (real
 # names and places included, from `wordfreq`) or in the web2 and GCIDE dictionaries (from
-# `english-words`), so no generated name is an English word. Regenerate it when the grammar changes.
+# `english-words`), so no generated name is an English word. The list lives in the data file
+# blocked_names.txt beside this module; regenerate it when the grammar changes.
 
 ONSETS = ("", "b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "r",
           "s", "sk", "t", "tr", "th", "v", "vr", "z")
@@ -41,35 +45,15 @@ GRAMMAR: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
     "city": (_HEAD + (ENDINGS,), _HEAD + (CITY_ENDINGS,), _LONG_HEAD + (ENDINGS,)),
 }
 
-BLOCKED = frozenset("""
-adelle adenia adorn adularia akania akira akund alamoth alaria almira almost altamira alvaro
-amador amania amarelle amaro amenia amira amyluria anadenia andira anisuria anorn anorth
-anthomania anuria arenaria arryn asterisk atossa avania avesta baltistan bamoth baroni barossa
-barristan baruria basilisk batavia bavaria beduin bemask benoni benorth berakoth betask betorn
-betoss birkenia bodoni boleyn brasenia bretelle bromomania bunemost butyr dalmania damask
-dardistan dataria delamere denaro deniro dillenia disadorn disenamor dishorn dismask dorask
-dromomania drynaria dysuria edessa edoni eleni elmira elvira enamor endamask endoss enomania
-erava estelle ferraro fidessa filaria filoselle fistularia foremost fumaria funaria gadaria
-gaduin gallomania gamomania garava gardenia gasmask genisaro genovia gerund gillenia giselle
-grenelle halenia hareld hematuria herath hilaria holothuria honoraria horvath hovenia ilaria
-indira isaria ismael kaross kathryn kendyr ketonuria kilovar kurdistan laminaria lanthorn
-latania lavalava lavelle laverania lemuria lesath linaria lithuria lodowick lovelorn lunaria
-lunularia lusitania malaria malatesta maroni mastomenia matador mathilde matilde melania
-melanuria melituria melomania mesadenia metamere mikael mikania millenia mirador miramar
-misomath moldavia monadaria monaro monomania moravia morelle moresby morisk moroni moselle
-multitask museveni musomania mysost mythomania namath nashira nathanael naturelle nidularia
-nodosaria nordisk nosomania nostomania odalisk odessa orotund osmund otaria oturia pakistan
-palmyra paramenia paramere parashoth parelle paruria patamar pataria pathomania perularia petyr
-pilularia podesta polymath pomerania porimania potomania pulmonaria pulvinaria pyromania
-pyrularia ramadoss ramiro redarn relost remask retoss retund riroriro rivularia romania rondelle
-rosamund roselle roskilde rosyth rotund rudesby rudistan rumania ruritania sakalava salinelle
-salvador samaria samira samovar sandisk satanael satyr semidisk seminuria semiruin setaria
-sileni sirenia sitomania solania soldanelle soleyn soloth sordaria suresby sylvania synovia
-takyr talaria tamarisk tasmania tatukira terraria thalessa thamuria titania tomorn torenia
-tornaria toshiro tovaria tralira tristania tronador turkomania tutania ulmaria unadorn unorn
-unthorn urania uraturia urethra uvularia vanessa vervelle vervenia vesania villanelle volador
-volost volvelle zakaria zonaria
-""".split())
+
+def _load_words(filename: str) -> frozenset[str]:
+    """The whitespace-separated words of a data file of this package, its ``#`` comment lines skipped."""
+    text = resources.files("search_env.data").joinpath(filename).read_text(encoding="utf-8")
+    return frozenset(word for line in text.splitlines() if not line.lstrip().startswith("#")
+                     for word in line.split())
+
+
+BLOCKED = _load_words("blocked_names.txt")
 
 # ---------------------------------------------------------------------------------------------
 # Descriptions, titles and flavour.
