@@ -1,7 +1,7 @@
 """PPO (stable-baselines3) on the built-in world's multi-hop questions: outcome-only reward vs outcome + IG.
 
 One file, read top to bottom. The policy is a small MLP that cannot read text, so the env is seen through
-``NumericSearchView`` (``search_env.wrappers``): each turn it picks one of ``1 + 2 * n_candidates`` actions
+``NumericSearchView`` (``search_env.numeric``): each turn it picks one of ``1 + 2 * n_candidates`` actions
 (search the question, search a name found in the passages so far, or answer with such a name), and sees
 hashed bags of the question's words and of the words around each candidate name.
 
@@ -27,19 +27,17 @@ questions).
     python examples/sb3_ablation.py --scorer fake --total-steps 256 --n-steps 64 --eval-every 128 \\
         --n-questions 8 --seeds 1                                    # a smoke test, seconds
 
-Needs stable-baselines3 and matplotlib.
+Needs stable-baselines3 and matplotlib; ``study_io.py`` (beside this file) writes the CSV and the plot.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
 import json
 import os
-import random
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +47,11 @@ from search_env.data.qa import QADataset
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
-from search_env.wrappers import NumericSearchView, OutcomeOnly, OutcomePlusIG
+from search_env.numeric import NumericSearchView
+from search_env.wrappers import OutcomeOnly, OutcomePlusIG
 
-
-def arg(default, help: str):
-    return field(default=default, metadata={"help": help})
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_io.py, also when this file is imported by path
+from study_io import Curve, Panel, arg, parse_args, plot_panels, seed_everything, write_csv  # noqa: E402
 
 
 @dataclass
@@ -84,16 +82,6 @@ class Args:
     eval_every: int = arg(1024, "env steps between greedy evaluations")
     em_threshold: float = arg(0.2, "the table reports the env steps to reach this training EM")
     torch_threads: int = arg(2, "torch.set_num_threads (1 is faster when other jobs share the cores)")
-
-
-def parse_args(argv=None) -> Args:
-    """An ``Args`` from the command line: ``--field-name value``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(Args):
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                            help=f"{f.metadata['help']} (default: {f.default})")
-    return Args(**vars(parser.parse_args(argv)))
 
 
 # ------------------------------------------------------------------------------------------ scorers
@@ -184,9 +172,7 @@ def train_one(args: Args, arm: str, ig_weight: float, seed: int, scorer, train_q
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     env = make_env(args, train_qs, ig_weight, scorer)
     eval_env = make_env(args, train_qs, 0.0)
     rows: list[dict] = []
@@ -237,49 +223,30 @@ def steps_to(rows: list[dict], threshold: float) -> int | None:
 # ------------------------------------------------------------------------------------------ outputs
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot(rows: list[dict], args: Args, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for arm, color in (("outcome", "tab:blue"), ("outcome+ig", "tab:orange")):
+    """Greedy EM against env steps per arm: the mean over seeds, and the min-max band."""
+    curves = []
+    for arm in ("outcome", "outcome+ig"):
         by_step: dict[int, list[float]] = {}
         for r in rows:
             if r["arm"] == arm:
                 by_step.setdefault(r["step"], []).append(r["em"])
-        if not by_step:
-            continue
         steps = sorted(by_step)
         ems = [np.asarray(by_step[s]) for s in steps]
         label = arm if arm == "outcome" else f"outcome + {args.ig_weight}·clip(IG, ±{args.ig_clip})"
-        ax.plot(steps, [e.mean() for e in ems], color=color, label=f"{label} (mean)")
-        ax.fill_between(steps, [e.min() for e in ems], [e.max() for e in ems], color=color, alpha=0.2,
-                        label=f"{arm} (min-max, {args.seeds} seeds)")
-    ax.axhline(args.em_threshold, color="grey", ls=":", lw=1)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel(f"greedy EM ({args.n_questions} training questions)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"PPO on {args.hops}-hop questions, scorer={args.scorer}, IG baseline={args.ig_baseline}", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        curves.append(Curve(f"{label} (mean)", steps, [e.mean() for e in ems], low=[e.min() for e in ems],
+                            high=[e.max() for e in ems], band_label=f"{arm} (min-max, {args.seeds} seeds)"))
+    title = f"PPO on {args.hops}-hop questions, scorer={args.scorer}, IG baseline={args.ig_baseline}"
+    panel = Panel(title, curves, xlabel="env steps", ylabel=f"greedy EM ({args.n_questions} training questions)",
+                  ylim=(-0.02, 1.02), hline=args.em_threshold, legend_loc="upper left")
+    plot_panels(path, [panel], panel_size=(6.4, 4.2), dpi=120, fontsize=9)
 
 
 # ------------------------------------------------------------------------------------------ main
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
     torch.set_num_threads(args.torch_threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -296,7 +263,7 @@ def main(argv=None) -> dict:
             run_rows, final = train_one(args, arm, weight, seed, scorer, train_qs, heldout_qs)
             rows += run_rows
             finals.append(final)
-            write_csv(rows, out / "curves.csv")  # after every run, so an interrupted ablation keeps its curves
+            write_csv(out / "curves.csv", rows)  # after every run, so an interrupted ablation keeps its curves
     wall_s = time.perf_counter() - t0
     plot(rows, args, out / "curves.png")
 

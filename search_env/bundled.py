@@ -42,9 +42,22 @@ def smollm2_gguf() -> Path:
     return Path(files[0])
 
 
+def bundled_model_status() -> str:
+    """One line for ``search-env info``: whether the bundled model is installed and already converted."""
+    try:
+        smollm2_gguf()
+    except ImportError:
+        return f"missing ({SMOLLM2_INSTALL})"
+    return "available" + (", converted copy cached" if (_smollm2_target() / "config.json").exists() else "")
+
+
+def _smollm2_target() -> Path:
+    return cache_dir(*_SMOLLM2_CACHE[:-1]) / _SMOLLM2_CACHE[-1]
+
+
 def bundled_model_dir() -> Path:
     """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use."""
-    target = cache_dir(*_SMOLLM2_CACHE[:-1]) / _SMOLLM2_CACHE[-1]
+    target = _smollm2_target()
     if not (target / "config.json").exists():
         gguf = smollm2_gguf()
         logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)

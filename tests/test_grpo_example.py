@@ -88,7 +88,7 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_qu
     assert [t.group for t in trajs] == ["q0", "q0", "q1", "q1"]
     for i, traj in enumerate(trajs):
         search, env, answer = traj.segments
-        assert search.policy and not env.policy and answer.policy
+        assert search.from_policy and not env.from_policy and answer.from_policy
         assert "leftover" not in example.decode(tok, search.ids) and "trailing" not in example.decode(tok, answer.ids)
         assert "<search> Karvesh </search>" in example.decode(tok, search.ids[slice(*search.query_span)])
         observation = example.decode(tok, env.ids)
