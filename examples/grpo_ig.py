@@ -15,8 +15,6 @@ in the run folder. ``study_io.py``, beside this file, writes them. Needs ``pip i
     python examples/grpo_ig.py                                   # Qwen2.5-0.5B-Instruct (downloads it)
     python examples/grpo_ig.py --model bundled --total-steps 20  # offline: the bundled SmolLM2-135M-Instruct
     python examples/grpo_ig.py --model bundled --ig-weight 0     # the plain GRPO baseline
-    python examples/grpo_ig.py --model tiny-random --total-steps 2 --questions-per-step 2 --group-size 2 \\
-        --max-turns 2 --max-new-tokens 16 --eval-every 2 --eval-questions 4   # a smoke test, seconds on a CPU
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ class Args:
     # model
     model: str = arg("Qwen/Qwen2.5-0.5B-Instruct", "a Hugging Face causal LM (hub name or folder), or bundled | tiny-random | random-0.5b")
     device: str = arg("auto", "cuda, cpu or auto")
-    precision: str = arg("auto", "fp32 | bf16-mixed (fp32 weights, bf16 compute) | bf16; auto: bf16-mixed on GPU, fp32 on CPU")
+    precision: str = arg("auto", "fp32 | bf16-mixed (fp32 weights, bf16 compute); auto: bf16-mixed on GPU, fp32 on CPU")
     # data and env
     questions: str | None = arg(None, "FlashRAG QA JSONL (default: the built-in world's questions)")
     corpus: str | None = arg(None, "FlashRAG corpus JSONL (default: the built-in world's corpus)")
@@ -103,7 +101,7 @@ class Args:
 # -------------------------------------------------------------------- the algorithm: rollout, credit, update
 
 
-def rollout(model, tokenizer, venv, items, group_size, seed, gen_kwargs, prompt_text, timer, amp):
+def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp):
     """Play ``group_size`` episodes of each question in ``items``; returns (trajectories, episode stats).
     ``prompt_text(observation)`` is the model input for the env's first observation."""
     eos_ids = set(model.generation_config.eos_token_id)
@@ -146,14 +144,18 @@ def credit(trajectories: list[Trajectory], args: Args, pad_id: int):
 
 
 def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Timer, amp) -> dict:
-    """PPO-clip token-mean loss plus ``kl_coef`` · k3 KL to the reference, over all policy tokens."""
+    """PPO-clip loss plus ``kl_coef`` · k3 KL to the reference, averaged over all policy tokens of the batch.
+
+    The token mean over the batch (DAPO, Search-R1) rather than GRPO's per-sequence 1/|o_i|: every generated
+    token weighs the same, so a long trajectory counts more than a short one, and no sequence's tokens are
+    up-weighted for being few. Log-probabilities are taken at ``args.temperature``, as the rollouts sampled."""
     mbs, size = [], args.micro_batch_size  # micro-batches, each cut to its own longest sequence
     for s in range(0, batch["input_ids"].shape[0], size):
         width = int(batch["attention_mask"][s : s + size].sum(1).max())
         mbs.append({k: v[s : s + size, :width] for k, v in batch.items() if v.dim() == 2})
         mbs[-1]["start"] = int(batch["prompt_lengths"][s : s + size].min())  # the first position of any loss token
     n_tokens = batch["loss_mask"].sum().clamp(min=1)
-    logprobs = lambda m, mb: token_logprobs(m, mb["input_ids"], mb["attention_mask"], mb["start"])  # noqa: E731
+    logprobs = lambda m, mb: token_logprobs(m, mb["input_ids"], mb["attention_mask"], mb["start"], args.temperature)  # noqa: E731
     with timer("logprob"), torch.no_grad(), amp():
         ref = [logprobs(ref_model, mb) for mb in mbs] if args.kl_coef else None
         # With one pass the old policy is the current one: its log-probs are the detached current ones.
@@ -186,11 +188,12 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
 # -------------------------------------------------------------------------------- the pieces they use
 
 
-def token_logprobs(model, input_ids, attention_mask, start: int) -> torch.Tensor:
-    """``(B, L)``: log p(token j | tokens < j) for j >= ``start`` (0 before); logits only where needed."""
+def token_logprobs(model, input_ids, attention_mask, start: int, temperature: float = 1.0) -> torch.Tensor:
+    """``(B, L)``: log p(token j | tokens < j) for j >= ``start`` (0 before) under softmax(logits / ``temperature``),
+    the distribution the rollouts sampled from; logits only where needed."""
     width = input_ids.shape[1]
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=width - start + 1)
-    logits = out.logits[:, :-1].float()  # positions start-1 … L-2 predict tokens start … L-1
+    logits = out.logits[:, :-1].float() / temperature  # positions start-1 … L-2 predict tokens start … L-1
     picked = logits.gather(-1, input_ids[:, start:, None])[..., 0] - torch.logsumexp(logits, dim=-1)
     return torch.nn.functional.pad(picked, (start, 0))
 
@@ -262,6 +265,26 @@ def build_model(name: str, seed: int):
     return model, tokenizer
 
 
+def load_models(args: Args, device, precision: str, ckpt: Path | None = None):
+    """``(policy, reference, tokenizer)``: the policy (its last checkpoint when resuming), a frozen copy of the
+    initial weights (``None`` without KL), dropout off in both (as TRL does). Weights stay fp32 (``bf16-mixed``
+    computes in bf16 under autocast): bf16 weights round AdamW's ~1e-6 steps away, and a bf16 reference would
+    not equal the initial policy (KL > 0 at step 0)."""
+    if precision not in ("fp32", "bf16-mixed"):
+        raise SystemExit(f"--precision {precision}: use fp32 or bf16-mixed (bf16 weights would not learn at small learning rates)")
+    model, tokenizer = build_model(args.model, args.seed)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef else None
+    if ckpt is not None:
+        generation_config, model = model.generation_config, load_causal_lm(str(ckpt))[0]
+        model.generation_config = generation_config
+    for module in [*model.modules(), *(ref_model.modules() if ref_model is not None else ())]:
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # functional dropout in attention
+            module.attention_dropout = 0.0
+    return model.to(device), ref_model.to(device) if ref_model is not None else None, tokenizer
+
+
 def load_data(args: Args):
     """``(train questions, held-out questions, corpus)``; the held-out split is fixed by a seed of 0."""
     if args.questions is not None and args.corpus is None:
@@ -326,16 +349,8 @@ def main(argv=None) -> None:
     precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device.type == "cuda" else "fp32")
     amp = partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext
 
-    # Model, frozen reference (the initial weights), optimizer; a resumed run loads the policy's weights.
-    model, tokenizer = build_model(args.model, args.seed)
     ckpt = last_checkpoint(run_dir / "checkpoints") if args.resume else None
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef else None
-    if ckpt is not None:
-        generation_config, model = model.generation_config, load_causal_lm(str(ckpt))[0]
-        model.generation_config = generation_config
-    model.to(device, torch.bfloat16 if precision == "bf16" else None)
-    if ref_model is not None:
-        ref_model.to(device, torch.bfloat16 if precision != "fp32" else None)
+    model, ref_model, tokenizer = load_models(args, device, precision, ckpt)
     if device.type == "cuda" and args.gradient_checkpointing:  # transformers >= 5.24 calls it activation checkpointing
         kind = "activation" if hasattr(model, "activation_checkpointing_enable") else "gradient"
         getattr(model, f"{kind}_checkpointing_enable")(**{f"{kind}_checkpointing_kwargs": {"use_reentrant": False}})
@@ -346,15 +361,16 @@ def main(argv=None) -> None:
     timer = Timer(device, ("generate", "retrieve", "ig", "logprob", "update"))  # per step; these phases always logged
     retriever = make_retriever("bm25", corpus)
     score_ig = args.ig_weight != 0 or args.log_ig
+    # The policy's input; IG contexts start with it too, so IG is scored on what the policy reads.
+    prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
     scorer = timer.wrap(TransformersScorer(model, tokenizer), "ig", "score") if score_ig else None
     env_kwargs = dict(corpus=corpus, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect, autoreset_mode="Disabled")
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, questions=train_set, scorer=scorer, ig_pool=args.ig_pool,
-                             ig=IGConfig(n_random=args.ig_n_random) if score_ig else False,
+                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=prompt_text) if score_ig else False,
                              retriever=timer.wrap(retriever, "retrieve", "search", "batch_search"), **env_kwargs)
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set, retriever=retriever,
                                   ig=False, **env_kwargs)
     eval_items = list(eval_set)[: args.eval_questions]
-    prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
     # Stop at </search> or </answer>; the criterion is built once (building it costs about a second).
     stop = transformers.StoppingCriteriaList([transformers.StopStringCriteria(tokenizer, list(STOP_STRINGS))])
     common = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -383,8 +399,8 @@ def main(argv=None) -> None:
         items = [train_set[question_at(data_pos + k, len(train_set), args.seed)] for k in range(args.questions_per_step)]
         data_pos += args.questions_per_step
         model.eval()
-        trajectories, episodes = rollout(model, tokenizer, venv, items, args.group_size, 10_000 * step, sample,
-                                         prompt_text, timer, amp)
+        trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
+                                         gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
         batch = credit(trajectories, args, tokenizer.pad_token_id)
         model.train()
         metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp)
@@ -394,7 +410,8 @@ def main(argv=None) -> None:
             with timer("eval"):  # greedy, n questions at a time
                 n, done = eval_venv.num_envs, []
                 for s in range(0, len(eval_items), n):
-                    done += rollout(model, tokenizer, eval_venv, eval_items[s : s + n], 1, 0, greedy, prompt_text, Timer(), amp)[1]
+                    done += rollout(model, tokenizer, eval_venv, eval_items[s : s + n], group_size=1, seed=0,
+                                    gen_kwargs=greedy, prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
             metrics.update({f"eval/{k}": float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches")})
         if step % (args.save_every or args.eval_every) == 0 or step == args.total_steps:
             with timer("checkpoint"):

@@ -185,12 +185,12 @@ def _group_keys(groups: Any, n: int) -> list:
     return keys
 
 
-def _standardize(values: np.ndarray, scale: bool, eps: float) -> np.ndarray:
-    """``values - mean`` (divided by ``std + eps`` when ``scale``); 0 for a single value. Unbiased std."""
+def _standardize(values: np.ndarray, scale: bool, eps: float, floor: float = 0.0) -> np.ndarray:
+    """``values - mean``, divided by ``max(std, floor) + eps`` when ``scale``; 0 for a single value. Unbiased std."""
     if len(values) == 0:
         return values
     centred = values - values.mean()
-    return centred / (values.std(ddof=1) + eps) if scale and len(values) > 1 else centred
+    return centred / (max(values.std(ddof=1), floor) + eps) if scale and len(values) > 1 else centred
 
 
 def group_advantages(rewards: Any, groups: Any, *, scale: bool = True, eps: float = 1e-6) -> Any:
@@ -209,10 +209,20 @@ def group_advantages(rewards: Any, groups: Any, *, scale: bool = True, eps: floa
     return _like(out, rewards)
 
 
-def normalize_step_ig(step_ig: Any, groups: Any, *, eps: float = 1e-6) -> Any:
+IG_STD_FLOOR = 0.1  # nats/token: below it, IG differences within a group are the random baseline's noise
+
+
+def normalize_step_ig(step_ig: Any, groups: Any, *, floor: float = IG_STD_FLOOR, eps: float = 1e-6) -> Any:
     """Z-score IG over all scored steps of each group's rollouts (NaN = no IG, kept NaN).
 
-    ``step_ig``: ``(B, S)``, one row per rollout, one column per turn.
+    The group's std is floored at ``floor``: steps whose IG differs by less (e.g. the same query with other
+    random counterfactual draws) stay close to 0 instead of being blown up to unit z-scores.
+
+    Args:
+        step_ig: ``(B, S)``, one row per rollout, one column per turn.
+        groups: one id per rollout.
+        floor: the smallest std divided by, in nats/token.
+        eps: added to the divisor.
     """
     ig = _numpy(step_ig)
     if ig.ndim != 2:
@@ -223,7 +233,7 @@ def normalize_step_ig(step_ig: Any, groups: Any, *, eps: float = 1e-6) -> Any:
         rows = np.array([k == key for k in keys])
         block = ig[rows]
         scored = ~np.isnan(block)
-        block[scored] = _standardize(block[scored], True, eps)
+        block[scored] = _standardize(block[scored], True, eps, floor)
         out[rows] = block
     return _like(out, step_ig)
 

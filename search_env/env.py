@@ -69,7 +69,8 @@ class SearchQAEnv(gym.Env[str, str]):
 
     ``reward = Σ components`` (``info["reward_components"]``, see :class:`RewardConfig`): ``outcome``
     (EM of the answer by default, 0 when cut off), ``format`` (``-0.1`` per invalid turn) and ``ig``
-    (``ig_weight · IG``, weight 0 by default). IG itself is always in ``info["ig"]`` on search steps.
+    (``ig_weight · IG``, weight 0 by default). IG itself is in ``info["ig"]`` on search steps; it is ``None``
+    for a search on the last turn, whose passages the agent never reads (the episode is truncated).
 
     ## Starting State
 
@@ -178,7 +179,7 @@ class SearchQAEnv(gym.Env[str, str]):
         self.observation_space = UnicodeText(MAX_OBSERVATION_CHARS)
 
         self.item: QAItem | None = None
-        self.transcript = ""
+        self.transcript = self._prompt = ""
         self.steps: list[SearchStep] = []
         self.turn = 0
         self._prefix: str | None = None
@@ -196,7 +197,7 @@ class SearchQAEnv(gym.Env[str, str]):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
         self.item = self._choose_question(options or {})
-        self.transcript = self.dialect.prompt(self.item.question, self.topk)
+        self.transcript = self._prompt = self.dialect.prompt(self.item.question, self.topk)
         self.steps, self.turn, self._prefix, self._done = [], 0, None, False
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
@@ -223,7 +224,8 @@ class SearchQAEnv(gym.Env[str, str]):
             if hits is None:
                 hits = self.retriever.search(parsed.query, self.topk)
             pending.step = SearchStep(parsed.query, self.dialect.documents_block(hits), tuple(hits))
-            if self.ig_config is not None:
+            # A search on the last turn truncates the episode: its passages are never read, so it gains nothing.
+            if self.ig_config is not None and self.turn + 1 < self.max_turns:
                 pending.ig_plan = plan_step_gain(
                     self._prefix_for(parsed), pending.history, pending.step, self.item.golden_answers,
                     config=self.ig_config, corpus=self.corpus, dialect=self.dialect, rng=self.np_random, pool=pool,
@@ -301,11 +303,15 @@ class SearchQAEnv(gym.Env[str, str]):
         return self.questions[int(self.np_random.integers(len(self.questions)))]
 
     def _prefix_for(self, action: Search) -> str:
-        """The IG context prefix: the prompt plus the agent's text before its first ``<search>``."""
+        """The IG context prefix: the prompt plus the agent's text before its first ``<search>`` (rendered by
+        ``IGConfig.render_prefix`` when it is set)."""
         if self._prefix is not None:
             return self._prefix
         before = action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else ""
-        return (self.transcript + before).rstrip()
+        render = self.ig_config.render_prefix if self.ig_config is not None else None
+        if render is None:
+            return (self.transcript + before).rstrip()
+        return render(self._prompt, self.transcript[len(self._prompt) :] + before).rstrip()
 
     def _history_with_refine(self, text: str) -> list[SearchStep]:
         """The steps so far; in the autorefine dialect the last one gets the ``<refine>`` of this turn."""

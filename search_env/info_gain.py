@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,10 +33,24 @@ BASELINES = ("random", "none", "previous", "best")
 
 @dataclass(frozen=True)
 class IGConfig:
+    """How IG is computed.
+
+    Args:
+        n_random: random-passage counterfactuals per step (``baseline="random"``).
+        baseline: ``"random"``, ``"none"``, ``"previous"`` or ``"best"`` (see the module docstring).
+        per_document: also score each passage alone (``info["doc_gains"]``).
+        answer_index: which golden answer is scored (the authors use the first).
+        render_prefix: ``render_prefix(prompt, agent_text)`` is the context's start as the scoring model should
+            read it, e.g. the policy's own input ``functools.partial(chat_prompt, tokenizer)`` so that IG
+            scored by the policy sees its chat template and worked example; ``agent_text`` is what the agent
+            wrote before its first ``<search>``. ``None``: the env's prompt and that text as they are.
+    """
+
     n_random: int = 3
     baseline: Literal["random", "none", "previous", "best"] = "random"
     per_document: bool = False
-    answer_index: int = 0  # which golden answer is scored (the authors use the first)
+    answer_index: int = 0
+    render_prefix: Callable[[str, str], str] | None = None
 
     def __post_init__(self):
         if self.baseline not in BASELINES:

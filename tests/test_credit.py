@@ -71,6 +71,16 @@ def test_normalize_step_ig_by_hand():
     assert np.isnan(out[:2, 1]).all() and np.isnan(out[3, 1])
 
 
+def test_normalize_step_ig_does_not_blow_up_baseline_noise():
+    """The same query with other random draws: IG differs by ~3e-4 nats. Unfloored, that is ±1.2 z-scores."""
+    noise = np.array([[0.5003], [0.4998], [0.5001], [0.4999]])
+    out = normalize_step_ig(noise, ["g"] * 4)
+    assert np.abs(out).max() < 0.01  # (x - mean) / 0.1 at most
+    np.testing.assert_allclose(out[:, 0], (noise[:, 0] - noise.mean()) / (0.1 + 1e-6))
+    spread = np.array([[0.0], [1.0]])  # a real difference (std 0.71 > floor) is z-scored as before
+    np.testing.assert_allclose(normalize_step_ig(spread, ["g", "g"])[:, 0], [-1 / math.sqrt(2), 1 / math.sqrt(2)], rtol=1e-5)
+
+
 def make_trajectory(group, reward, igs, prompt=(1, 2, 3)):
     """Two turns: '<think>…<search>q</search>' (query = last 3 tokens), passages, then a second search."""
     traj = Trajectory(list(prompt), group=group, reward=reward)

@@ -292,3 +292,17 @@ def test_real_hotpotqa_env_outcomes():
             found += doc_id in env.step(f"<search>{title}</search>")[4]["doc_ids"]
             total += 1
     assert found / total >= 0.90, f"gold title search found {found}/{total}"
+
+
+def test_a_search_on_the_last_turn_earns_no_ig(tiny_questions, tiny_corpus, fake_scorer):
+    """Its passages are never shown (the episode is truncated), so IG there could only teach "keep searching"."""
+    env = make_env(tiny_questions, tiny_corpus, ig=True, scorer=fake_scorer, max_turns=2,
+                   reward=RewardConfig(ig_weight=1.0))
+    env.reset(seed=0, options={"question_id": "q0"})
+    first = env.step("<search>Karvesh country</search>")[4]
+    calls = fake_scorer.calls
+    _, reward, terminated, truncated, last = env.step("<search>Karvesh country</search>")
+    assert first["ig"] is not None and first["ig"] > 0.5
+    assert truncated and not terminated and last["action_type"] == "search"
+    assert last["ig"] is None and "ig_detail" not in last and reward == 0.0
+    assert fake_scorer.calls == calls  # nothing was scored for it

@@ -82,7 +82,8 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_qu
                              ig=IGConfig(n_random=2), scorer=fake_scorer, max_turns=3)
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
     items = [tiny_questions[0], tiny_questions[1]]
-    trajs, episodes = example.rollout(model, tok, venv, items, 2, 7, {}, lambda p: p, example.Timer(torch.device("cpu")), nullcontext)
+    trajs, episodes = example.rollout(model, tok, venv, items, group_size=2, seed=7, gen_kwargs={}, prompt_text=lambda p: p,
+                                      timer=example.Timer(torch.device("cpu")), amp=nullcontext)
 
     assert [e["em"] for e in episodes] == [1.0, 0.0, 1.0, 0.0]
     assert [t.group for t in trajs] == ["q0", "q0", "q1", "q1"]
@@ -182,3 +183,60 @@ def test_smoke_run_and_resume(tmp_path):
     # the same step 3 as the uninterrupted run: same questions (data position) and samples (RNG states)
     for key in ("train/tokens", "train/policy_tokens", "train/reward", "loss/total"):
         assert [r[key] for r in resumed] == [r[key] for r in straight], key
+
+
+# ------------------------------------------------------------------------- the loop is exact (grpo-review.md)
+
+
+def test_logprobs_are_those_of_the_temperature_that_sampled(example, monkeypatch):
+    model, tok = example.build_model("tiny-random", seed=0)
+    torch.manual_seed(0)
+    prompt = torch.tensor([[5, 17, 99, 250]])
+    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True, temperature=0.7,
+                         top_k=0, top_p=1.0, max_new_tokens=6, min_new_tokens=6, output_scores=True,
+                         return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
+    new = out.sequences[0, 4:]
+    sampled = torch.stack([torch.log_softmax(s[0].float(), -1)[t] for s, t in zip(out.scores, new)])
+    with torch.no_grad():
+        got = example.token_logprobs(model, out.sequences, torch.ones_like(out.sequences), 4, temperature=0.7)[0, 4:]
+    torch.testing.assert_close(got, sampled, rtol=0, atol=1e-4)
+    assert (got - example.token_logprobs(model, out.sequences, torch.ones_like(out.sequences), 4)[0, 4:]).abs().max() > 1e-2
+
+    seen = []
+    real = example.token_logprobs
+    monkeypatch.setattr(example, "token_logprobs", lambda *a: seen.append(a[4]) or real(*a))
+    traj = Trajectory([5, 6, 7], group=0, reward=1.0)
+    traj.add_policy([100, 200, 300])
+    batch = assign_credit([traj, traj], pad_id=tok.pad_token_id).to_torch()
+    args = example.Args(temperature=0.7, kl_coef=0.1, update_epochs=2)
+    example.grpo_update(model, model, torch.optim.AdamW(model.parameters()), batch, args, example.Timer(), nullcontext)
+    assert seen and set(seen) == {0.7}  # policy, old policy and reference alike
+
+
+def test_bf16_weights_are_refused(example):
+    with pytest.raises(SystemExit, match="fp32 or bf16-mixed"):
+        example.load_models(example.Args(model="tiny-random"), torch.device("cpu"), "bf16")
+
+
+def test_reference_is_exactly_the_initial_policy_under_bf16_mixed(example):
+    model, ref, _ = example.load_models(example.Args(model="tiny-random", kl_coef=0.1), torch.device("cpu"), "bf16-mixed")
+    assert {p.dtype for p in ref.parameters()} == {p.dtype for p in model.parameters()} == {torch.float32}
+    ids = torch.tensor([[3, 9, 27, 81, 243, 5]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = example.token_logprobs(model, ids, torch.ones_like(ids), 1)
+        b = example.token_logprobs(ref, ids, torch.ones_like(ids), 1)
+    assert torch.equal(a, b)  # k3 KL exactly 0 at step 0
+
+
+def test_dropout_is_off_in_the_update(example, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = example.bundled_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    model, _, _ = example.load_models(example.Args(model=str(tmp_path / "m"), kl_coef=0.0), torch.device("cpu"), "fp32")
+    model.train()
+    ids = torch.tensor([[3, 9, 27, 81, 243, 5]])
+    torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)

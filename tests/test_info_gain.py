@@ -139,3 +139,27 @@ def test_random_counterfactuals_from_a_pool_skip_the_step_own_block():
     got = plan_step_gain("P", [], current, ["gold"], config=IGConfig(n_random=20), corpus=None, dialect=R1,
                          rng=np.random.default_rng(0), pool=[current.documents, other, current.documents])
     assert all(context.endswith(other) for context, _ in got.requests[1:])
+
+
+class RecordingScorer:
+    """Scores 0 and keeps every context it was asked about."""
+
+    def __init__(self):
+        self.contexts = []
+
+    def score(self, contexts, answers):
+        self.contexts += list(contexts)
+        return np.zeros(len(contexts))
+
+
+def test_render_prefix_gives_the_scorer_the_policy_view_of_the_prompt(tiny_questions, tiny_corpus):
+    render = lambda prompt, text: f"<|user|>{prompt}<|assistant|>{text}"  # noqa: E731
+    for config, head in ((IGConfig(render_prefix=render), "<|user|>"), (IGConfig(), "")):
+        scorer = RecordingScorer()
+        env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=config, max_turns=4)
+        prompt, _ = env.reset(seed=0, options={"question_id": "q0"})
+        env.step("<think>look it up</think><search>Karvesh</search>")
+        env.step("<search>Omrith</search>")
+        expected = f"<|user|>{prompt}<|assistant|><think>look it up</think>" if head else prompt + "<think>look it up</think>"
+        assert len(scorer.contexts) == 8 and all(c.startswith(expected) for c in scorer.contexts)
+        assert all("<search> Karvesh </search>" in c or "<search>Karvesh</search>" in c for c in scorer.contexts)
