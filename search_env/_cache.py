@@ -69,8 +69,14 @@ def forget(kind: str | None = None) -> None:
 def replace_dir(directory: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool) -> bool:
     """Write a directory atomically: ``write(tmp)`` into a sibling temporary folder, then rename it into place.
 
-    When ``directory`` already holds files and ``overwrite`` is false (another process finished the same
-    build first), the new copy is dropped and False is returned.
+    Args:
+        directory: the folder to create or replace.
+        write: fills the temporary folder it is given.
+        overwrite: replace a ``directory`` that already holds files (else keep it: another process
+            finished the same build first).
+
+    Returns:
+        True when the new copy was moved into place, False when it was dropped.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,19 @@ def check_index_meta(
 ) -> dict[str, Any]:
     """Read an index's metadata and refuse it when its format, its corpus or any ``expect`` entry differs.
 
-    ``corpus``: anything with ``fingerprint``, ``name`` and a length. ``what`` names the index in errors.
+    Args:
+        directory: the index folder.
+        meta_file: the metadata file's name in it (JSON, as :func:`index_meta` makes it).
+        what: names the index in errors (``"BM25"``, ``"dense"``).
+        format_version: the on-disk format this code reads.
+        corpus: anything with ``fingerprint``, ``name`` and a length.
+        expect: other entries that must match (build parameters).
+
+    Returns:
+        The metadata.
+
+    Raises:
+        ValueError: another format, another corpus, or another value of an ``expect`` entry.
     """
     meta = json.loads(Path(directory, meta_file).read_text(encoding="utf-8"))
     if meta.get("format") != format_version:
@@ -130,9 +148,18 @@ def load_or_build(
 ) -> bool:
     """Load the index in ``directory`` with ``load``, or ``write`` it there first (then load it).
 
-    An unreadable index in the default cache (``explicit=False``) is rebuilt with a warning; in a folder the
-    user named it is an error, as is a non-empty named folder that holds no index. ``reload=False``: after a
-    build, the caller already holds the index in memory and it is not read back. Returns True when it was built.
+    Args:
+        directory: the index folder.
+        meta_file: the file whose presence marks a complete index.
+        explicit: the user named the folder. An unreadable index in the default cache (``False``) is rebuilt
+            with a warning; in a named folder it is an error, as is a non-empty named folder with no index.
+        what: names the index in messages.
+        load: reads the index from a folder (raises when it cannot).
+        write: writes the index into a folder.
+        reload: read the index back after building it (``False``: the caller already holds it in memory).
+
+    Returns:
+        True when the index was built, False when it was loaded.
     """
     directory = Path(directory)
     stale = False

@@ -62,6 +62,8 @@ def bundled_model_dir() -> Path:
         gguf = smollm2_gguf()
         logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)
         replace_dir(target, lambda tmp: _convert_smollm2(gguf, tmp), overwrite=False)
+        if not (target / "config.json").exists():  # the folder held something else, so the copy was not moved in
+            raise RuntimeError(f"{target} exists but holds no converted model; delete it and try again")
     return target
 
 

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--encoder", help="dense only: Hugging Face encoder name or path (default: bundled all-MiniLM-L6-v2)")
     build.set_defaults(handler=cmd_index_build)
 
-    serve = commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol)")
+    serve = commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol)",
+                                description=server.DESCRIPTION)
     server.add_arguments(serve)
     serve.set_defaults(handler=server.run)
 

@@ -145,10 +145,23 @@ def plan_step_gain(
     rng: np.random.Generator,
     pool: Sequence[str] | None = None,
 ) -> IGPlan | None:
-    """What to score for ``step`` (after ``history``); None when the step cannot be scored.
+    """What to score for ``step`` (after ``history``).
 
-    ``pool``: documents blocks to draw random baselines from instead of the corpus (the authors' variant:
-    other questions' retrieved blocks in the same batch).
+    Args:
+        prefix: the context before the first search (the prompt and the agent's text before ``<search>``).
+        history: the earlier search steps of the episode.
+        step: this search.
+        golden_answers: the answers; ``config.answer_index`` picks the one scored.
+        config: the baseline and its settings.
+        corpus: where random passages come from (``baseline="random"`` without ``pool``).
+        dialect: renders random passages as a documents block.
+        rng: draws the random passages.
+        pool: documents blocks to draw random baselines from instead of the corpus (the authors' variant:
+            other questions' retrieved blocks in the same batch).
+
+    Returns:
+        An :class:`IGPlan` (its ``requests`` to score, then ``finish(scores)``), or None when the step cannot
+        be scored (nothing retrieved, or no random passages to draw).
     """
     if not step.hits:
         return None

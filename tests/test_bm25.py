@@ -301,6 +301,8 @@ def test_get_bm25_builds_once(monkeypatch, corpus):
 def test_protocol():
     assert isinstance(BM25Retriever(TINY, cache=False), Retriever)
     assert isinstance(RankBM25Retriever(TINY), Retriever)
+    half = type("SearchOnly", (), {"search": lambda self, query, k: []})()
+    assert not isinstance(half, Retriever)  # batch_search is part of the protocol too
 
 
 def test_title_is_indexed():

@@ -306,3 +306,12 @@ def test_a_search_on_the_last_turn_earns_no_ig(tiny_questions, tiny_corpus, fake
     assert truncated and not terminated and last["action_type"] == "search"
     assert last["ig"] is None and "ig_detail" not in last and reward == 0.0
     assert fake_scorer.calls == calls  # nothing was scored for it
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import search_env.env
+
+    result = doctest.testmod(search_env.env, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

@@ -53,6 +53,8 @@ def test_quick_start_searches_what_the_question_asks_and_answers_it(run_block, c
     assert out.rstrip().endswith("1.0 1.0 1.0")
     igs = [float(line) for line in out.splitlines() if re.fullmatch(r"-?\d+\.\d+", line.strip())]
     assert len(igs) == 1 and igs[0] > 0  # the second search's IG, printed alone
+    first_ig = float(re.search(r"^(-?\d+\.\d+) \{'baseline'", out, re.M).group(1))
+    assert igs[0] > first_ig > 0  # "larger: this page holds the year itself"
     assert "{'baseline': 'random'" in out
 
 

@@ -331,7 +331,9 @@ def test_scores_without_dropout_and_restores_the_mode(tokenizer):
 
 
 def test_is_a_scorer(model, tokenizer):
+    """The env accepts any object with ``score(contexts, answers)``: the protocol checks for that method."""
     assert isinstance(TransformersScorer(model, tokenizer), Scorer)
+    assert not isinstance(object(), Scorer)
 
 
 # ------------------------------------------------------------------------------------ bundled model

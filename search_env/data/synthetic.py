@@ -42,6 +42,16 @@ def build_world(seed: int = 0, n_passages: int = 3000) -> World:
 
     Built once per ``(seed, n_passages)`` in a process (``search_env._cache.forget("world")`` drops them);
     ``build_world()`` is the world ``gym.make("search_env:SearchQA-v0")`` uses.
+
+    Args:
+        seed: the world's seed; the same seed gives the same world on every machine.
+        n_passages: about how many passages (at least 50).
+
+    Returns:
+        A :class:`World` with its ``corpus`` and ``questions`` (1-, 2- and 3-hop, with gold titles).
+
+    Raises:
+        ValueError: ``n_passages`` below 50.
     """
     if n_passages < 50:
         raise ValueError(f"n_passages must be at least 50, got {n_passages}")

@@ -13,9 +13,18 @@ _BM25_BACKENDS = {"bm25": "bm25s", "bm25s": "bm25s", "rank-bm25": "rank-bm25", "
 
 
 def make_retriever(spec, corpus=None) -> Retriever:
-    """A retriever from a spec: ``"bm25"`` / ``"rank-bm25"`` / ``"dense"`` (over ``corpus``, built once per
-    process), an ``http(s)://`` URL or a list of URLs (a Search-R1 retrieval server and its replicas,
-    used round robin), or an object with ``search``/``batch_search``."""
+    """A retriever from a spec.
+
+    Args:
+        spec: ``"bm25"`` / ``"rank-bm25"`` / ``"dense"`` (over ``corpus``, built once per process), an
+            ``http(s)://`` URL or a list of URLs (a Search-R1 retrieval server and its replicas, used round
+            robin), or an object with ``search``/``batch_search`` (returned as it is).
+        corpus: the passages, for the in-process retrievers.
+
+    Raises:
+        TypeError: an object without ``search``/``batch_search``.
+        ValueError: an unknown name, or an in-process retriever without a corpus.
+    """
     if isinstance(spec, (list, tuple)) and spec and all(is_url(url) for url in spec):
         return HTTPRetriever(list(spec))
     if not isinstance(spec, str):

@@ -314,6 +314,12 @@ class DenseRetriever:
 
 def get_dense(corpus: Corpus, encoder: str = DEFAULT_ENCODER, **kwargs: Any) -> DenseRetriever:
     """A shared :class:`DenseRetriever` per (corpus fingerprint, encoder, settings), as ``get_bm25`` does
-    for BM25: many ``gym.make(retriever="dense")`` calls embed the corpus once (``forget("dense")`` drops them)."""
+    for BM25: many ``gym.make(retriever="dense")`` calls embed the corpus once (``forget("dense")`` drops them).
+
+    Args:
+        corpus: the passages to index.
+        encoder: a Hugging Face encoder name or folder (default: the bundled all-MiniLM-L6-v2).
+        **kwargs: given to :class:`DenseRetriever`.
+    """
     key = (corpus.fingerprint, encoder, repr(sorted(kwargs.items())))
     return built_once("dense", key, lambda: DenseRetriever(corpus, encoder, **kwargs))

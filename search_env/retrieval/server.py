@@ -121,7 +121,12 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
                max_batch: int = 256, max_wait: float = 0.0):
     """The FastAPI app serving ``retriever`` in Search-R1's protocol (see the module docstring).
 
-    ``corpus`` only feeds ``/health`` (defaults to ``retriever.corpus`` when it has one).
+    Args:
+        retriever: what answers the queries.
+        corpus: only feeds ``/health`` (default: ``retriever.corpus`` when it has one).
+        default_topk: passages per query when a request names none.
+        max_batch: most queries merged into one ``batch_search``.
+        max_wait: seconds to wait for more queries before a batch runs.
     """
     from contextlib import asynccontextmanager
 
