@@ -185,7 +185,7 @@ def _make_policy(args, datasets):
     if args.policy == "oracle":
         return OraclePolicy(itertools.chain.from_iterable(questions for _, questions, _ in datasets), think=False)
     try:
-        model, tokenizer = load_causal_lm(args.policy)
+        model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
     except FileNotFoundError:
         raise CLIError(f"--policy {args.policy}: no such model directory") from None
     return LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens)

@@ -14,7 +14,7 @@ from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, parse_
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
-from search_env.info_gain import IGConfig, IGPlan, SearchStep, plan_step_gain
+from search_env.info_gain import IGConfig, IGPlan, SearchStep, gold_answer, plan_step_gain
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
 from search_env.spaces import UnicodeText
@@ -71,6 +71,9 @@ class SearchQAEnv(gym.Env[str, str]):
     (EM of the answer by default, 0 when cut off), ``format`` (``-0.1`` per invalid turn) and ``ig``
     (``ig_weight · IG``, weight 0 by default). IG itself is in ``info["ig"]`` on search steps; it is ``None``
     for a search on the last turn, whose passages the agent never reads (the episode is truncated).
+    ``info["ig_detail"]["logp_real"]`` is the score of the gold answer given the context after the search; with
+    ``IGConfig(score_start=True)``, ``reset``'s ``info["logp_start"]`` is that score before any search (the prefix
+    alone), so the two give the potential of every state for ``PotentialShapedReward``.
 
     ## Starting State
 
@@ -201,6 +204,9 @@ class SearchQAEnv(gym.Env[str, str]):
         self.steps, self.turn, self._prefix, self._done = [], 0, None, False
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
+        if self.ig_config is not None and self.ig_config.score_start:
+            answer = gold_answer(self.item.golden_answers, self.ig_config)
+            info["logp_start"] = float(self.scorer.score([self._prefix_from("")], [answer])[0])
         return self.transcript, info
 
     def step(self, action: str | Mapping) -> tuple[str, float, bool, bool, dict]:
@@ -307,7 +313,10 @@ class SearchQAEnv(gym.Env[str, str]):
         ``IGConfig.render_prefix`` when it is set)."""
         if self._prefix is not None:
             return self._prefix
-        before = action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else ""
+        return self._prefix_from(action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else "")
+
+    def _prefix_from(self, before: str) -> str:
+        """The IG context prefix if the agent's first search came after ``before`` (its text in that turn)."""
         render = self.ig_config.render_prefix if self.ig_config is not None else None
         if render is None:
             return (self.transcript + before).rstrip()

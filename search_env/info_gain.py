@@ -44,6 +44,9 @@ class IGConfig:
             read it, e.g. the policy's own input ``functools.partial(chat_prompt, tokenizer)`` so that IG
             scored by the policy sees its chat template and worked example; ``agent_text`` is what the agent
             wrote before its first ``<search>``. ``None``: the env's prompt and that text as they are.
+        score_start: also score the gold answer after the bare prefix (no searches yet) at ``reset``:
+            ``info["logp_start"]``, the potential Φ(s0) that :class:`~search_env.wrappers.PotentialShapedReward`
+            starts from. One more scored pair per episode, so off by default.
     """
 
     n_random: int = 3
@@ -51,6 +54,7 @@ class IGConfig:
     per_document: bool = False
     answer_index: int = 0
     render_prefix: Callable[[str, str], str] | None = None
+    score_start: bool = False
 
     def __post_init__(self):
         if self.baseline not in BASELINES:
@@ -133,6 +137,11 @@ def build_context(prefix: str, steps: Sequence[SearchStep], last_documents: str 
     return "\n".join(parts)
 
 
+def gold_answer(golden_answers: Sequence[str], config: IGConfig) -> str:
+    """The golden answer IG scores: ``config.answer_index``, or the last one when there are fewer."""
+    return golden_answers[min(config.answer_index, len(golden_answers) - 1)]
+
+
 def plan_step_gain(
     prefix: str,
     history: Sequence[SearchStep],
@@ -165,7 +174,7 @@ def plan_step_gain(
     """
     if not step.hits:
         return None
-    answer = golden_answers[min(config.answer_index, len(golden_answers) - 1)]
+    answer = gold_answer(golden_answers, config)
     steps = [*history, step]
     plan = IGPlan(config.baseline)
     if config.baseline == "random":

@@ -7,7 +7,8 @@
 :class:`TransformersScorer` works with any Hugging Face causal LM (pass the trainer's policy itself). It
 computes logits only at answer positions, runs a prefix shared by several sequences (the history of an
 IG step and its counterfactuals) once, and keeps an LRU cache of scores that is dropped whenever the
-model's weights change.
+model's weights change; with ``disk_cache`` it also keeps scores on disk for other processes and later runs
+(:mod:`search_env.score_cache`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from search_env._cache import built_once
+from search_env.score_cache import DiskScoreCache, model_fingerprint
 
 __all__ = ["Scorer", "TransformersScorer", "default_scorer"]
 
@@ -65,6 +68,12 @@ class TransformersScorer:
         cache_size: LRU cache entries keyed on (context, answer); 0 disables it. The cache is cleared
             automatically when the model's parameters are updated in place (``optimizer.step()``,
             ``load_state_dict``) or replaced; call :meth:`clear_cache` after any other kind of change.
+        disk_cache: also keep scores on disk, shared with other processes and later runs
+            (:class:`~search_env.score_cache.DiskScoreCache`, keyed by :attr:`fingerprint`, the context and the
+            answer): ``True`` for the default file under ``cache_dir("scores")``, a path (a file, or a folder),
+            or a ``DiskScoreCache``; ``False`` (default) for none. Worth it for a frozen scorer whose pairs
+            recur across runs; the fingerprint hashes every weight, once per scorer and again after each change
+            the in-memory cache notices, so leave it off when scoring with a policy that is being trained.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class TransformersScorer:
         batch_size: int = 16,
         share_prefix: bool = True,
         cache_size: int = 4096,
+        disk_cache: bool | str | os.PathLike | DiskScoreCache = False,
     ) -> None:
         if max_context_tokens < 1:
             raise ValueError(f"max_context_tokens must be >= 1, got {max_context_tokens}")
@@ -95,6 +105,12 @@ class TransformersScorer:
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._weights_seen = self._weights_fingerprint()
+        if disk_cache is True or isinstance(disk_cache, (str, os.PathLike)):
+            disk_cache = DiskScoreCache(None if disk_cache is True else disk_cache)
+        elif disk_cache is not False and disk_cache is not None and not isinstance(disk_cache, DiskScoreCache):
+            raise TypeError(f"disk_cache must be a bool, a path or a DiskScoreCache, not {type(disk_cache).__name__}")
+        self.disk_cache: DiskScoreCache | None = disk_cache if isinstance(disk_cache, DiskScoreCache) else None
+        self._fingerprint: str | None = None
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         forward_args = inspect.signature(model.forward).parameters
         self._keeps_logits = "logits_to_keep" in forward_args
@@ -136,12 +152,20 @@ class TransformersScorer:
 
         fingerprint = self._weights_fingerprint()
         if not _same_fingerprint(fingerprint, self._weights_seen):
-            self._cache.clear()
+            self.clear_cache()
             self._weights_seen = fingerprint
 
         keys = list(zip(contexts, answers))
         missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        fresh = dict(zip(missing, self._score_uncached(missing))) if missing else {}
+        fresh = {}
+        if missing and self.disk_cache is not None:
+            fresh = self.disk_cache.get(self.fingerprint, missing)
+            missing = [k for k in missing if k not in fresh]
+        if missing:
+            computed = dict(zip(missing, self._score_uncached(missing)))
+            if self.disk_cache is not None:
+                self.disk_cache.put(self.fingerprint, computed)
+            fresh.update(computed)
         out = np.empty(len(keys), dtype=np.float64)
         for i, key in enumerate(keys):
             if key in fresh:
@@ -158,8 +182,20 @@ class TransformersScorer:
         return out
 
     def clear_cache(self) -> None:
-        """Forget all cached scores."""
+        """Forget all scores cached in memory, and the model's :attr:`fingerprint` (it is computed again when the
+        disk cache is next used, so scores on disk are never those of older weights)."""
         self._cache.clear()
+        self._fingerprint = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The digest of the weights, config, tokenizer and scoring settings that keys the disk cache
+        (:func:`~search_env.score_cache.model_fingerprint`); computed on first use."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(
+                self.model, self.tokenizer, max_context_tokens=self.max_context_tokens, head_tokens=self.head_tokens,
+                head_weight=self.head_weight, answer_prefix=self.answer_prefix)
+        return self._fingerprint
 
     # --------------------------------------------------------------------------------------- internals
 

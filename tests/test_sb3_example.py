@@ -1,8 +1,10 @@
-"""stable-baselines3 on the numeric view: check_env, a short PPO run, and a smoke run of examples/sb3_ablation.py.
+"""stable-baselines3 on the numeric view: check_env, a short PPO run, the potential-shaping arm's env, and a smoke
+run of examples/sb3_ablation.py.
 
 Fast and offline: ig=False or a fake scorer, the bundled model is never loaded."""
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -89,6 +91,50 @@ def test_ppo_learns_a_few_hundred_steps(world, fake_scorer, one_thread, learning
     assert after > random_return + 0.2 and after > before + 0.2, (random_return, before, after)
 
 
+@pytest.fixture(scope="module")
+def ex():
+    """examples/sb3_ablation.py imported by path (registered in sys.modules: dataclasses look it up there)."""
+    spec = importlib.util.spec_from_file_location("sb3_ablation_example", EXAMPLE)
+    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+class LengthScorer:
+    """Deterministic scores that differ from context to context (and are never 0), for Φ."""
+
+    def score(self, contexts, answers):
+        return np.array([-(len(c) % 97) / 10 - 0.05 for c in contexts])
+
+
+def test_potential_arm_env_telescopes_under_the_numeric_view(ex):
+    """The example's ``outcome+ig-potential`` env passes check_env, and on random episodes (answers, searches,
+    empty slots, cut-offs) its return is the outcome env's minus ``ig_weight * Φ(s0)``, episode by episode."""
+    args = ex.Args(n_questions=6, n_heldout=4, ig_weight=0.3)
+    train, _ = ex.questions(args)
+    check_env(ex.make_env(args, train, "outcome+ig-potential", LengthScorer()))
+    shaped, plain = ex.make_env(args, train, "outcome+ig-potential", LengthScorer()), ex.make_env(args, train, "outcome")
+    rng, endings = np.random.default_rng(0), set()
+    for episode in range(40):
+        _, info = shaped.reset(options={"index": episode % 6})
+        plain.reset(options={"index": episode % 6})
+        phi0, totals, done = info["logp_start"], [0.0, 0.0], False
+        assert phi0 != 0
+        while not done:
+            action = int(rng.integers(shaped.action_space.n))
+            _, r_shaped, terminated, truncated, info = shaped.step(action)
+            _, r_plain, *_ = plain.step(action)
+            totals[0] += r_shaped
+            totals[1] += r_plain
+            done = terminated or truncated
+        endings.add(info["action_type"] if terminated else "truncated")
+        assert totals[0] == pytest.approx(totals[1] - 0.3 * phi0, abs=1e-9)
+    assert "answer" in endings and "truncated" in endings
+
+
 def test_example_smoke(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(EXAMPLE), "--scorer", "fake", "--total-steps", "256", "--n-steps", "64",
@@ -100,16 +146,28 @@ def test_example_smoke(tmp_path):
     assert (out / "curves.png").stat().st_size > 0
     with open(out / "curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["arm"] for r in rows} == {"outcome", "outcome+ig"}
+    assert {r["arm"] for r in rows} == {"outcome", "outcome+ig", "outcome+ig-potential"}
     assert {r["seed"] for r in rows} == {"0", "1"}
-    assert all(float(r["em"]) * 6 == pytest.approx(round(float(r["em"]) * 6)) for r in rows)  # k of the 6 questions
+    for r in rows:
+        for key in ("em", "answer_rate", "trunc_rate"):
+            assert float(r[key]) * 6 == pytest.approx(round(float(r[key]) * 6))  # k of the 6 questions
+        assert float(r["answer_rate"]) + float(r["trunc_rate"]) == pytest.approx(1.0)  # an episode ends one way
+        assert float(r["em"]) <= float(r["answer_rate"])  # only an answer can be right
+        assert 0 <= float(r["searches"]) <= 4  # at most max_turns
+        if int(r["step"]) > 0:  # training episodes were played before each later evaluation
+            assert 0 <= float(r["train_answer_rate"]) <= 1 and 0 <= float(r["train_searches"]) <= 4
     assert max(int(r["step"]) for r in rows) >= 256
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ig_requests"] > 0
     assert summary["ig_cache_hit_rate"] == pytest.approx(summary["ig_cache_hits"] / summary["ig_requests"])
+    assert summary["ig_pairs_scored"] > 0 and summary["ig_disk_hits"] == 0  # the fake scorer has no disk cache
+    assert [row["arm"] for row in summary["table"]] == ["outcome", "outcome+ig", "outcome+ig-potential"]
     for row in summary["table"]:
-        last = [float([r for r in rows if r["arm"] == row["arm"] and r["seed"] == str(seed)][-1]["em"]) for seed in (0, 1)]
-        assert row["final_em"] == pytest.approx(last)  # the table reports each run's last evaluation
+        last = [[r for r in rows if r["arm"] == row["arm"] and r["seed"] == str(seed)][-1] for seed in (0, 1)]
+        for key in ("em", "answer_rate", "trunc_rate", "searches"):  # the table reports each run's last evaluation
+            assert row[f"final_{key}"] == pytest.approx([float(r[key]) for r in last])
         assert all(em * 4 == pytest.approx(round(em * 4)) for em in row["heldout_em"])  # k of the 4 held out
-    assert "final EM" in proc.stdout
-    assert proc.stdout.strip().splitlines()[-1].startswith("outcome+ig vs outcome: final EM ")
+    assert "final EM" in proc.stdout and "| truncation rate |" in proc.stdout
+    last_lines = proc.stdout.strip().splitlines()[-2:]
+    assert last_lines[0].startswith("outcome+ig vs outcome: final EM ")
+    assert last_lines[1].startswith("outcome+ig-potential vs outcome: final EM ")
