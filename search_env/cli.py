@@ -6,7 +6,6 @@ Bad arguments and bad files end with one clear line on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -179,11 +178,12 @@ def _read_done(output: Path) -> dict[tuple[str, str], dict]:
     return done
 
 
-def _make_policy(args, datasets):
-    from search_env.policy import LMPolicy, OraclePolicy, load_causal_lm
+def _make_policy(args):
+    """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
+    from search_env.policy import LMPolicy, load_causal_lm
 
     if args.policy == "oracle":
-        return OraclePolicy(itertools.chain.from_iterable(questions for _, questions, _ in datasets), think=False)
+        return None
     try:
         model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
     except FileNotFoundError:
@@ -194,23 +194,24 @@ def _make_policy(args, datasets):
 def cmd_eval(args) -> int:
     import gymnasium as gym
 
-    from search_env.policy import play_episode
+    from search_env.policy import OraclePolicy, play_episode
     from search_env.retrieval.http import is_url
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(output)
     datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))
-    policy = _make_policy(args, datasets)
+    policy = _make_policy(args)
     resumed = len(done)
     with open(output, "a", encoding="utf-8") as out:
         for name, questions, corpus in datasets:
             env = gym.make("search_env:SearchQA-v0", questions=questions, corpus=corpus, retriever=args.retriever,
                            ig=False, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect)
+            agent = policy or OraclePolicy(questions, think=False)
             for item in list(questions)[: args.limit]:
                 if (name, item.id) in done:
                     continue
-                record = {**play_episode(env, policy, options={"question_id": item.id}), "dataset": name}
+                record = {**play_episode(env, agent, options={"question_id": item.id}), "dataset": name}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 os.fsync(out.fileno())

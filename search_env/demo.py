@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import textwrap
 import time
@@ -27,9 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(policy: str = "model", episodes: int = 3, seed: int = 0, ig: bool = True) -> float:
-    """Play ``episodes`` episodes (seeds ``seed``, ``seed + 1``, …), print every turn; returns the total reward.
+    """Play episodes on the built-in world and print every turn with its IG and reward.
 
-    With ``policy="model"`` the bundled model both acts and scores IG (it is loaded once).
+    Args:
+        policy: ``"model"`` (the bundled model acts, constrained to search first and answer by the last turn,
+            and scores IG: it is loaded once) or ``"oracle"`` (searches the gold titles).
+        episodes: how many; episode i is reset with seed ``seed + i``.
+        seed: the first episode's seed.
+        ig: score IG (``False``: no scoring, and no model at all for the oracle).
+
+    Returns:
+        The total reward over the episodes.
     """
     import gymnasium as gym
 
@@ -50,20 +59,20 @@ def run_demo(policy: str = "model", episodes: int = 3, seed: int = 0, ig: bool =
     print(f"search_env demo: {policy} policy on the built-in world "
           f"({len(base.corpus)} passages, {len(base.questions)} questions)\n")
 
-    def show_step(turn: str, reward: float, info: dict) -> None:
+    def show_step(episode: int, turn: str, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
+        if info["turn"] == 1:
+            item = base.item
+            print(f"=== Episode {episode}: {item.id} ({item.metadata.get('hops', '?')} hops) ===")
+            _show("question", item.question)
         _show(f"turn {info['turn']}", turn)
         _describe_step(info, reward, base.corpus)
-        if info["action_type"] != "answer" and info["turn"] >= base.max_turns:
+        if truncated:
             _show("end", f"no answer after {info['turn']} turns")
 
     total = 0.0
     for episode in range(episodes):
-        env.reset(seed=seed + episode)  # to name the question before the first turn is printed
-        item = base.item
-        print(f"=== Episode {episode + 1}: {item.id} ({item.metadata.get('hops', '?')} hops) ===")
-        _show("question", item.question)
         record = play_episode(env, agent, seed=seed + episode, search_first=policy == "model",
-                              answer_last=policy == "model", on_step=show_step)
+                              answer_last=policy == "model", on_step=functools.partial(show_step, episode + 1))
         total += record["return"]
         print()
     print(f"total reward {total:+.3f} over {episodes} episodes in {time.perf_counter() - start:.1f}s")

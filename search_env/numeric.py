@@ -183,7 +183,8 @@ class NumericSearchView(gym.Wrapper):
         env: a :class:`SearchQAEnv` (possibly inside reward wrappers); needs its ``corpus`` unless
             ``mentions`` is given.
         n_candidates: candidate slots.
-        question_dim, cue_dim: sizes of the hashed question and cue vectors.
+        question_dim: size of the hashed question vector.
+        cue_dim: size of each candidate's hashed cue vector.
         window: words before and after a mention that form its cue.
         mentions: a callable ``hits -> list[Mention]`` (default :class:`TitleMentions` over the corpus).
         freeze_ig_draws: see above.

@@ -1,61 +1,41 @@
 """Agents that act in the env from its text, and the loop that plays an episode.
 
-- :func:`load_causal_lm`: a Hugging Face causal LM by name (``"bundled"``, a hub name, a local folder).
+- :func:`load_causal_lm` (from :mod:`search_env.bundled`): a causal LM by name (``"bundled"``, a hub name, a folder).
 - :func:`chat_prompt`: the model input for a turn: the env's prompt as the user message of the model's chat
   template (with a worked example in front), then the episode so far as the assistant's words.
 - :class:`LMPolicy`: generates each turn with a causal LM, stopping after ``</search>`` or ``</answer>``.
-- :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling).
+- :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling); with
+  ``accuracy`` < 1, a noisy teacher that sometimes searches another entity it has read about.
 - :func:`play_episode`: one episode of any policy with an ``act(prompt, continuation)`` method.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from search_env.bundled import load_causal_lm  # noqa: F401  (re-exported: agents are made from models)
 from search_env.dialects import Dialect, get_dialect, search_block
 
 STOP_STRINGS = ("</search>", "</answer>")
 
 
-def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_kwargs: Any) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for ``"bundled"`` (the bundled SmolLM2-135M-Instruct), a local folder or a hub name.
-
-    The model is float32 unless ``dtype`` says otherwise and in eval mode (dropout off); a tokenizer without a
-    pad token gets its end-of-sequence token as one. ``model_kwargs`` go to ``from_pretrained``.
-
-    Raises:
-        FileNotFoundError: ``name`` looks like a path (``.``, ``/`` or ``~`` first) and is no folder.
-    """
-    import torch
-
-    dtype = dtype or torch.float32
-    if name == "bundled":
-        from search_env.bundled import load_bundled_model
-
-        model, tokenizer = load_bundled_model(dtype=dtype)
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if name.startswith((".", "/", "~")):  # a local path, not a hub name
-            name = str(Path(name).expanduser())
-            if not Path(name).is_dir():
-                raise FileNotFoundError(f"no such model folder: {name}")
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **model_kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if device is not None:
-        model.to(device)
-    return model.eval(), tokenizer
-
-
 def chat_prompt(
     tokenizer, prompt: str, continuation: str = "", *, dialect: str | Dialect = "search-r1", few_shot: bool = True
 ) -> str:
-    """The model input: chat-templated prompt (after the dialect's worked example when ``few_shot``), then the
-    episode so far as the assistant's message. A tokenizer without a chat template gets the plain text."""
+    """The model input for a turn: the prompt as the user's message of the tokenizer's chat template (after
+    the dialect's worked example when ``few_shot``), then the episode so far as the assistant's words.
+
+    Args:
+        tokenizer: its ``chat_template`` is used; without one the text is plain (prompt, newline, episode).
+        prompt: the env's ``reset`` observation.
+        continuation: everything after it so far (``env.unwrapped.transcript[len(prompt):]``).
+        dialect: whose worked example is shown.
+        few_shot: show the worked example.
+    """
     user = (get_dialect(dialect).worked_example() if few_shot else "") + prompt
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": user}]
@@ -63,6 +43,16 @@ def chat_prompt(
     else:
         head = user + "\n"
     return head + continuation.lstrip()
+
+
+def stop_criteria(tokenizer):
+    """``stopping_criteria`` for ``model.generate`` that end a turn after ``</search>`` or ``</answer>``.
+
+    Build it once per tokenizer: it precomputes tables over the whole vocabulary (about a second).
+    """
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    return StoppingCriteriaList([StopStringCriteria(tokenizer, list(STOP_STRINGS))])
 
 
 def cut_at_stop(text: str) -> str:
@@ -75,9 +65,12 @@ class LMPolicy:
     """Generates each turn with a Hugging Face causal LM, stopping after ``</search>`` or ``</answer>``.
 
     Args:
-        model, tokenizer: a causal LM and its tokenizer (see :func:`load_causal_lm`).
+        model: a causal LM (see :func:`load_causal_lm`).
+        tokenizer: its tokenizer.
         dialect: the env's dialect (its worked example is shown when ``few_shot``).
-        max_new_tokens: tokens per turn. temperature: 0 is greedy.
+        max_new_tokens: tokens per turn.
+        temperature: sampling temperature; 0 is greedy.
+        few_shot: put the dialect's worked example before the prompt.
         constrained: for models too small to follow the tag format: the model first chooses ``<search>``
             or ``<answer>`` (whichever opening tag it gives the higher log-probability; ``act(...,
             force="search" | "answer")`` imposes one), then writes the content, so every turn is well
@@ -145,10 +138,9 @@ class LMPolicy:
 
     def _generate(self, texts: Sequence[str]) -> list[str]:
         import torch
-        from transformers import StoppingCriteriaList, StopStringCriteria
 
-        if self._stopping is None:  # built once: it precomputes tables over the whole vocabulary
-            self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(STOP_STRINGS))])
+        if self._stopping is None:
+            self._stopping = stop_criteria(self.tokenizer)
         tok = self._tokenizer_for_batch()
         batch = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
@@ -167,22 +159,45 @@ class OraclePolicy:
     """An agent that knows the gold chain: it searches each gold passage's title in turn
     (``metadata["supporting_titles"]``, as the built-in world and the multi-hop sets have), then answers with
     the first gold answer. It reads only the env's text, like :class:`LMPolicy`: the question is found in the
-    prompt, the searches done so far in the continuation.
+    prompt, the searches done so far and the passages they returned in the continuation.
+
+    With ``accuracy`` below 1 it is a noisy teacher (for warm starts that teach the tag format but not which
+    query is right): at each search, with probability ``accuracy`` it searches the correct next entity, the
+    first gold title whose passage has not come back yet; otherwise another entity named in the question or in
+    the passages so far (capitalised names, none overlapping the correct one; the correct one when there is no
+    other, as at a first search whose question names only it). It then answers from what it found: the gold
+    answer when the last gold passage came back, else a wrong answer of the same kind from the passages (a
+    year for a year, a name otherwise). Draws come from ``np.random.default_rng(seed)``.
 
     Args:
         questions: the questions it may be asked (a :class:`~search_env.QADataset` or any iterable of items).
         n_searches: searches before answering (default: one per title; more repeat the titles in order).
         think: write a short ``<think>`` before each search.
+        accuracy: probability of searching the correct next entity (1: the oracle, never wrong).
+        seed: seed of the noisy teacher's draws.
     """
 
-    def __init__(self, questions, *, n_searches: int | None = None, think: bool = True):
+    def __init__(self, questions, *, n_searches: int | None = None, think: bool = True, accuracy: float = 1.0,
+                 seed: int | None = None):
+        if not 0.0 <= accuracy <= 1.0:
+            raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
         self._by_question: dict[str, Any] = {}
+        self._by_id: dict[str, Any] = {}
         for item in questions:
             self._by_question.setdefault(item.question, item)
+            self._by_id[item.id] = item
+        self._item = None
         self.n_searches, self.think = n_searches, think
+        self.accuracy, self.rng = accuracy, np.random.default_rng(seed)
+
+    def reset(self, info: Mapping) -> None:
+        """Start an episode: the env's reset ``info`` names the question (two questions may share a text)."""
+        self._item = self._by_id.get(info.get("question_id"))
 
     def item_for(self, prompt: str):
-        """The question item whose text ends ``prompt`` (after its last ``Question: ``)."""
+        """The current episode's question (from :meth:`reset`), else the one whose text ends ``prompt``."""
+        if self._item is not None:
+            return self._item
         text = prompt.rstrip("\n")
         start = len(text)
         while (start := text.rfind("Question: ", 0, start)) >= 0:
@@ -196,13 +211,51 @@ class OraclePolicy:
         titles = list(item.metadata.get("supporting_titles", []))
         wanted = len(titles) if self.n_searches is None else (self.n_searches if titles else 0)
         done = continuation.count("</search>")
+        noisy = self.accuracy < 1.0
+        found = _passages(continuation) if noisy else {}
         if force == "answer" or (force != "search" and done >= wanted) or not titles:
-            return f"<answer> {item.golden_answers[0]} </answer>"
+            if not noisy or not titles or titles[-1] in found:
+                return f"<answer> {item.golden_answers[0]} </answer>"
+            return f"<answer> {self._wrong_answer(item, found)} </answer>"
         title = titles[done % len(titles)]
+        if noisy:
+            title = next((t for t in titles if t not in found), title)
+            if self.rng.random() >= self.accuracy:
+                names = _names([item.question, *found.values()], found)
+                others = sorted(n for n in names if n not in title and title not in n)
+                title = others[int(self.rng.integers(len(others)))] if others else title
         return (f"<think>I should look up {title}.</think>\n" if self.think else "") + search_block(title)
 
-    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *, force: str | None = None) -> list[str]:
-        return [self.act(p, c, force=force) for p, c in zip(prompts, continuations)]
+    def _wrong_answer(self, item, found: dict[str, str]) -> str:
+        """A wrong answer of the gold's kind (a year, else a name) from the passages and question, drawn at random."""
+        golds = {g.lower() for g in item.golden_answers}
+        if item.golden_answers[0].isdigit():
+            pool = set(_YEAR.findall(" ".join(found.values())))
+        else:
+            pool = _names([item.question, *found.values()], found)
+        options = sorted(p for p in pool if p.lower() not in golds)
+        return options[int(self.rng.integers(len(options)))] if options else "unknown"
+
+
+# What the noisy teacher reads in the env's text: each passage "Doc i(Title: t) text", names, years.
+_DOC = re.compile(r"Doc \d+\(Title: (.+?)\) (.*)")
+_NAME = re.compile(r"[A-Z][a-z']*(?: (?:of |to |for |the )?[A-Z][a-z']*)*")
+_YEAR = re.compile(r"\b\d{4}\b")
+_NOT_NAMES = frozenset(
+    "A An The It Its He His She Her They Their In On At Set Born Around Critics Filming Founded Other "
+    "What Which Who Whom Whose When Where How Question Doc Title No".split()
+)
+
+
+def _passages(continuation: str) -> dict[str, str]:
+    """Title -> text of every passage the episode has shown so far."""
+    return {m.group(1): m.group(2) for m in _DOC.finditer(continuation)}
+
+
+def _names(texts: Sequence[str], found: Mapping[str, str]) -> set[str]:
+    """Capitalised names in ``texts`` (common sentence-initial words left out), and the titles found."""
+    names = {n for text in texts for n in _NAME.findall(text) if n not in _NOT_NAMES}
+    return names | set(found)
 
 
 def play_episode(
@@ -213,19 +266,23 @@ def play_episode(
     options: Mapping | None = None,
     search_first: bool = False,
     answer_last: bool = False,
-    on_step: Callable[[str, float, dict], None] | None = None,
+    on_step: Callable[[str, float, bool, bool, dict], None] | None = None,
 ) -> dict:
     """Play one episode of ``policy`` (anything with ``act(prompt, continuation, force=...)``) in ``env``.
 
     ``search_first`` / ``answer_last`` force a search on the first turn and an answer on the last one (for
-    small constrained models). ``on_step(turn_text, reward, info)`` is called after every step.
+    small constrained models). ``on_step(turn_text, reward, terminated, truncated, info)`` is called after every
+    step. A policy with a ``reset(info)`` method is given the env's reset ``info`` first (the oracle reads the
+    question id there).
 
     Returns:
         A JSON-ready record: ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``,
         ``n_searches``, ``return`` and ``turns`` (each: ``text``, ``action_type``, ``reward``, and ``query``,
         ``doc_ids`` and ``ig`` for searches).
     """
-    prompt, _ = env.reset(seed=seed, options=dict(options) if options else None)
+    prompt, reset_info = env.reset(seed=seed, options=dict(options) if options else None)
+    if hasattr(policy, "reset"):
+        policy.reset(reset_info)
     base = env.unwrapped
     item = base.item
     turns: list[dict] = []
@@ -240,7 +297,7 @@ def play_episode(
         turns.append({"text": text, "action_type": info["action_type"], "reward": reward,
                       **{k: info[k] for k in ("query", "doc_ids", "ig") if info.get(k) is not None}})
         if on_step is not None:
-            on_step(text, reward, info)
+            on_step(text, reward, terminated, truncated, info)
         done = terminated or truncated
     return {
         "id": item.id,

@@ -132,7 +132,7 @@ class TransformersScorer:
 
         ``kwargs`` go to :class:`TransformersScorer`; ``model_kwargs`` to ``AutoModelForCausalLM.from_pretrained``.
         """
-        from search_env.policy import load_causal_lm
+        from search_env.bundled import load_causal_lm
 
         model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device, **(model_kwargs or {}))
         return cls(model, tokenizer, **kwargs)

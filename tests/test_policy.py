@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -36,10 +37,13 @@ def test_constrained_turns_are_always_well_formed(tiny_policy):
     assert isinstance(parsed, Answer) or parsed.reason == "empty"  # a random model may write nothing
 
 
-def test_free_turns_stop_at_the_closing_tag(tiny_policy):
-    model, tokenizer = tiny_policy
-    text = LMPolicy(model, tokenizer, max_new_tokens=8).act("Question: x?\n")
+def test_free_turns_stop_at_the_closing_tag(tiny_policy, monkeypatch):
+    policy = LMPolicy(*tiny_policy, max_new_tokens=8)
+    text = policy.act("Question: x?\n")
     assert isinstance(text, str) and text.count("</search>") + text.count("</answer>") <= 1
+    # generation may run past the first closing tag (a stop string ends on a token boundary): the turn is cut
+    monkeypatch.setattr(policy, "_generate", lambda texts: ["<search> a </search> <answer> b </answer>"] * len(texts))
+    assert policy.act("Question: x?\n") == "<search> a </search>"
 
 
 # ----------------------------------------------------------------------------------------- prompts
@@ -73,7 +77,7 @@ def test_oracle_plays_the_gold_chain_and_answers(tiny_questions, tiny_corpus):
     env = SearchQAEnv(questions=questions, corpus=tiny_corpus, ig=False, max_turns=4)
     steps = []
     record = play_episode(env, OraclePolicy(questions), seed=0, options={"index": 1},
-                          on_step=lambda text, reward, info: steps.append(info["action_type"]))
+                          on_step=lambda text, reward, terminated, truncated, info: steps.append(info["action_type"]))
     item = questions[1]
     assert record["id"] == item.id and record["em"] == 1.0 and record["prediction"] == item.golden_answers[0]
     assert [t["query"] for t in record["turns"][:-1]] == titles[item.id]
@@ -88,10 +92,97 @@ def test_oracle_plays_the_gold_chain_and_answers(tiny_questions, tiny_corpus):
         OraclePolicy(questions[:1]).act("Question: something else entirely?\n")
 
 
-def test_play_episode_forces_search_first_and_answer_last(tiny_policy, tiny_questions, tiny_corpus):
+class ForceFollower:
+    """Searches or answers when told to, else writes no tag (an invalid turn); records what it was told."""
+
+    def __init__(self):
+        self.forces = []
+
+    def act(self, prompt, continuation="", *, force=None):
+        self.forces.append(force)
+        return {"search": "<search> Karvesh </search>", "answer": "<answer> Veltrania </answer>"}.get(force, "hmm")
+
+
+def test_play_episode_forces_search_first_and_answer_last(tiny_questions, tiny_corpus):
     env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=3)
-    policy = LMPolicy(*tiny_policy, constrained=True, max_new_tokens=4)
-    record = play_episode(env, policy, seed=0, search_first=True, answer_last=True)
-    kinds = [t["action_type"] for t in record["turns"]]
-    assert kinds[0] in ("search", "invalid") and record["turns"][0]["text"].startswith("<search>")
-    assert record["turns"][-1]["text"].startswith("<answer>") or kinds[-1] == "answer"
+    policy = ForceFollower()
+    record = play_episode(env, policy, seed=0, options={"question_id": "q0"}, search_first=True, answer_last=True)
+    assert policy.forces == ["search", None, "answer"]
+    assert [t["action_type"] for t in record["turns"]] == ["search", "invalid", "answer"] and record["em"] == 1.0
+    free = ForceFollower()
+    record = play_episode(env, free, seed=0, options={"question_id": "q0"})
+    assert free.forces == [None, None, None] and record["prediction"] is None  # truncated, never forced
+
+
+# ----------------------------------------------------------------------------------------- noisy teacher
+
+
+@pytest.fixture(scope="module")
+def world_multi_hop():
+    from search_env import build_world
+
+    world = build_world()
+    items = [q for q in world.questions if q.metadata["hops"] in (2, 3)][:60]
+    return QADataset(items), world.corpus
+
+
+def test_noisy_teacher_searches_the_right_entity_at_its_accuracy_and_answers_from_what_it_found(world_multi_hop):
+    questions, corpus = world_multi_hop
+    env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=4)
+    teacher = OraclePolicy(questions, think=False, accuracy=0.5, seed=3)
+    right = wrong = 0
+    ems = {True: [], False: []}
+    for item in questions:
+        titles = item.metadata["supporting_titles"]
+        seen = []  # the transcript after each step: what the next turn was chosen from
+        record = play_episode(env, teacher, options={"question_id": item.id},
+                              on_step=lambda *_: seen.append(env.unwrapped.transcript))
+        searches, answer = record["turns"][:-1], record["turns"][-1]
+        assert [t["action_type"] for t in record["turns"]] == ["search"] * len(titles) + ["answer"]
+        assert searches[0]["query"] == titles[0]  # the question names only the first entity: nothing else to pick
+        for k, (before, turn) in enumerate(zip(seen, searches[1:]), start=1):
+            shown = set(re.findall(r"Doc \d+\(Title: (.+?)\) ", before))
+            target = next((t for t in titles if t not in shown), titles[k % len(titles)])
+            if turn["query"] == target:
+                right += 1
+            else:  # another entity the episode has named so far, never the right one
+                wrong += 1
+                assert turn["query"] in before and target not in turn["query"]
+        found_last = f"(Title: {titles[-1]})" in seen[-1]
+        assert (record["em"] == 1.0) == found_last  # gold exactly when the answer's passage was read
+        if not found_last:
+            assert answer["text"] != f"<answer> {item.golden_answers[0]} </answer>"
+            if item.golden_answers[0].isdigit():
+                assert re.fullmatch(r"<answer> \d{4} </answer>", answer["text"])
+        ems[found_last].append(record["em"])
+    assert 0.3 < right / (right + wrong) < 0.7 and wrong >= 10  # p = 0.5 over the later searches
+    assert ems[True] and ems[False]
+
+
+def test_noisy_teacher_is_seeded_and_accuracy_one_is_the_oracle(world_multi_hop):
+    questions, corpus = world_multi_hop
+    env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=4)
+
+    def queries(policy):
+        return [[t["text"] for t in play_episode(env, policy, options={"index": i})["turns"]] for i in range(20)]
+
+    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) == queries(OraclePolicy(questions, accuracy=0.3, seed=1))
+    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) != queries(OraclePolicy(questions, accuracy=0.3, seed=2))
+    oracle = [play_episode(env, OraclePolicy(questions, think=False, accuracy=1.0, seed=5), options={"index": i}) for i in range(20)]
+    assert all(r["em"] == 1.0 for r in oracle)
+    assert all([t["query"] for t in r["turns"][:-1]] == questions[i].metadata["supporting_titles"] for i, r in enumerate(oracle))
+    with pytest.raises(ValueError, match="accuracy"):
+        OraclePolicy(questions, accuracy=1.5)
+
+
+def test_oracle_tells_apart_questions_that_share_a_text(tiny_corpus):
+    """Real sets repeat question texts with other answers (PopQA): the oracle follows the reset's question id."""
+    from search_env.data import QAItem
+
+    questions = QADataset([QAItem("a", "Who wrote it?", ("Alpha",), {"supporting_titles": ["Karvesh"]}),
+                           QAItem("b", "Who wrote it?", ("Beta",), {"supporting_titles": ["Omrith"]})])
+    env = SearchQAEnv(questions=questions, corpus=tiny_corpus, ig=False)
+    oracle = OraclePolicy(questions)
+    records = [play_episode(env, oracle, options={"question_id": qid}) for qid in ("b", "a", "b")]
+    assert [r["prediction"] for r in records] == ["Beta", "Alpha", "Beta"]
+    assert [r["turns"][0]["query"] for r in records] == ["Omrith", "Karvesh", "Omrith"]
