@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from search_env import IGConfig, SearchQAEnv, build_world
-from search_env.policy import OraclePolicy, chat_prompt, load_causal_lm
+from search_env.bundled import load_causal_lm
+from search_env.policy import OraclePolicy, chat_prompt
 from search_env.scorers import TransformersScorer
 from search_env.vector import SearchQAVectorEnv
 

@@ -36,9 +36,9 @@ import transformers
 
 from search_env import (IGConfig, QADataset, Search, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus,
                         load_questions, parse_action)
-from search_env.bundled import bundled_model_dir
+from search_env.bundled import bundled_model_dir, load_causal_lm
 from search_env.credit import Trajectory, assign_credit, token_span
-from search_env.policy import STOP_STRINGS, chat_prompt, cut_at_stop, load_causal_lm
+from search_env.policy import STOP_STRINGS, chat_prompt, cut_at_stop, stop_criteria
 from search_env.retrieval import make_retriever
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_io.py, also when this file is imported by path
@@ -63,6 +63,7 @@ class Args:
     corpus: str | None = arg(None, "FlashRAG corpus JSONL (default: the built-in world's corpus)")
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "questions held out for evaluation (a fixed split, the same for every seed)")
+    hops: str | None = arg(None, "only questions with these hop counts (metadata 'hops'), e.g. 2,3; filtered after the split")
     dialect: str = arg("search-r1", "tag dialect: search-r1 or autorefine")
     topk: int = arg(3, "passages per search")
     max_turns: int = arg(4, "turns per episode")
@@ -112,7 +113,7 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
         observations, _ = venv.reset(seed=seed, options={"reset_mask": mask, "question_id": item.id})
         prompt_ids = tokenizer(prompt_text(observations[q * group_size]), add_special_tokens=False)["input_ids"]
         trajectories += [Trajectory(prompt_ids, group=item.id) for _ in range(group_size)]
-    episodes = [{"em": 0.0, "answered": 0.0, "searches": 0.0, "invalid": 0.0} for _ in trajectories]
+    episodes = [{"em": 0.0, "answered": 0.0, "searches": 0.0, "invalid": 0.0, "truncated": 0.0} for _ in trajectories]
 
     active = list(range(len(trajectories)))
     while active:
@@ -129,6 +130,7 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
             trajectories[i].reward += float(rewards[i])
             stats["searches"] += kind == "search"
             stats["invalid"] += kind == "invalid"
+            stats["truncated"] = float(truncated[i])
             if kind == "answer":
                 stats["answered"], stats["em"] = 1.0, float(infos["em"][i])
             if not (terminated[i] or truncated[i]):
@@ -287,16 +289,19 @@ def load_models(args: Args, device, precision: str, ckpt: Path | None = None):
 
 def load_data(args: Args):
     """``(train questions, held-out questions, corpus)``; the held-out split is fixed by a seed of 0."""
-    if args.questions is not None and args.corpus is None:
-        raise SystemExit("--questions needs --corpus")
-    if args.questions is None and args.world_seed:  # load_questions(None) is the default world's (seed 0)
-        questions, corpus = build_world(seed=args.world_seed).questions, build_world(seed=args.world_seed).corpus
+    if (args.questions is None) != (args.corpus is None):
+        raise SystemExit("--questions and --corpus go together (neither: the built-in world of --world-seed)")
+    if args.questions is None:
+        world = build_world(seed=args.world_seed)
+        questions, corpus = world.questions, world.corpus
     else:
         questions, corpus = load_questions(args.questions), load_corpus(args.corpus)
     order = [int(i) for i in np.random.default_rng(0).permutation(len(questions))]
     n_eval = min(args.eval_size, len(questions) // 2)
-    held_out = QADataset([questions[i] for i in order[:n_eval]], name=f"{questions.name}:held-out")
-    return QADataset([questions[i] for i in order[n_eval:]], name=f"{questions.name}:train"), held_out, corpus
+    hops = {int(h) for h in args.hops.split(",")} if args.hops else None
+    split = lambda ids, part: QADataset([questions[i] for i in ids if hops is None or questions[i].metadata.get("hops") in hops],  # noqa: E731
+                                        name=f"{questions.name}:{part}")
+    return split(order[n_eval:], "train"), split(order[:n_eval], "held-out"), corpus
 
 
 def question_at(position: int, n: int, seed: int) -> int:
@@ -308,7 +313,8 @@ def question_at(position: int, n: int, seed: int) -> int:
 def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
     """Episode statistics, and IG over scored searches with its share of |A_tok| on policy tokens."""
     rewards, mask = batch.rewards.reshape(-1, args.group_size), batch.loss_mask
-    out = {f"train/{k}": float(np.mean([e[k] for e in episodes])) for k in ("em", "answered", "searches", "invalid")}
+    out = {f"train/{k}": float(np.mean([e[k] for e in episodes])) for k in ("em", "answered", "searches", "invalid", "truncated")}
+    out["train/all_failed_groups"] = float(np.mean(np.reshape([e["em"] for e in episodes], (-1, args.group_size)).max(1) == 0))
     out.update({"train/reward": float(batch.rewards.mean()), "train/tokens": float(batch.attention_mask.sum(1).mean()),
                 "train/policy_tokens": float(mask.sum(1).mean()),
                 "train/flat_groups": float(np.mean(rewards.max(1) == rewards.min(1)))})
@@ -371,8 +377,7 @@ def main(argv=None) -> None:
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set, retriever=retriever,
                                   ig=False, **env_kwargs)
     eval_items = list(eval_set)[: args.eval_questions]
-    # Stop at </search> or </answer>; the criterion is built once (building it costs about a second).
-    stop = transformers.StoppingCriteriaList([transformers.StopStringCriteria(tokenizer, list(STOP_STRINGS))])
+    stop = stop_criteria(tokenizer)
     common = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=model.generation_config.eos_token_id)
     sample = dict(generation_config=transformers.GenerationConfig(do_sample=True, temperature=args.temperature, top_k=0,
@@ -412,7 +417,7 @@ def main(argv=None) -> None:
                 for s in range(0, len(eval_items), n):
                     done += rollout(model, tokenizer, eval_venv, eval_items[s : s + n], group_size=1, seed=0,
                                     gen_kwargs=greedy, prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
-            metrics.update({f"eval/{k}": float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches")})
+            metrics.update({f"eval/{k}": float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated", "invalid")})
         if step % (args.save_every or args.eval_every) == 0 or step == args.total_steps:
             with timer("checkpoint"):
                 save_checkpoint(run_dir / "checkpoints", step, model, tokenizer, keep=args.keep_checkpoints,

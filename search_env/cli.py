@@ -180,7 +180,8 @@ def _read_done(output: Path) -> dict[tuple[str, str], dict]:
 
 def _make_policy(args):
     """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
-    from search_env.policy import LMPolicy, load_causal_lm
+    from search_env.bundled import load_causal_lm
+    from search_env.policy import LMPolicy
 
     if args.policy == "oracle":
         return None

@@ -1,9 +1,9 @@
 """Agents that act in the env from its text, and the loop that plays an episode.
 
-- :func:`load_causal_lm` (from :mod:`search_env.bundled`): a causal LM by name (``"bundled"``, a hub name, a folder).
 - :func:`chat_prompt`: the model input for a turn: the env's prompt as the user message of the model's chat
   template (with a worked example in front), then the episode so far as the assistant's words.
-- :class:`LMPolicy`: generates each turn with a causal LM, stopping after ``</search>`` or ``</answer>``.
+- :class:`LMPolicy`: generates each turn with a causal LM (:func:`search_env.bundled.load_causal_lm` loads one),
+  stopping after ``</search>`` or ``</answer>``.
 - :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling); with
   ``accuracy`` < 1, a noisy teacher that sometimes searches another entity it has read about.
 - :func:`play_episode`: one episode of any policy with an ``act(prompt, continuation)`` method.
@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from search_env.bundled import load_causal_lm  # noqa: F401  (re-exported: agents are made from models)
 from search_env.dialects import Dialect, get_dialect, search_block
 
 STOP_STRINGS = ("</search>", "</answer>")

@@ -113,14 +113,14 @@ def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from search_env import bundled, demo, policy, scorers
+    from search_env import bundled, demo, scorers
 
     tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
     torch.manual_seed(0)
     tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
                                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)).eval()
     loads = []
-    monkeypatch.setattr(policy, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
+    monkeypatch.setattr(bundled, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
     monkeypatch.setattr(scorers, "default_scorer", lambda *a: pytest.fail("the demo loaded a second model"))
     demo.run_demo("model", episodes=1, seed=0)
     out = capsys.readouterr().out

@@ -240,3 +240,35 @@ def test_dropout_is_off_in_the_update(example, tmp_path):
     model.train()
     ids = torch.tensor([[3, 9, 27, 81, 243, 5]])
     torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------- what the IG testbed study needs
+
+
+def test_hops_restricts_both_splits_without_moving_the_held_out_split(example):
+    all_train, all_eval, _ = example.load_data(example.Args())
+    train, held_out, _ = example.load_data(example.Args(hops="2,3"))
+    assert {q.metadata["hops"] for q in [*train, *held_out]} == {2, 3}
+    assert [q.id for q in held_out] == [q.id for q in all_eval if q.metadata["hops"] in (2, 3)]
+    assert [q.id for q in train] == [q.id for q in all_train if q.metadata["hops"] in (2, 3)]
+    assert len(example.load_data(example.Args(hops="1"))[0]) == len(all_train) - len(train)
+
+
+def test_rollout_counts_truncation_and_step_metrics_count_all_failed_groups(example, tok, tiny_questions, tiny_corpus,
+                                                                          monkeypatch):
+    monkeypatch.setattr(example, "generate", lambda m, t, contexts, g: [ids_of(tok, "<search> Karvesh </search>")] * len(contexts))
+    venv = SearchQAVectorEnv(2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2)
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
+    _, episodes = example.rollout(model, tok, venv, [tiny_questions[0]], group_size=2, seed=0, gen_kwargs={},
+                                  prompt_text=lambda p: p, timer=example.Timer(), amp=nullcontext)
+    assert [(e["truncated"], e["answered"], e["searches"]) for e in episodes] == [(1.0, 0.0, 2.0)] * 2
+
+    outcomes = [(0.0, 1.0), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.0, 0.0)]  # (em, answered); groups of 2
+    episodes = [{"em": em, "answered": a, "searches": 1.0, "invalid": 0.0, "truncated": 1.0 - a} for em, a in outcomes]
+    trajs = []
+    for i, (em, _) in enumerate(outcomes):
+        trajs.append(Trajectory([5, 6], group=i // 2, reward=em))
+        trajs[-1].add_policy([7, 8])
+    metrics = example.step_metrics(assign_credit(trajs, pad_id=0), episodes, example.Args(group_size=2, ig_weight=0.0))
+    assert metrics["train/all_failed_groups"] == pytest.approx(2 / 3)  # groups 0 and 2: every rollout failed
+    assert metrics["train/truncated"] == pytest.approx(0.5) and metrics["train/em"] == pytest.approx(1 / 6)

@@ -7,7 +7,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from search_env import Answer, QADataset, SearchQAEnv, bundled, parse_action
 from search_env.dialects import get_dialect
-from search_env.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, load_causal_lm, play_episode
+from search_env.bundled import load_causal_lm
+from search_env.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, play_episode
 
 
 @pytest.fixture(scope="module")
