@@ -1,0 +1,351 @@
+"""Warm start of a small LM search agent for the built-in world: a word-level tokenizer and a Llama-style model of a
+couple of million parameters, built here (nothing is downloaded), then supervised fine-tuning on teacher
+trajectories that the env itself plays. The result is a Hugging Face folder that ``grpo_ig.py --model <folder>`` loads.
+
+1. **Tokenizer**: word-level (``tokenizers``), trained on the world's prompts, worked examples, passages, questions,
+   answers and feedback. A space becomes ``▁`` and sticks to the word after it; tags (``<search>``, ``</answer>``, …,
+   with their ``▁``) and newlines are single tokens, and decoding concatenates tokens, so the env's text round-trips
+   exactly. Pad, unk and end-of-text tokens; no chat template (``chat_prompt`` uses the plain text).
+2. **Teacher**: ``OraclePolicy(accuracy=p)`` searches the correct next entity with probability p, else another entity
+   it has read about, then answers from what it found. Played through the env (``play_episode``) on the training
+   split of ``grpo_ig.load_data`` (the same held-out split), restricted to ``--hops``.
+3. **SFT**: cross-entropy on the policy's turns (prompt and env text masked), with the model input exactly as
+   ``grpo_ig.py`` builds it: ``chat_prompt(prompt)`` ids, then each turn's ids and each observation's ids. Plus
+   (``--copy-weight``; 0 turns it off) the loss on env tokens that repeat a name or number already in the context:
+   in-context copying, which the policy needs to search and answer with what it read and which ~13 policy tokens
+   per episode teach too slowly to a model built from scratch; it teaches no world fact (each target is in the
+   context already), so answers still have to come from retrieval.
+4. **Report**, before and after: the policy's own IG validity (for N held-out questions, IG of a search for the
+   answer-holding gold title vs an unrelated title, both scored by the policy, ``TransformersScorer(model, tok)``, on
+   its own input; paired win rate, ~50% for a model that cannot read); after: greedy held-out EM, answer rate and
+   valid-tag rate, as ``grpo_ig.py`` evaluates them.
+
+The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by every setting here; a second call
+with the same settings only prints the cached report. Its last line is ``warm-started model: <folder>``.
+
+    python examples/warm_start.py                       # the testbed's warm start (cached)
+    python examples/grpo_ig.py --model <folder> --hops 2,3 --no-few-shot --learning-rate 1e-4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from search_env import IGConfig, QADataset, SearchQAEnv, SearchQAVectorEnv, TransformersScorer, build_world, parse_action
+from search_env._cache import cache_dir, replace_dir
+from search_env.dialects import DIALECTS, get_dialect, invalid_feedback, search_block
+from search_env.policy import STOP_STRINGS, OraclePolicy, chat_prompt, play_episode
+from search_env.retrieval import Hit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # grpo_ig.py and study_io.py, beside this file
+import grpo_ig  # noqa: E402
+from study_io import Timer, arg, parse_args, seed_everything  # noqa: E402
+
+TOKENIZER_VERSION = 3  # bump when the tokenizer's design changes
+VERSION = 1  # bump when the teacher, the SFT or the report changes (with the tokenizer's, part of the cache key)
+SPACE = "\u2581"  # "▁": a space, kept on the token that follows it
+# Pre-tokens, after spaces became "▁": a tag, a newline, a word, a number (up to 4 digits), one other character.
+PIECES = rf"{SPACE}?</?[A-Za-z]+>|\n|{SPACE}?[A-Za-z]+|{SPACE}?[0-9]{{1,4}}|{SPACE}?[^\sA-Za-z0-9{SPACE}]|{SPACE}+|\s"
+NAMELIKE = rf"{SPACE}?([A-Z][A-Za-z']*|[0-9]+)"  # tokens of names and numbers (copy targets)
+SPECIAL = {"pad_token": "<|pad|>", "unk_token": "<|unk|>", "eos_token": "<|endoftext|>"}
+
+
+@dataclasses.dataclass
+class Args:
+    output: str | None = arg(None, "folder to write (default: the cache, keyed by the settings below)")
+    force: bool = arg(False, "rebuild even when the folder is cached")
+    seed: int = arg(0, "seed of the model's initialisation, the teacher's draws and SFT's order")
+    threads: int = arg(1, "torch threads (1: on a shared 2-core machine two threads can run 20x slower, not 2x faster)")
+    # world and env: pass the same to grpo_ig.py
+    world_seed: int = arg(0, "seed of the built-in world")
+    eval_size: int = arg(200, "held-out questions before the hop filter (grpo_ig's --eval-size: the same split)")
+    hops: str = arg("2,3", "hop counts of the questions, comma-separated (grpo_ig's --hops)")
+    dialect: str = arg("search-r1", "tag dialect")
+    topk: int = arg(3, "passages per search")
+    max_turns: int = arg(4, "turns per episode")
+    few_shot: bool = arg(False, "show the dialect's worked example in the prompt")
+    # model
+    hidden_size: int = arg(128, "model width")
+    layers: int = arg(4, "transformer layers")
+    heads: int = arg(4, "attention heads")
+    intermediate_size: int = arg(512, "MLP width")
+    # teacher and SFT
+    accuracy: float = arg(0.5, "teacher's probability of searching the correct next entity")
+    episodes_per_question: int = arg(4, "teacher episodes per training question (different noise draws)")
+    max_questions: int | None = arg(None, "use only this many training questions (tests)")
+    epochs: int = arg(8, "passes over the teacher episodes")
+    batch_size: int = arg(8, "episodes per optimiser step")
+    learning_rate: float = arg(3e-3, "AdamW peak learning rate (linear warm-up over 5% of steps, cosine decay)")
+    copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context (0: none)")
+    # reports
+    ig_questions: int = arg(64, "held-out questions for the IG validity check")
+    eval_questions: int = arg(64, "held-out questions for greedy EM (grpo_ig's --eval-questions)")
+    max_new_tokens: int = arg(12, "tokens per generated turn in the evaluation (grpo_ig's --max-new-tokens)")
+
+
+# ------------------------------------------------------------------------------- tokenizer and model
+
+
+def world_texts(world, topk: int) -> list[str]:
+    """What the agent and the env write in this world: prompts (each dialect's, with its worked example),
+    passages as documents blocks, searches, answers and feedback."""
+    texts = []
+    for dialect in DIALECTS.values():
+        texts.append(dialect.worked_example())
+        texts += [dialect.prompt(q.question, topk) for q in world.questions]
+        texts += [dialect.documents_block([Hit(p.id, p.title, p.text, 0.0)]) for p in world.corpus]
+    texts += [f"<think>I should look up {p.title}.</think>\n{search_block(p.title)}" for p in world.corpus]  # OraclePolicy's
+    texts += [f"<answer> {a} </answer>" for q in world.questions for a in q.golden_answers]
+    bad = ["no tags", "<search> x", "<answer></answer>", "<search> a <answer> b </answer> </search>",
+           "<think><search> a </search></think>", "<answer> x", "<search></search>"]
+    texts += [invalid_feedback(parse_action(b).message) for b in bad]
+    return texts + ["abcdef"]  # transformers' StopStringCriteria probes the vocabulary with this word
+
+
+def train_tokenizer(texts) -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``texts`` (every pre-token seen once is in the vocabulary)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token=SPECIAL["unk_token"]))
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PIECES), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.Fuse()])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=1 << 20, min_frequency=1,
+                                                             special_tokens=list(SPECIAL.values())))
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL)
+
+
+def load_tokenizer(world_seed: int, topk: int = 3):
+    """The world's tokenizer, trained once and cached on disk."""
+    folder = cache_dir("testbed") / f"tokenizer-world{world_seed}-topk{topk}-v{TOKENIZER_VERSION}"
+    if not (folder / "tokenizer.json").exists():
+        tokenizer = train_tokenizer(world_texts(build_world(seed=world_seed), topk))
+        replace_dir(folder, tokenizer.save_pretrained, overwrite=True)
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+def new_model(tokenizer, args: Args):
+    """A randomly initialised Llama-style causal LM for ``tokenizer``, with a clean generation config."""
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
+        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(args.seed)
+    model = transformers.LlamaForCausalLM(config)
+    model.generation_config = transformers.GenerationConfig(eos_token_id=[tokenizer.eos_token_id],
+                                                            pad_token_id=tokenizer.pad_token_id)
+    return model
+
+
+# ----------------------------------------------------------------------------------- teacher and SFT
+
+
+def teacher_episodes(tokenizer, questions, corpus, args: Args) -> tuple[list[tuple[list[int], list[bool]]], float]:
+    """``episodes_per_question`` teacher episodes per question as ``(ids, loss mask)`` (the mask is True on the
+    policy's turns), built as grpo_ig's rollout builds its input; and the teacher's EM."""
+    env = SearchQAEnv(questions=QADataset(questions), corpus=corpus, topk=args.topk, max_turns=args.max_turns,
+                      dialect=args.dialect, ig=False)
+    teacher = OraclePolicy(questions, think=False, accuracy=args.accuracy, seed=args.seed)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    examples, ems = [], []
+    for _ in range(args.episodes_per_question):
+        for item in questions:
+            prompt = get_dialect(args.dialect).prompt(item.question, args.topk)
+            parts, seen = [], [len(prompt)]  # (text, is the policy's) in order, read off the transcript as it grows
+
+            def on_step(text, *_):
+                new, seen[0] = env.transcript[seen[0] :], len(env.transcript)
+                assert new.startswith(text), "the env appends a turn's text as it was written"
+                parts.extend([(text, True), (new[len(text) :], False)])
+
+            ems.append(play_episode(env, teacher, options={"question_id": item.id}, on_step=on_step)["em"])
+            ids = encode(chat_prompt(tokenizer, prompt, dialect=args.dialect, few_shot=args.few_shot))
+            mask = [False] * len(ids)
+            for text, learn in parts[:-1]:  # the last observation (after the answer) is never read
+                part_ids = encode(text) if text else []
+                ids, mask = ids + part_ids, mask + [learn] * len(part_ids)
+            examples.append((ids, mask))
+    return examples, float(np.mean(ems))
+
+
+def copy_targets(ids: list[int], mask: list[bool], namelike: np.ndarray) -> list[bool]:
+    """The env tokens (mask False) that repeat a name or number already in the context: in-context copying, the
+    skill the policy needs to search and answer with names it has read, with no world fact to learn (each target
+    is in the context already)."""
+    seen, out = set(), [False] * len(ids)
+    for j, token in enumerate(ids):
+        out[j] = bool(not mask[j] and namelike[token] and token in seen)
+        seen.add(token)
+    return out
+
+
+def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, policy loss)`` of right-padded ``rows`` ``(ids, policy mask, copy mask)``: the mean cross-entropy
+    over the policy's tokens, plus ``copy_weight`` times the mean over the copy targets. The output layer runs
+    only where a token is learnt (a third of the model's compute at every other position)."""
+    width = max(len(row[0]) for row in rows)
+    pad = lambda values, fill: torch.tensor([list(v) + [fill] * (width - len(v)) for v in values])  # noqa: E731
+    ids, attention = pad([r[0] for r in rows], pad_id), pad([[1] * len(r[0]) for r in rows], 0)
+    policy = pad([r[1] for r in rows], False)[:, 1:]  # token j is predicted at position j - 1
+    copy = pad([r[2] if copy_weight else [] for r in rows], False)[:, 1:] & ~policy
+    learn = policy | copy
+    hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1][learn]
+    ce = torch.nn.functional.cross_entropy(model.get_output_embeddings()(hidden).float(), ids[:, 1:][learn], reduction="none")
+    on_policy = policy[learn]
+    policy_loss = ce[on_policy].mean()
+    return (policy_loss + copy_weight * ce[~on_policy].mean() if (~on_policy).any() else policy_loss), policy_loss
+
+
+def sft(model, examples, args: Args, tokenizer) -> list[float]:
+    """AdamW on :func:`sft_loss` (``args.copy_weight``), warm-up over 5% of the steps then cosine decay. Batches hold
+    episodes of similar length (shuffled, then sorted within chunks of 8 batches). Returns the policy losses."""
+    namelike = np.array([bool(re.fullmatch(NAMELIKE, t)) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+    rows = [(ids, mask, copy_targets(ids, mask, namelike)) for ids, mask in examples]
+    rng, size = np.random.default_rng(args.seed), args.batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
+    total = -(-len(rows) // size) * args.epochs
+    schedule = transformers.get_cosine_schedule_with_warmup(optimizer, max(1, total // 20), total)
+    model.train()
+    losses = []
+    for epoch in range(args.epochs):
+        order = [int(i) for i in rng.permutation(len(rows))]
+        chunks = [sorted(order[c : c + 8 * size], key=lambda i: len(rows[i][0])) for c in range(0, len(order), 8 * size)]
+        batches = [chunk[b : b + size] for chunk in chunks for b in range(0, len(chunk), size)]
+        for b in rng.permutation(len(batches)):
+            loss, policy_loss = sft_loss(model, [rows[i] for i in batches[b]], tokenizer.pad_token_id, args.copy_weight)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(policy_loss.item())
+        print(f"  epoch {epoch + 1}/{args.epochs}: policy-token loss {np.mean(losses[-len(batches):]):.3f}", flush=True)
+    model.eval()
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------- reports
+
+
+def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
+    """Per held-out question, IG of a first search for the answer-holding gold title and for an unrelated title (a
+    random passage's, off the chain), from the same env seed, scored by the model on its own input."""
+    render = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
+    env = SearchQAEnv(questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=max(2, args.max_turns), dialect=args.dialect,
+                      ig=IGConfig(n_random=3, render_prefix=render), scorer=TransformersScorer(model, tokenizer))
+    rng = np.random.default_rng(args.seed)
+    gold, unrelated = [], []
+    for i, item in enumerate(items):
+        titles = item.metadata["supporting_titles"]
+        other = next(t for t in (corpus[int(rng.integers(len(corpus)))].title for _ in range(100)) if t not in titles)
+        pair = []
+        for title in (titles[-1], other):
+            env.reset(seed=i, options={"question_id": item.id})
+            pair.append(env.step(search_block(title))[4]["ig"])
+        if None not in pair:
+            gold.append(pair[0])
+            unrelated.append(pair[1])
+    gold, unrelated = np.array(gold), np.array(unrelated)
+    return {"n": int(gold.size), "win_rate": float(np.mean(gold > unrelated)), "ig_gold": float(gold.mean()),
+            "ig_unrelated": float(unrelated.mean())}
+
+
+def evaluate(model, tokenizer, items, corpus, args: Args) -> dict:
+    """Greedy episodes on ``items`` with grpo_ig's rollout, 32 at a time: EM, answer rate, searches per episode,
+    truncation rate and the share of turns with a valid tag."""
+    venv = SearchQAVectorEnv(min(32, len(items)), questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=args.max_turns,
+                             dialect=args.dialect, ig=False, autoreset_mode="Disabled")
+    stop = transformers.StoppingCriteriaList([transformers.StopStringCriteria(tokenizer, list(STOP_STRINGS))])
+    greedy = dict(generation_config=transformers.GenerationConfig(
+        do_sample=False, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=model.generation_config.eos_token_id), stopping_criteria=stop)
+    prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
+    done = []
+    for s in range(0, len(items), venv.num_envs):
+        done += grpo_ig.rollout(model, tokenizer, venv, items[s : s + venv.num_envs], group_size=1, seed=0, gen_kwargs=greedy,
+                                prompt_text=prompt_text, timer=Timer(), amp=nullcontext)[1]
+    out = {k: float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated")}
+    turns = sum(e["searches"] + e["invalid"] + e["answered"] for e in done)
+    out["valid_tag_rate"] = float(1 - sum(e["invalid"] for e in done) / max(turns, 1))
+    return out
+
+
+def describe(report: dict) -> str:
+    before, after, ev = report["ig_validity_before"], report["ig_validity_after"], report["eval"]
+    validity = lambda v: f"{v['win_rate']:.2f} (mean IG gold {v['ig_gold']:+.3f} vs unrelated {v['ig_unrelated']:+.3f}, n={v['n']})"  # noqa: E731
+    return "\n".join([
+        f"model: {report['parameters'] / 1e6:.2f}M parameters, vocabulary {report['vocab_size']}; "
+        f"teacher (accuracy {report['args']['accuracy']:g}) EM {report['teacher_em']:.3f} on {report['sft_episodes']} episodes",
+        f"IG validity (own IG, gold-title search beats unrelated-title search): before {validity(before)}",
+        f"                                                                       after  {validity(after)}",
+        f"warm-started greedy held-out EM {ev['em']:.3f}, answer rate {ev['answered']:.3f}, valid-tag rate "
+        f"{ev['valid_tag_rate']:.3f}, searches/episode {ev['searches']:.2f}, truncation rate {ev['truncated']:.3f}",
+        "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
+    ])
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> Path:
+    args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
+    settings = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output", "force", "threads")}
+    key = hashlib.sha256(json.dumps([settings, TOKENIZER_VERSION, VERSION], sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(args.output) if args.output else cache_dir("testbed") / f"warm-{key}"
+    if (folder / "warm_start.json").exists() and not args.force:
+        print(describe(json.loads((folder / "warm_start.json").read_text())) + f"\n(cached)\nwarm-started model: {folder}")
+        return folder
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.utils.logging.disable_progress_bar()
+    seed_everything(args.seed)
+    timer = Timer()
+    with timer("tokenizer"):
+        tokenizer = load_tokenizer(args.world_seed, args.topk)
+    model = new_model(tokenizer, args)
+    data_args = grpo_ig.Args(world_seed=args.world_seed, eval_size=args.eval_size, hops=args.hops)
+    train_set, held_out, corpus = grpo_ig.load_data(data_args)  # grpo_ig's split, so its held-out set stays unseen
+    train = list(train_set)[: args.max_questions]
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
+          f"{len(train)} training and {len(held_out)} held-out questions ({args.hops} hops)", flush=True)
+    with timer("ig_validity"):
+        before = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
+    with timer("teacher"):
+        examples, teacher_em = teacher_episodes(tokenizer, train, corpus, args)
+    print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} tokens "
+          f"({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
+    with timer("sft"):
+        losses = sft(model, examples, args, tokenizer)
+    with timer("ig_validity"):
+        after = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
+    with timer("eval"):
+        ev = evaluate(model, tokenizer, list(held_out)[: args.eval_questions], corpus, args)
+    report = {"args": dataclasses.asdict(args), "parameters": sum(p.numel() for p in model.parameters()),
+              "vocab_size": len(tokenizer), "teacher_em": teacher_em, "sft_episodes": len(examples),
+              "sft_loss_first_last": [losses[0], float(np.mean(losses[-10:]))], "ig_validity_before": before,
+              "ig_validity_after": after, "eval": ev, "seconds": dict(timer.seconds)}
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "warm_start.json").write_text(json.dumps(report, indent=2))
+
+    replace_dir(folder, write, overwrite=True)
+    print(describe(report) + f"\nwarm-started model: {folder}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()

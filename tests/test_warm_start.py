@@ -1,0 +1,181 @@
+"""examples/warm_start.py: the testbed's word-level tokenizer on real env text, the SFT data and loss mask, and a
+subprocess smoke run at a tiny budget whose folder grpo_ig.py loads."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from search_env import QADataset, SearchQAEnv, build_world
+from search_env.policy import OraclePolicy, chat_prompt, play_episode
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "warm_start.py"
+TAGS = ["<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>", "<think>", "</think>",
+        "<documents>", "</documents>", "<refine>", "</refine>"]
+
+
+@pytest.fixture(scope="module")
+def ws():
+    spec = importlib.util.spec_from_file_location("warm_start_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def tok(ws):
+    return ws.load_tokenizer(0, 3)
+
+
+@pytest.fixture(scope="module")
+def multi_hop():
+    world = build_world()
+    return QADataset([q for q in world.questions if q.metadata["hops"] in (2, 3)][:40]), world.corpus
+
+
+def ids_of(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_tokenizer_round_trips_real_transcripts_with_tags_and_newlines_as_tokens(tok, multi_hop):
+    questions, corpus = multi_hop
+    assert tok.chat_template is None and {tok.pad_token, tok.unk_token, tok.eos_token} == {"<|pad|>", "<|unk|>", "<|endoftext|>"}
+    for tag in TAGS:
+        assert len(ids_of(tok, tag)) == 1 and len(ids_of(tok, " " + tag)) == 1, tag
+    assert tok.convert_ids_to_tokens(ids_of(tok, "a\n\nb")).count("\n") == 2
+    for dialect in ("search-r1", "autorefine"):
+        env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=5, dialect=dialect)
+        teacher = OraclePolicy(questions, accuracy=0.5, seed=0)  # with <think> text, wrong queries, wrong answers
+        for i in range(len(questions)):
+            play_episode(env, teacher, options={"index": i})
+            text = env.unwrapped.transcript
+            for context in (text, chat_prompt(tok, text, few_shot=True), text + "\nI do not know the answer"):
+                ids = ids_of(tok, context)
+                assert tok.unk_token_id not in ids
+                assert tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False) == context
+    # an invalid turn and its feedback, and what the IG scorer tokenises (context + "\n<answer>", then " " + answer)
+    env.reset(options={"index": 0})
+    obs = env.step("I think <search> no end")[0]
+    assert tok.decode(ids_of(tok, obs)) == obs and tok.unk_token_id not in ids_of(tok, obs)
+    answer = questions[0].golden_answers[0]
+    assert ids_of(tok, "x\n<answer>") + ids_of(tok, " " + answer) == ids_of(tok, f"x\n<answer> {answer}")
+
+
+def test_segments_tokenise_as_the_whole_and_stop_strings_work(tok, multi_hop):
+    """grpo_ig tokenises the prompt, each turn and each observation on their own: the pieces must add up to the
+    whole, and generation must stop after a closing tag."""
+    questions, corpus = multi_hop
+    env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=4)
+    pieces = []
+    prompt = env.reset(options={"index": 3})[0]
+    for turn in ["<search> " + questions[3].metadata["supporting_titles"][0] + " </search>", "<answer> x </answer>"]:
+        pieces += [turn, env.step(turn)[0]]
+    head = chat_prompt(tok, prompt, few_shot=False)
+    assert sum((ids_of(tok, p) for p in [head, *pieces]), []) == ids_of(tok, head + "".join(pieces))
+    stop = transformers.StopStringCriteria(tok, ["</search>", "</answer>"])
+    done = ids_of(tok, "<search> Navymisk Cathedrals </search>")
+    assert stop(torch.tensor([done]), None).item() and not stop(torch.tensor([done[:-1]]), None).item()
+
+
+def test_teacher_examples_mask_exactly_the_policy_turns(ws, tok, multi_hop):
+    questions, corpus = multi_hop
+    args = ws.Args(episodes_per_question=1, accuracy=0.5)
+    examples, em = ws.teacher_episodes(tok, list(questions)[:8], corpus, args)
+    assert len(examples) == 8 and 0 <= em <= 1
+    env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=4)
+    replay = OraclePolicy(questions, think=False, accuracy=0.5, seed=args.seed)  # same seed: the same episodes
+    for item, (ids, mask) in zip(list(questions)[:8], examples):
+        record = play_episode(env, replay, options={"question_id": item.id})
+        turns = [t["text"] for t in record["turns"]]
+        policy = tok.decode([t for t, m in zip(ids, mask) if m])
+        assert policy == "".join(turns)
+        head = chat_prompt(tok, env.unwrapped._prompt, few_shot=False)
+        assert ids == ids_of(tok, head + env.unwrapped.transcript[len(env.unwrapped._prompt) :])
+        assert not any(mask[: len(ids_of(tok, head))])
+        assert tok.decode(ids[len(mask) - mask[::-1].index(True) - 1 :]).strip() == "</answer>"  # ends on the answer
+
+
+def test_sft_lowers_the_loss_and_learns_only_policy_tokens_and_copy_targets(ws, tok, multi_hop):
+    questions, corpus = multi_hop
+    args = ws.Args(episodes_per_question=1, hidden_size=32, layers=1, intermediate_size=64, epochs=8, batch_size=4,
+                   learning_rate=1e-2)
+    examples, _ = ws.teacher_episodes(tok, list(questions)[:8], corpus, args)
+    model = ws.new_model(tok, args)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two shared cores can be many times slower
+    try:
+        losses = ws.sft(model, examples, args, tok)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
+
+    # copy targets: env tokens naming something already in the context, e.g. a passage title the search named
+    namelike = np.array([bool(re.fullmatch(ws.NAMELIKE, t)) for t in tok.convert_ids_to_tokens(list(range(len(tok))))])
+    ids, mask = examples[0]
+    copy = ws.copy_targets(ids, mask, namelike)
+    assert not any(c and m for c, m in zip(copy, mask)) and sum(copy) > 5
+    assert all(ids[j] in ids[:j] for j in range(len(ids)) if copy[j])
+    title = questions[0].metadata["supporting_titles"][0].split()[0]
+    assert any(copy[j] for j in range(len(ids)) if tok.convert_ids_to_tokens(ids[j]) == "\u2581" + title)
+
+    # the loss: mean cross-entropy over the policy's tokens, plus copy_weight x the mean over the copy targets
+    rows = [(i, m, ws.copy_targets(i, m, namelike)) for i, m in examples[:2]]
+    with torch.no_grad():
+        policy_ce, copy_ce = [], []
+        for ids, mask, copy in rows:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+            policy_ce += [-logp[j - 1, ids[j]].item() for j in range(1, len(ids)) if mask[j]]
+            copy_ce += [-logp[j - 1, ids[j]].item() for j in range(1, len(ids)) if copy[j]]
+        loss, policy_loss = ws.sft_loss(model, rows, tok.pad_token_id, copy_weight=0.5)
+        assert policy_loss.item() == pytest.approx(np.mean(policy_ce), rel=1e-4)
+        assert loss.item() == pytest.approx(np.mean(policy_ce) + 0.5 * np.mean(copy_ce), rel=1e-4)
+        assert ws.sft_loss(model, rows, tok.pad_token_id)[0].item() == pytest.approx(np.mean(policy_ce), rel=1e-4)
+    assert len(policy_ce) == sum(sum(m) for _, m, _ in rows) < 0.2 * sum(len(i) for i, _, _ in rows)
+
+
+def run_warm_start(tmp_path, *extra, timeout=120):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}  # two threads on two shared cores can be many times slower
+    flags = ["--max-questions", "12", "--episodes-per-question", "1", "--epochs", "1", "--ig-questions", "4",
+             "--eval-questions", "4", "--hidden-size", "32", "--layers", "1", "--intermediate-size", "64",
+             "--output", str(tmp_path / "ws")]
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, str(EXAMPLE), *flags, *extra], capture_output=True, text=True, env=env,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout, time.perf_counter() - start
+
+
+def test_smoke_warm_start_writes_a_folder_grpo_loads_and_is_cached(tmp_path, tok):
+    out, _ = run_warm_start(tmp_path)
+    folder = tmp_path / "ws"
+    assert out.strip().splitlines()[-1] == f"warm-started model: {folder}"
+    assert "IG validity" in out and "before" in out and "after" in out and "valid-tag rate" in out
+    report = json.loads((folder / "warm_start.json").read_text())
+    for key in ("ig_validity_before", "ig_validity_after"):
+        assert report[key]["n"] == 4 and 0 <= report[key]["win_rate"] <= 1
+    assert set(report["eval"]) >= {"em", "answered", "valid_tag_rate", "searches", "truncated"}
+    assert report["vocab_size"] == len(tok) and report["sft_episodes"] == 12
+    # grpo_ig's loader takes the folder: the same tokenizer, a model of the reported size
+    spec = importlib.util.spec_from_file_location("grpo_ig_for_ws", ROOT / "examples" / "grpo_ig.py")
+    grpo = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = grpo
+    spec.loader.exec_module(grpo)
+    model, loaded = grpo.build_model(str(folder), seed=0)
+    assert sum(p.numel() for p in model.parameters()) == report["parameters"]
+    assert loaded.get_vocab() == tok.get_vocab() and loaded.chat_template is None
+    assert model.generation_config.eos_token_id == [tok.eos_token_id]
+    again, seconds = run_warm_start(tmp_path)
+    assert "(cached)" in again and again.strip().splitlines()[-1] == out.strip().splitlines()[-1]
