@@ -34,6 +34,7 @@ import hashlib
 import json
 import re
 import sys
+from collections import Counter
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -88,6 +89,8 @@ class Args:
     batch_size: int = arg(8, "episodes per optimiser step")
     learning_rate: float = arg(3e-3, "AdamW peak learning rate (linear warm-up over 5% of steps, cosine decay)")
     copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context (0: none)")
+    rename: bool = arg(True, "give each episode, in each epoch, random names (consistently within it): SFT then teaches "
+                             "copying names from the context, not the world's facts")
     # reports
     ig_questions: int = arg(64, "held-out questions for the IG validity check")
     eval_questions: int = arg(64, "held-out questions for greedy EM (grpo_ig's --eval-questions)")
@@ -191,6 +194,24 @@ def copy_targets(ids: list[int], mask: list[bool], namelike: np.ndarray) -> list
     return out
 
 
+def name_words(world, tokenizer, most: int = 12) -> tuple[np.ndarray, dict[int, int]]:
+    """The tokens (``▁word``) of the capitalised words that make titles unique (in at most ``most`` titles: stems and
+    first names, not "The", "University" or "Books"), and each one's space-less twin where the vocabulary has it."""
+    counts = Counter(w for p in world.corpus for w in set(re.findall(r"[A-Z][a-z']+", p.title)))
+    vocab = tokenizer.get_vocab()
+    words = sorted(w for w, n in counts.items() if n <= most and SPACE + w in vocab)
+    return np.array([vocab[SPACE + w] for w in words]), {vocab[SPACE + w]: vocab[w] for w in words if w in vocab}
+
+
+def rename(ids: list[int], names: np.ndarray, twins: dict[int, int], rng: np.random.Generator) -> list[int]:
+    """``ids`` with each name token replaced by a random other one, the same one wherever it occurs."""
+    present = sorted(set(ids) & set(names.tolist()))
+    new = rng.choice(names, size=len(present), replace=False).tolist()
+    mapping = dict(zip(present, new))
+    mapping.update({twins[a]: twins[b] for a, b in zip(present, new) if a in twins and b in twins})
+    return [mapping.get(t, t) for t in ids]
+
+
 def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, policy loss)`` of right-padded ``rows`` ``(ids, policy mask, copy mask)``: the mean cross-entropy
     over the policy's tokens, plus ``copy_weight`` times the mean over the copy targets. The output layer runs
@@ -208,9 +229,10 @@ def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.
     return (policy_loss + copy_weight * ce[~on_policy].mean() if (~on_policy).any() else policy_loss), policy_loss
 
 
-def sft(model, examples, args: Args, tokenizer) -> list[float]:
-    """AdamW on :func:`sft_loss` (``args.copy_weight``), warm-up over 5% of the steps then cosine decay. Batches hold
-    episodes of similar length (shuffled, then sorted within chunks of 8 batches). Returns the policy losses."""
+def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[int, int]] | None = None) -> list[float]:
+    """AdamW on :func:`sft_loss` (``args.copy_weight``), warm-up over 5% of the steps then cosine decay; with ``names``
+    (:func:`name_words`) each episode gets fresh random names in each epoch (:func:`rename`). Batches hold episodes
+    of similar length (shuffled, then sorted within chunks of 8 batches). Returns the policy losses."""
     namelike = np.array([bool(re.fullmatch(NAMELIKE, t)) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
     rows = [(ids, mask, copy_targets(ids, mask, namelike)) for ids, mask in examples]
     rng, size = np.random.default_rng(args.seed), args.batch_size
@@ -224,7 +246,8 @@ def sft(model, examples, args: Args, tokenizer) -> list[float]:
         chunks = [sorted(order[c : c + 8 * size], key=lambda i: len(rows[i][0])) for c in range(0, len(order), 8 * size)]
         batches = [chunk[b : b + size] for chunk in chunks for b in range(0, len(chunk), size)]
         for b in rng.permutation(len(batches)):
-            loss, policy_loss = sft_loss(model, [rows[i] for i in batches[b]], tokenizer.pad_token_id, args.copy_weight)
+            batch = [rows[i] if names is None else (rename(rows[i][0], *names, rng), *rows[i][1:]) for i in batches[b]]
+            loss, policy_loss = sft_loss(model, batch, tokenizer.pad_token_id, args.copy_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -327,7 +350,8 @@ def main(argv=None) -> Path:
     print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} tokens "
           f"({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
     with timer("sft"):
-        losses = sft(model, examples, args, tokenizer)
+        names = name_words(build_world(seed=args.world_seed), tokenizer) if args.rename else None
+        losses = sft(model, examples, args, tokenizer, names)
     with timer("ig_validity"):
         after = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("eval"):
