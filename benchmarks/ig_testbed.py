@@ -5,7 +5,8 @@
 
 1. Warm start (``examples/warm_start.py``, cached under ``~/.cache/search_env/testbed``): a word-level tokenizer
    and a ~1.6M-parameter Llama-style model built for the built-in world, SFT on noisy-teacher trajectories
-   (right next query with probability 0.5), so it writes the tags but does not know which query is right.
+   (right next query with probability 0.5) plus in-context copying, so it writes the tags and reads (own-IG
+   validity 0.94 vs 0.50 before) but does not know which query is right (held-out greedy EM ~0.02).
 2. GRPO (``examples/grpo_ig.py``) from that model on the world's 2- and 3-hop questions, two arms with the same
    budget, seeds and questions: **outcome** (``--ig-weight 0``) and **outcome + IG** (IG scored by the policy
    itself on its own input, added to the search-query tokens' advantages). Greedy held-out EM, answer rate,
@@ -17,8 +18,16 @@
    on the last line the ratio IG / outcome of steps to the threshold and of final EM (with a bootstrap interval
    over seeds). The threshold, fixed before any run: the warm-started model's held-out EM + 0.10.
 
-Sizing (this machine: 2 CPU cores, shared; see ``SIZING`` below for the numbers measured): the study must fit
-in 90 minutes for both arms and all seeds. Two runs go in parallel with one torch thread each (``--jobs 2``).
+Sizing, measured on this machine (2 CPU cores, otherwise idle; two runs in parallel, one torch thread each, as
+``--jobs 2 --threads 1`` do), with 8 questions x 4 rollouts = 32 episodes a step and 64 held-out questions:
+
+- a GRPO step: outcome arm 5.5-6.4 s, IG arm 7.1-8.1 s (IG scoring ~2.2 s of it); an evaluation ~3.5 s; a run's
+  start ~10 s. The warm-started model answers after ~2.2 searches; if RL makes episodes longer, steps get slower.
+- per run at 100 steps, evaluating every 10: outcome ~6.0x100 + 3.5x10 + 10 = ~650 s, IG ~7.8x100 + 36 + 10 = ~830 s.
+- the study: 5 seeds x (650 + 830) s on 2 workers = ~3,700 s, plus at most one IG run alone at the end (~400 s):
+  **~68 minutes**. The warm start, when not cached, adds ~17 minutes (SFT 1,020 s measured): ~86 minutes cold.
+  Other work on the machine slows all of it (two torch threads on a busy 2-core machine run up to 20x slower, which
+  is why every process here uses one).
 """
 
 from __future__ import annotations
@@ -46,14 +55,13 @@ ARMS = {"outcome": 0.0, "ig": None}  # None: --ig-weight
 # A tiny model and warm start, for smoke tests.
 TINY_WARM = ["--max-questions", "16", "--episodes-per-question", "1", "--epochs", "1", "--ig-questions", "4",
              "--hidden-size", "32", "--layers", "1", "--intermediate-size", "64"]
-SIZING = """measured on this machine (see the report)"""
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-dir", default="runs/ig_testbed", help="where runs, table and curves go")
     p.add_argument("--seeds", type=int, default=5, help="seeds per arm (1..N)")
-    p.add_argument("--total-steps", type=int, default=60, help="GRPO steps per run")
+    p.add_argument("--total-steps", type=int, default=100, help="GRPO steps per run")
     p.add_argument("--eval-every", type=int, default=10, help="held-out evaluation every N steps")
     p.add_argument("--eval-questions", type=int, default=64, help="held-out questions per evaluation")
     p.add_argument("--questions-per-step", type=int, default=8, help="questions per GRPO step")
@@ -188,7 +196,7 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
     lines = [f"warm start: held-out EM {start['em']:.3f}, answer rate {start['answered']:.3f}, valid-tag rate "
              f"{start['valid_tag_rate']:.3f}; own-IG validity {warm['ig_validity_after']['win_rate']:.2f} "
              f"(before warm start {warm['ig_validity_before']['win_rate']:.2f})",
-             f"threshold: held-out EM >= {threshold:.3f}; {args.seeds} seeds per arm, {args.total_steps} steps of "
+             f"threshold: held-out EM >= {threshold:.3f}; seeds per arm: {args.seeds}; {args.total_steps} steps of "
              f"{args.questions_per_step}x{args.group_size} episodes, {args.eval_questions} held-out questions",
              "", "| arm | final EM | steps to threshold (reached) | answer rate | truncation rate | searches/ep "
              "| all-failed groups | s/step |", "|---|---|---|---|---|---|---|---|"]
