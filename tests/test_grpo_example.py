@@ -1,7 +1,6 @@
 """examples/grpo_ig.py: token bookkeeping of its rollouts, its update, and a CPU smoke run with resume."""
 
 import csv
-import importlib.util
 import math
 import os
 import shutil
@@ -19,18 +18,16 @@ from search_env import IGConfig
 from search_env.credit import Trajectory, assign_credit
 from search_env.vector import SearchQAVectorEnv
 
+from tests.scripts import imported  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "grpo_ig.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("grpo_ig_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with imported("examples/grpo_ig.py") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")

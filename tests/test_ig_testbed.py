@@ -1,7 +1,6 @@
 """benchmarks/ig_testbed.py: its aggregation on hand-made runs, and the whole study as one command at a tiny budget."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.scripts import imported  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "ig_testbed.py"
 
 
 @pytest.fixture(scope="module")
 def testbed():
-    spec = importlib.util.spec_from_file_location("ig_testbed_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with imported("benchmarks/ig_testbed.py") as module:
+        yield module
 
 
 def rows(ems, step_every=2, failed=0.5):

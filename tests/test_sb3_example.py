@@ -4,7 +4,6 @@ run of examples/sb3_ablation.py.
 Fast and offline: ig=False or a fake scorer, the bundled model is never loaded."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +24,8 @@ from search_env.data.synthetic import build_world  # noqa: E402
 from search_env.env import SearchQAEnv  # noqa: E402
 from search_env.numeric import NumericSearchView  # noqa: E402
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG  # noqa: E402
+
+from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "sb3_ablation.py"
@@ -93,14 +94,8 @@ def test_ppo_learns_a_few_hundred_steps(world, fake_scorer, one_thread, learning
 
 @pytest.fixture(scope="module")
 def ex():
-    """examples/sb3_ablation.py imported by path (registered in sys.modules: dataclasses look it up there)."""
-    spec = importlib.util.spec_from_file_location("sb3_ablation_example", EXAMPLE)
-    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
+    with imported("examples/sb3_ablation.py") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 class LengthScorer:
