@@ -22,6 +22,9 @@ trajectories that the env itself plays. The result is a Hugging Face folder that
    its own input; paired win rate, ~50% for a model that cannot read); after: greedy held-out EM, answer rate and
    valid-tag rate, as ``grpo_ig.py`` evaluates them.
 
+``--base-model`` (``bundled``, a folder, ``tiny-random``) starts from a pretrained causal LM and its own tokenizer
+instead (``benchmarks/gpu_ig_run.py`` warm-starts SmolLM2 so, on a GPU with ``--device cuda``, bf16-mixed).
+
 The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by every setting here; a second call
 with the same settings only prints the cached report. Its last line is ``warm-started model: <folder>``.
 
@@ -70,6 +73,8 @@ class Args:
     force: bool = arg(False, "rebuild even when the folder is cached")
     seed: int = arg(0, "seed of the model's initialisation, the teacher's draws and SFT's order")
     threads: int = arg(1, "torch threads (1: on a shared 2-core machine two threads can run 20x slower, not 2x faster)")
+    device: str = arg("cpu", "cpu, cuda or auto")
+    precision: str = arg("auto", "fp32 | bf16-mixed (fp32 weights, bf16 compute); auto: bf16-mixed on GPU, fp32 on CPU")
     # world and env: pass the same to grpo_ig.py
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "held-out questions before the hop filter (grpo_ig's --eval-size: the same split)")
@@ -78,7 +83,9 @@ class Args:
     topk: int = arg(3, "passages per search")
     max_turns: int = arg(4, "turns per episode")
     few_shot: bool = arg(False, "show the dialect's worked example in the prompt")
-    # model
+    # model: built here for the world's word-level tokenizer, or a pretrained one with its own tokenizer
+    base_model: str | None = arg(None, "start from this causal LM (grpo_ig's --model: bundled, a folder, tiny-random) "
+                                       "instead of building one; the sizes below then do not apply")
     hidden_size: int = arg(128, "model width")
     layers: int = arg(4, "transformer layers")
     heads: int = arg(4, "attention heads")
@@ -219,7 +226,7 @@ def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.
     over the policy's tokens, plus ``copy_weight`` times the mean over the copy targets. The output layer runs
     only where a token is learnt (a third of the model's compute at every other position)."""
     width = max(len(row[0]) for row in rows)
-    pad = lambda values, fill: torch.tensor([list(v) + [fill] * (width - len(v)) for v in values])  # noqa: E731
+    pad = lambda values, fill: torch.tensor([list(v) + [fill] * (width - len(v)) for v in values], device=model.device)  # noqa: E731
     ids, attention = pad([r[0] for r in rows], pad_id), pad([[1] * len(r[0]) for r in rows], 0)
     policy = pad([r[1] for r in rows], False)[:, 1:]  # token j is predicted at position j - 1
     copy = pad([r[2] if copy_weight else [] for r in rows], False)[:, 1:] & ~policy
@@ -231,7 +238,7 @@ def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.
     return (policy_loss + copy_weight * ce[~on_policy].mean() if (~on_policy).any() else policy_loss), policy_loss
 
 
-def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[int, int]] | None = None) -> list[float]:
+def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[int, int]] | None = None, amp=nullcontext) -> list[float]:
     """AdamW on :func:`sft_loss` (``args.copy_weight``), warm-up over 5% of the steps then cosine decay; with ``names``
     (:func:`name_words`) each episode gets fresh random names in each epoch (:func:`rename`). Batches hold episodes
     of similar length (shuffled, then sorted within chunks of 8 batches). Returns the policy losses."""
@@ -249,7 +256,8 @@ def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[in
         batches = [chunk[b : b + size] for chunk in chunks for b in range(0, len(chunk), size)]
         for b in rng.permutation(len(batches)):
             batch = [rows[i] if names is None else (rename(rows[i][0], *names, rng), *rows[i][1:]) for i in batches[b]]
-            loss, policy_loss = sft_loss(model, batch, tokenizer.pad_token_id, args.copy_weight)
+            with amp():
+                loss, policy_loss = sft_loss(model, batch, tokenizer.pad_token_id, args.copy_weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -287,7 +295,7 @@ def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
             "ig_unrelated": float(unrelated.mean())}
 
 
-def evaluate(model, tokenizer, items, corpus, args: Args) -> dict:
+def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> dict:
     """Greedy episodes on ``items`` with grpo_ig's rollout, 32 at a time: EM, answer rate, searches per episode,
     truncation rate and the share of turns with a valid tag."""
     venv = SearchQAVectorEnv(min(32, len(items)), questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=args.max_turns,
@@ -300,7 +308,7 @@ def evaluate(model, tokenizer, items, corpus, args: Args) -> dict:
     done = []
     for s in range(0, len(items), venv.num_envs):
         done += grpo_ig.rollout(model, tokenizer, venv, items[s : s + venv.num_envs], group_size=1, seed=0, gen_kwargs=greedy,
-                                prompt_text=prompt_text, timer=Timer(), amp=nullcontext)[1]
+                                prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
     out = {k: float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated")}
     turns = sum(e["searches"] + e["invalid"] + e["answered"] for e in done)
     out["valid_tag_rate"] = float(1 - sum(e["invalid"] for e in done) / max(turns, 1))
@@ -326,7 +334,13 @@ def describe(report: dict) -> str:
 
 def main(argv=None) -> Path:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
-    settings = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output", "force", "threads")}
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device.type == "cuda" else "fp32")
+    # The cache key: every setting that changes the model (a base model and bf16 only when used, so the keys of
+    # earlier fp32 builds from scratch still hold).
+    settings = {k: v for k, v in dataclasses.asdict(args).items()
+                if k not in ("output", "force", "threads", "device", "precision", "base_model")}
+    settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision)) if v not in (None, "fp32")})
     key = hashlib.sha256(json.dumps([settings, TOKENIZER_VERSION, VERSION], sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(args.output) if args.output else cache_dir("testbed") / f"warm-{key}"
     if (folder / "warm_start.json").exists() and not args.force:
@@ -336,16 +350,21 @@ def main(argv=None) -> Path:
         torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
     seed_everything(args.seed)
+    amp = partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext
     timer = Timer()
     with timer("tokenizer"):
-        tokenizer = load_tokenizer(args.world_seed, args.topk)
-    model = new_model(tokenizer, args)
+        if args.base_model:  # grpo_ig's loader: its tokenizer, a clean generation config, fp32 weights
+            model, tokenizer = grpo_ig.build_model(args.base_model, args.seed)
+        else:
+            tokenizer = load_tokenizer(args.world_seed, args.topk)
+            model = new_model(tokenizer, args)
+    model.to(device)
     data_args = grpo_ig.Args(world_seed=args.world_seed, eval_size=args.eval_size, hops=args.hops)
     train_set, held_out, corpus = grpo_ig.load_data(data_args)  # grpo_ig's split, so its held-out set stays unseen
     train = list(train_set)[: args.max_questions]
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
           f"{len(train)} training and {len(held_out)} held-out questions ({args.hops} hops)", flush=True)
-    with timer("ig_validity"):
+    with timer("ig_validity"), amp():
         before = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("teacher"):
         examples, teacher_em = teacher_episodes(tokenizer, train, corpus, args)
@@ -353,11 +372,11 @@ def main(argv=None) -> Path:
           f"({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
     with timer("sft"):
         names = name_words(build_world(seed=args.world_seed), tokenizer) if args.rename else None
-        losses = sft(model, examples, args, tokenizer, names)
-    with timer("ig_validity"):
+        losses = sft(model, examples, args, tokenizer, names, amp)
+    with timer("ig_validity"), amp():
         after = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("eval"):
-        ev = evaluate(model, tokenizer, list(held_out)[: args.eval_questions], corpus, args)
+        ev = evaluate(model, tokenizer, list(held_out)[: args.eval_questions], corpus, args, amp)
     report = {"args": dataclasses.asdict(args), "parameters": sum(p.numel() for p in model.parameters()),
               "vocab_size": len(tokenizer), "teacher_em": teacher_em, "sft_episodes": len(examples),
               "sft_loss_first_last": [losses[0], float(np.mean(losses[-10:]))], "ig_validity_before": before,
