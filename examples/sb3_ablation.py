@@ -19,6 +19,11 @@ Three arms (``--arms``), the same number of env steps each, ``--seeds`` seeds ea
   every episode's return is the outcome's minus ``ig_weight * Φ(s0)``, so searching earns nothing in total
   (the logged training return includes that constant, ``-ig_weight * Φ(s0) > 0``).
 
+The turn limit is terminal (``TurnLimitAsTerminal``, ``--no-turn-limit-terminal`` to turn it off): the view's
+observation holds the turn count, so an episode cut off at ``--max-turns`` cannot go on, but SB3 reads a truncation
+as a time limit and adds ``gamma * V(last observation)`` to its last reward. Under potential shaping that value
+holds the large positive ``-ig_weight * Φ`` of the last step, which the cut-off step has already been paid.
+
 One scorer is shared by all IG runs, with a large LRU cache and (``--score-cache``, on by default) the on-disk
 cache ``search_env.score_cache``, so a rerun or an extra seed scores only contexts never seen before. The
 questions are a fixed subset and the view freezes IG's random draws per question, so the same (question,
@@ -58,7 +63,7 @@ from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.numeric import NumericSearchView
-from search_env.wrappers import OutcomeOnly, OutcomePlusIG, PotentialShapedReward
+from search_env.wrappers import OutcomeOnly, OutcomePlusIG, PotentialShapedReward, TurnLimitAsTerminal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_io.py, also when this file is imported by path
 from study_io import Curve, Panel, arg, parse_args, plot_panels, seed_everything, write_csv  # noqa: E402
@@ -79,6 +84,8 @@ class Args:
     n_questions: int = arg(12, "training questions: the first N of that many hops")
     n_heldout: int = arg(40, "held-out questions (the next N), evaluated at the end only")
     max_turns: int = arg(4, "turns per episode")
+    turn_limit_terminal: bool = arg(True, "end at --max-turns as terminal (TurnLimitAsTerminal); off: truncated, and "
+                                          "SB3 then pays each cut-off episode gamma * V(its last state)")
     topk: int = arg(3, "passages per search")
     n_candidates: int = arg(6, "candidate slots of the numeric view")
     arms: str = arg(",".join(ARMS), "the arms to run, comma-separated")
@@ -155,7 +162,7 @@ def questions(args: Args) -> tuple[QADataset, QADataset]:
     return train, heldout
 
 
-def make_env(args: Args, qs: QADataset, arm: str, scorer=None) -> NumericSearchView:
+def make_env(args: Args, qs: QADataset, arm: str, scorer=None):
     corpus = build_world(seed=args.world_seed).corpus
     if arm == "outcome":
         env = OutcomeOnly(SearchQAEnv(questions=qs, corpus=corpus, topk=args.topk, max_turns=args.max_turns, ig=False))
@@ -166,7 +173,8 @@ def make_env(args: Args, qs: QADataset, arm: str, scorer=None) -> NumericSearchV
             env = OutcomePlusIG(env, args.ig_weight, ig_clip=args.ig_clip)
         else:
             env = PotentialShapedReward(env, args.ig_weight, gamma=args.gamma)
-    return NumericSearchView(env, n_candidates=args.n_candidates)
+    view = NumericSearchView(env, n_candidates=args.n_candidates)
+    return TurnLimitAsTerminal(view) if args.turn_limit_terminal else view
 
 
 def episode_stats(infos: list[dict], prefix: str = "") -> dict:

@@ -4,6 +4,8 @@
 - :class:`OutcomeOnly` (``ig_weight=0``) and :class:`OutcomePlusIG` are its two usual settings.
 - :class:`PotentialShapedReward` adds ``ig_weight * (gamma * Φ(s') - Φ(s))`` instead, with ``Φ(s)`` the score of
   the gold answer given the context of ``s``: potential-based shaping, which leaves the optimal policy unchanged.
+- :class:`TurnLimitAsTerminal` reports the end at ``max_turns`` as a termination, for trainers that bootstrap
+  truncated episodes when the observation carries the turn count.
 
 They only transform the reward, from what the env reports in ``info``: which IG the env computes (its baseline,
 its draws) is set where the env is made, ``SearchQAEnv(ig=IGConfig(...))``. The numeric view for small policies
@@ -15,7 +17,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["IGShapedReward", "OutcomeOnly", "OutcomePlusIG", "PotentialShapedReward"]
+__all__ = ["IGShapedReward", "OutcomeOnly", "OutcomePlusIG", "PotentialShapedReward", "TurnLimitAsTerminal"]
 
 
 class IGShapedReward(gym.Wrapper):
@@ -150,3 +152,23 @@ class PotentialShapedReward(IGShapedReward):
         self._phi = phi_next
         shaping = self.gamma * phi_next - phi
         return self.ig_weight * shaping, {"potential": {"phi": phi, "phi_next": phi_next, "shaping": shaping}}
+
+
+class TurnLimitAsTerminal(gym.Wrapper):
+    """Report the end of an episode at ``max_turns`` as ``terminated`` instead of ``truncated``.
+
+    ``SearchQAEnv`` truncates at its turn limit, as Gymnasium's time limits do. Trainers that follow that contract
+    bootstrap a truncated episode: stable-baselines3's PPO adds ``gamma * V(last observation)`` to its last reward,
+    as if the episode went on. When the observation carries the turn count (``NumericSearchView`` does; a text
+    policy's transcript does), the turn limit is part of the task and ending there is terminal: the bootstrap pays
+    every cut-off episode the value of a state it can never continue from. Under :class:`PotentialShapedReward`
+    that value includes the last step's ``-ig_weight * Φ`` (positive, and large), so cut-off episodes get it twice.
+    ``info["turn_limit"]`` is True on such a step. Rewards and observations are unchanged.
+    """
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if truncated and not terminated:
+            info = {**info, "turn_limit": True}
+            terminated, truncated = True, False
+        return obs, reward, terminated, truncated, info

@@ -125,9 +125,25 @@ def test_potential_arm_env_telescopes_under_the_numeric_view(ex):
             totals[0] += r_shaped
             totals[1] += r_plain
             done = terminated or truncated
-        endings.add(info["action_type"] if terminated else "truncated")
+        endings.add("cut off" if info.get("turn_limit") else info["action_type"])
         assert totals[0] == pytest.approx(totals[1] - 0.3 * phi0, abs=1e-9)
-    assert "answer" in endings and "truncated" in endings
+    assert "answer" in endings and "cut off" in endings
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_cut_off_episodes_are_bootstrapped_by_sb3_only_when_truncated(ex, terminal):
+    """SB3 adds gamma * V(last obs) to the last reward where ``TimeLimit.truncated``; the example's default
+    (``TurnLimitAsTerminal``) ends at the turn limit with a termination, so no such bonus."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    args = ex.Args(n_questions=2, n_heldout=1, turn_limit_terminal=terminal)
+    train, _ = ex.questions(args)
+    venv = DummyVecEnv([lambda: ex.make_env(args, train, "outcome")])
+    venv.reset()
+    for turn in range(args.max_turns):
+        _, _, dones, infos = venv.step(np.array([0]))  # search the question, every turn
+        assert dones[0] == (turn == args.max_turns - 1)
+    assert infos[0]["TimeLimit.truncated"] is (not terminal) and infos[0].get("turn_limit", False) is terminal
 
 
 def test_example_smoke(tmp_path):

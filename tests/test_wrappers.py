@@ -10,7 +10,7 @@ import pytest
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.rewards import RewardConfig
-from search_env.wrappers import IGShapedReward, OutcomeOnly, OutcomePlusIG, PotentialShapedReward
+from search_env.wrappers import IGShapedReward, OutcomeOnly, OutcomePlusIG, PotentialShapedReward, TurnLimitAsTerminal
 
 SEARCH = {"kind": "search", "text": "Karvesh country"}
 ANSWER_RIGHT = {"kind": "answer", "text": "Veltrania"}  # q0: "In which country is Karvesh?"
@@ -254,3 +254,20 @@ def test_potential_shaping_needs_the_start_score(tiny_corpus, tiny_questions, fa
     for gamma in (0.0, 1.5):
         with pytest.raises(ValueError, match="gamma"):
             PotentialShapedReward(bare, gamma=gamma)
+
+
+def test_turn_limit_as_terminal_changes_only_the_cut_off_step(tiny_corpus, tiny_questions, fake_scorer):
+    def make():
+        return SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=fake_scorer, max_turns=2)
+
+    wrapped, plain = TurnLimitAsTerminal(make()), make()
+    for env in (wrapped, plain):
+        _reset(env)
+    first = [env.step(SEARCH) for env in (wrapped, plain)]
+    assert first[0][1:4] == first[1][1:4] == (first[1][1], False, False)
+    (_, r_w, term_w, trunc_w, info_w), (_, r_p, term_p, trunc_p, info_p) = [env.step(SEARCH) for env in (wrapped, plain)]
+    assert (term_p, trunc_p) == (False, True) and "turn_limit" not in info_p
+    assert (term_w, trunc_w) == (True, False) and info_w["turn_limit"] is True and r_w == r_p
+    _reset(wrapped)
+    _, _, terminated, truncated, info = wrapped.step(ANSWER_RIGHT)  # an answer ends the episode as before
+    assert (terminated, truncated) == (True, False) and "turn_limit" not in info
