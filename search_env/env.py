@@ -14,7 +14,7 @@ from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, parse_
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
-from search_env.info_gain import IGConfig, IGPlan, SearchStep, gold_answer, plan_step_gain
+from search_env.info_gain import DeferredIG, IGConfig, IGPlan, SearchStep, gold_answer, plan_step_gain
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
 from search_env.spaces import UnicodeText
@@ -30,6 +30,7 @@ class PendingStep:
     step: SearchStep | None = None  # for a search: what it adds to the IG contexts
     history: list[SearchStep] = field(default_factory=list)  # earlier steps, refine blocks attached
     ig_plan: IGPlan | None = None
+    deferred: bool = False  # the plan's pairs are scored outside the env (IGConfig(deferred=True))
 
     @property
     def hits(self) -> list[Hit]:
@@ -37,7 +38,8 @@ class PendingStep:
 
     @property
     def requests(self) -> list[tuple[str, str]]:
-        return self.ig_plan.requests if self.ig_plan else []
+        """The pairs to score before ``complete_step`` (none when they are deferred)."""
+        return self.ig_plan.requests if self.ig_plan and not self.deferred else []
 
 
 class SearchQAEnv(gym.Env[str, str]):
@@ -70,7 +72,9 @@ class SearchQAEnv(gym.Env[str, str]):
     ``reward = Σ components`` (``info["reward_components"]``, see :class:`RewardConfig`): ``outcome``
     (EM of the answer by default, 0 when cut off), ``format`` (``-0.1`` per invalid turn) and ``ig``
     (``ig_weight · IG``, weight 0 by default). IG itself is in ``info["ig"]`` on search steps; it is ``None``
-    for a search on the last turn, whose passages the agent never reads (the episode is truncated).
+    for a search on the last turn, whose passages the agent never reads (the episode is truncated). With
+    ``IGConfig(deferred=True)`` the env scores nothing: ``info["ig"]`` is ``None`` and ``info["ig_request"]``
+    (:class:`~search_env.info_gain.DeferredIG`) holds what to score; its ``finish`` gives the IG.
     ``info["ig_detail"]["logp_real"]`` is the score of the gold answer given the context after the search; with
     ``IGConfig(score_start=True)``, ``reset``'s ``info["logp_start"]`` is that score before any search (the prefix
     alone), so the two give the potential of every state for ``PotentialShapedReward``.
@@ -236,6 +240,8 @@ class SearchQAEnv(gym.Env[str, str]):
                     self._prefix_for(parsed), pending.history, pending.step, self.item.golden_answers,
                     config=self.ig_config, corpus=self.corpus, dialect=self.dialect, rng=self.np_random, pool=pool,
                 )
+                # A plan with nothing to score (a fixed gain) is finished here, deferred or not.
+                pending.deferred = bool(self.ig_config.deferred and pending.ig_plan and pending.ig_plan.requests)
         return pending
 
     def complete_step(self, pending: PendingStep, scores: np.ndarray) -> tuple[str, float, bool, bool, dict]:
@@ -249,7 +255,7 @@ class SearchQAEnv(gym.Env[str, str]):
             self._prefix = self._prefix_for(action)
             self.steps.append(pending.step)
             obs = self.dialect.observation(pending.hits)
-            ig_result = pending.ig_plan.finish(scores) if pending.ig_plan else None
+            ig_result = pending.ig_plan.finish(scores) if pending.ig_plan and not pending.deferred else None
             ig = ig_result.ig if ig_result else None
             components = rc.components(ig=ig)
             info.update(
@@ -263,6 +269,8 @@ class SearchQAEnv(gym.Env[str, str]):
                 info["ig_detail"] = ig_result.detail
                 if ig_result.doc_gains is not None:
                     info["doc_gains"] = ig_result.doc_gains
+            if pending.deferred:
+                info["ig_request"] = self._deferred(pending.ig_plan)
         elif isinstance(action, Answer):
             golds = self.item.golden_answers
             components = rc.components(outcome=rc.outcome_score(action.answer, golds))
@@ -307,6 +315,14 @@ class SearchQAEnv(gym.Env[str, str]):
                 raise IndexError(f"question index {index} out of range for {len(self.questions)} questions")
             return self.questions[index]
         return self.questions[int(self.np_random.integers(len(self.questions)))]
+
+    def _deferred(self, plan: IGPlan) -> DeferredIG:
+        config = self.ig_config
+        request = DeferredIG(plan, config.score_format, ig_weight=self.reward_config.ig_weight)
+        if config.tokenizer is not None:
+            encoded = config.score_format.encode(config.tokenizer, plan.requests)
+            request.token_ids, request.answer_starts = [ids for ids, _ in encoded], [start for _, start in encoded]
+        return request
 
     def _prefix_for(self, action: Search) -> str:
         """The IG context prefix: the prompt plus the agent's text before its first ``<search>`` (rendered by

@@ -13,20 +13,25 @@
   passages seen before gains exactly 0 (repeating a query earns nothing).
 
 ``per_document`` adds each passage's own gain: score with that passage alone minus score with none
-(InfoGain-RAG's DIG). This module only builds requests and reads scores; a ``Scorer`` does the scoring.
+(InfoGain-RAG's DIG). This module only builds requests and reads scores; a ``Scorer`` does the scoring, in the
+env, or, with ``IGConfig(deferred=True)``, wherever the trainer likes: the step's ``info["ig_request"]`` is a
+:class:`DeferredIG` whose pairs (and token ids) the trainer scores in its own batched forward pass, and
+:meth:`DeferredIG.finish` (or :func:`finish_deferred` for a whole batch) gives the ``ig``, ``ig_detail`` and
+``doc_gains`` the env would have given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from search_env.dialects import Dialect
 from search_env.data.corpus import Corpus
 from search_env.retrieval.base import Hit
+from search_env.score_format import ScoreFormat
 
 BASELINES = ("random", "none", "previous", "best")
 
@@ -47,6 +52,12 @@ class IGConfig:
         score_start: also score the gold answer after the bare prefix (no searches yet) at ``reset``:
             ``info["logp_start"]``, the potential Φ(s0) that :class:`~search_env.wrappers.PotentialShapedReward`
             starts from. One more scored pair per episode, so off by default.
+        deferred: score nothing in the env: a search step that needs scores gets ``info["ig"] = None`` and
+            ``info["ig_request"]``, a :class:`DeferredIG` to score elsewhere and ``finish``. Same seeds, same
+            draws: finishing it with the scores the env's scorer would give yields its ``ig`` exactly.
+        tokenizer: with ``deferred``, requests also carry the pairs as token ids (``score_format.encode``).
+        score_format: how pairs become token ids and answer log-probabilities a score, for deferred requests
+            (in-env scoring uses the scorer's own).
     """
 
     n_random: int = 3
@@ -55,12 +66,20 @@ class IGConfig:
     answer_index: int = 0
     render_prefix: Callable[[str, str], str] | None = None
     score_start: bool = False
+    deferred: bool = False
+    tokenizer: Any = field(default=None, compare=False, repr=False)
+    score_format: ScoreFormat = ScoreFormat()
 
     def __post_init__(self):
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
         if self.n_random < 1:
             raise ValueError(f"n_random must be at least 1, not {self.n_random}")
+        if self.deferred and self.score_start:
+            raise ValueError("score_start scores at reset, in the env; it does not combine with deferred=True")
+        if self.tokenizer is not None and not self.deferred:
+            raise ValueError("tokenizer= is for deferred requests' token ids; set deferred=True (an in-env scorer "
+                             "has its own tokenizer)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,81 @@ class IGPlan:
             singles = scores[1 + self.n_baseline : 1 + self.n_baseline + self.n_docs]
             doc_gains = (singles - scores[-1]).tolist()
         return IGResult(ig, detail, doc_gains)
+
+
+@dataclass
+class DeferredIG:
+    """A search step's IG waiting for scores computed outside the env (``IGConfig(deferred=True)``).
+
+    ``pairs`` are the (context, answer) pairs to score, in order; with a tokenizer in the config, ``token_ids``
+    and ``answer_starts`` are the same pairs as ``score_format`` tokenizes them (the answer is
+    ``token_ids[i][answer_starts[i]:]``). Plain data: it pickles, and ``to_dict``/``from_dict`` go through JSON.
+    """
+
+    plan: IGPlan
+    score_format: ScoreFormat = ScoreFormat()
+    ig_weight: float = 0.0  # the env's RewardConfig.ig_weight, for the reward term it would have added
+    token_ids: list[list[int]] | None = None
+    answer_starts: list[int] | None = None
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.plan.requests
+
+    def finish(self, answer_logprobs: Sequence[Sequence[float]] | None = None, *, scores: Sequence[float] | None = None) -> dict:
+        """``{"ig", "ig_detail", ["doc_gains"], "ig_reward"}`` as the env would have put them in ``info`` (and the
+        ``ig`` reward component it would have added), from each pair's answer-token log-probabilities (weighted
+        by ``score_format``) or from finished ``scores``.
+
+        Raises:
+            ValueError: neither or both given, or not one per pair.
+        """
+        if (answer_logprobs is None) == (scores is None):
+            raise ValueError("give either answer_logprobs (one sequence per pair) or scores (one per pair)")
+        if scores is None:
+            if len(answer_logprobs) != len(self.pairs):
+                raise ValueError(f"expected log-probabilities for {len(self.pairs)} pairs, got {len(answer_logprobs)}")
+            scores = [self.score_format.combine(lp) for lp in answer_logprobs]
+        result = self.plan.finish(scores)
+        out = {"ig": result.ig, "ig_detail": result.detail, "ig_reward": self.ig_weight * result.ig + 0.0}
+        if result.doc_gains is not None:
+            out["doc_gains"] = result.doc_gains
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeferredIG:
+        plan = dict(data["plan"])
+        plan["requests"] = [tuple(pair) for pair in plan["requests"]]
+        return cls(**{**data, "plan": IGPlan(**plan), "score_format": ScoreFormat(**data["score_format"])})
+
+
+def finish_deferred(
+    requests: Sequence[DeferredIG],
+    answer_logprobs: Sequence[Sequence[float]] | None = None,
+    *,
+    scores: Sequence[float] | None = None,
+) -> list[dict]:
+    """:meth:`DeferredIG.finish` for many requests at once, from the log-probabilities (or scores) of all their
+    pairs in one flat list, request after request: the order a trainer scores a whole batch in.
+
+    Raises:
+        ValueError: the list is not as long as all the requests' pairs together.
+    """
+    values = answer_logprobs if scores is None else scores
+    if values is None:
+        raise ValueError("give either answer_logprobs or scores")
+    total = sum(len(r.pairs) for r in requests)
+    if len(values) != total:
+        raise ValueError(f"the requests hold {total} pairs, got {len(values)} values")
+    out, start = [], 0
+    for request in requests:
+        part = values[start : start + len(request.pairs)]
+        start += len(request.pairs)
+        out.append(request.finish(part) if scores is None else request.finish(scores=part))
+    return out
 
 
 def search_block(query: str) -> str:

@@ -1,7 +1,8 @@
 """Answer scorers: teacher-forced log-probability of a gold answer after a context.
 
 ``score(a | C)`` is the weighted mean log-probability (nats per token) of the answer tokens after
-``C + "\\n<answer>"``; the first ``head_tokens`` tokens weigh ``head_weight`` (weights rescaled to mean 1).
+``C + "\\n<answer>"``; the first ``head_tokens`` tokens weigh ``head_weight`` (weights rescaled to mean 1): the
+tokenization and weighting of :class:`~search_env.score_format.ScoreFormat`, shared by every scorer.
 :mod:`search_env.info_gain` turns it into the IG reward ``score(a | C_real) - mean_j score(a | C_rand_j)``.
 
 :class:`TransformersScorer` works with any Hugging Face causal LM (pass the trainer's policy itself). It
@@ -27,6 +28,7 @@ import torch
 
 from search_env._cache import built_once
 from search_env.score_cache import DiskScoreCache, model_fingerprint
+from search_env.score_format import ScoreFormat
 
 __all__ = ["Scorer", "TransformersScorer", "default_scorer"]
 
@@ -90,8 +92,7 @@ class TransformersScorer:
         cache_size: int = 4096,
         disk_cache: bool | str | os.PathLike | DiskScoreCache = False,
     ) -> None:
-        if max_context_tokens < 1:
-            raise ValueError(f"max_context_tokens must be >= 1, got {max_context_tokens}")
+        self.score_format = ScoreFormat(answer_prefix, max_context_tokens, head_tokens, float(head_weight))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -144,9 +145,6 @@ class TransformersScorer:
         contexts, answers = list(contexts), list(answers)
         if len(contexts) != len(answers):
             raise ValueError(f"got {len(contexts)} contexts but {len(answers)} answers")
-        for i, answer in enumerate(answers):
-            if not answer.strip():
-                raise ValueError(f"answer {i} is empty: an empty answer has no tokens to score")
         if not contexts:
             return np.zeros(0, dtype=np.float64)
 
@@ -214,23 +212,9 @@ class TransformersScorer:
             torch.cat(samples).clone() if samples else None,
         )
 
-    def _weights(self, n: int) -> np.ndarray:
-        w = np.ones(n, dtype=np.float64)
-        w[: self.head_tokens] = self.head_weight
-        return w / w.sum()  # sum(w~ * lp) / L with w~ = w / mean(w)
-
     def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, int]]:
         """Token ids of each full sequence and the number of context tokens in it."""
-        tok = self.tokenizer
-        ctx_ids = tok([c + self.answer_prefix for c, _ in pairs], add_special_tokens=False)["input_ids"]
-        ans_ids = tok([" " + a.strip() for _, a in pairs], add_special_tokens=False)["input_ids"]
-        encoded = []
-        for ctx, ans in zip(ctx_ids, ans_ids):
-            ctx = ctx[-self.max_context_tokens :]
-            if not ctx:
-                raise ValueError("context + answer_prefix is empty: the first answer token has nothing to follow")
-            encoded.append((np.asarray(ctx + ans, dtype=np.int64), len(ctx)))
-        return encoded
+        return [(np.asarray(ids, dtype=np.int64), start) for ids, start in self.score_format.encode(self.tokenizer, pairs)]
 
     def _score_uncached(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         encoded = self._encode(pairs)
@@ -285,7 +269,7 @@ class TransformersScorer:
         logps = torch.log_softmax(logits.float(), dim=-1)
         picked = logps.gather(-1, targets.to(device)[:, None])[:, 0].double().cpu().numpy()
         per_row = np.split(picked, np.cumsum([len(r) - s for r, s in zip(rows, starts)])[:-1])
-        return [float(self._weights(len(lp)) @ lp) for lp in per_row]
+        return [self.score_format.combine(lp) for lp in per_row]
 
     def _forward(self, ids, mask, position_ids, past, keep=None):
         """(logits at ``keep`` positions as [n_kept, vocab] or None, KV cache)."""
