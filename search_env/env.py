@@ -118,8 +118,8 @@ class SearchQAEnv(gym.Env[str, str]):
         ValueError: ``topk`` or ``max_turns`` below 1, an unknown ``render_mode`` or ``dialect``, a corpus
             without questions, or random-passage IG without a corpus.
 
-    A remote retriever that fails raises ``RetrieverUnavailable`` from ``step`` and leaves the episode as it
-    was, so the step can be retried.
+    A remote retriever or scorer that fails raises ``RetrieverUnavailable`` or ``ScorerUnavailable`` from ``step``
+    and leaves the episode as it was (the random draws of IG's baselines too), so the step can be retried.
 
     ## Example
 
@@ -214,8 +214,13 @@ class SearchQAEnv(gym.Env[str, str]):
         return self.transcript, info
 
     def step(self, action: str | Mapping) -> tuple[str, float, bool, bool, dict]:
+        state = self.np_random.bit_generator.state
         pending = self.prepare_step(action)
-        scores = self.scorer.score(*zip(*pending.requests)) if pending.requests else np.empty(0)
+        try:
+            scores = self.scorer.score(*zip(*pending.requests)) if pending.requests else np.empty(0)
+        except BaseException:  # e.g. ScorerUnavailable: the episode stays as it was, IG's draws included
+            self.np_random.bit_generator.state = state
+            raise
         return self.complete_step(pending, scores)
 
     def prepare_step(

@@ -102,9 +102,15 @@ class SearchQAVectorEnv(VectorEnv):
             else:
                 to_step.append(i)
 
+        states = {i: self.envs[i].np_random.bit_generator.state for i in to_step}
         pending = self._prepare(to_step, actions)
         requests = [r for i in to_step for r in pending[i].requests]
-        scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
+        try:
+            scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
+        except BaseException:  # the episodes stay as they were, IG's draws included, so the step can be retried
+            for i, state in states.items():
+                self.envs[i].np_random.bit_generator.state = state
+            raise
         offset = 0
         for i in to_step:
             k = len(pending[i].requests)

@@ -13,40 +13,15 @@ went wrong. The env raises it out of ``step`` without touching the episode, so t
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+from search_env._http import JSONClient, MalformedResponse, endpoint, is_url
 from search_env.data.corpus import split_contents
 from search_env.retrieval.base import Hit, RetrieverUnavailable, check_queries
 
 __all__ = ["HTTPRetriever", "MalformedResponse", "is_url", "parse_response"]
-
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-class MalformedResponse(ValueError):
-    """A server answered, but not in Search-R1's response shape."""
-
-
-def is_url(spec: object) -> bool:
-    """True for an ``http://`` or ``https://`` string."""
-    return isinstance(spec, str) and spec.lower().startswith(("http://", "https://"))
-
-
-def _endpoint(url: str) -> str:
-    """``http://host:port`` gets ``/retrieve``; a URL with a path is used as given."""
-    if not is_url(url):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    parts = urlsplit(url)
-    if not parts.netloc:
-        raise ValueError(f"URL without a host: {url!r}")
-    return url.rstrip("/") + "/retrieve" if parts.path in ("", "/") else url
 
 
 def _hit(item: Any, where: str) -> Hit:
@@ -131,51 +106,26 @@ class HTTPRetriever:
             raise ValueError("HTTPRetriever needs at least one URL")
         if timeout <= 0 or retries < 0 or batch_size < 1:
             raise ValueError(f"need timeout > 0, retries >= 0, batch_size >= 1 (got {timeout}, {retries}, {batch_size})")
-        self.urls = [_endpoint(url) for url in urls]
-        self.timeout, self.retries = float(timeout), int(retries)
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
-        self.pool_size, self.batch_size = int(pool_size), int(batch_size)
+        self.client = JSONClient([endpoint(url, "/retrieve") for url in urls], timeout=timeout, retries=retries,
+                                 backoff=backoff, max_backoff=max_backoff, pool_size=pool_size,
+                                 error=RetrieverUnavailable, what="retrieval")
+        self.batch_size = int(batch_size)
         self.return_scores = bool(return_scores)
-        self._init_runtime()
 
-    def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._next = itertools.count()
-        self._session = None
-        self._pid = None
+    @property
+    def urls(self) -> list[str]:
+        return self.client.urls
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for key in ("_lock", "_next", "_session", "_pid"):
-            del state[key]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
+    @property
+    def timeout(self) -> float:
+        return self.client.timeout
 
     def __repr__(self) -> str:
         return f"HTTPRetriever({self.urls if len(self.urls) > 1 else self.urls[0]!r}, timeout={self.timeout})"
 
-    @property
-    def session(self):
-        """A pooled ``requests.Session``, made on first use and again after a fork."""
-        if self._session is None or self._pid != os.getpid():
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=len(self.urls), pool_maxsize=self.pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session, self._pid = session, os.getpid()
-        return self._session
-
     def close(self) -> None:
         """Close pooled connections (a later call opens new ones)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        self.client.close()
 
     def search(self, query: str, k: int) -> list[Hit]:
         return self.batch_search([query], k)[0]
@@ -188,58 +138,7 @@ class HTTPRetriever:
             return [[] for _ in queries]
         hits: list[list[Hit]] = []
         for start in range(0, len(queries), self.batch_size):
-            hits.extend(self._request(queries[start : start + self.batch_size], k))
+            batch = queries[start : start + self.batch_size]
+            payload = {"queries": batch, "topk": k, "return_scores": self.return_scores}
+            hits.extend(self.client.post(payload, lambda body, n=len(batch): parse_response(body, n, k)))
         return hits
-
-    def _request(self, queries: list[str], k: int) -> list[list[Hit]]:
-        """POST one batch, trying URLs in turn; RetrieverUnavailable once every attempt has failed."""
-        import requests
-
-        payload = {"queries": queries, "topk": k, "return_scores": self.return_scores}
-        with self._lock:
-            first = next(self._next)
-        failures: list[str] = []
-        for attempt in range(self.retries + 1):
-            url = self.urls[(first + attempt) % len(self.urls)]
-            if attempt:
-                time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
-            try:
-                response = self.session.post(url, json=payload, timeout=self.timeout)
-                if response.status_code != 200:
-                    reason = f"HTTP {response.status_code}: {_excerpt(response.text)}"
-                    if response.status_code not in _RETRYABLE_STATUS:
-                        failures.append(f"{url}: {reason} (not retried)")
-                        break
-                    failures.append(f"{url}: {reason}")
-                    continue
-                try:
-                    body = response.json()
-                except ValueError:
-                    raise MalformedResponse(f"body is not JSON: {_excerpt(response.text)}") from None
-                return parse_response(body, len(queries), k)
-            except requests.Timeout:
-                failures.append(f"{url}: timed out after {self.timeout:g} s")
-            except requests.ConnectionError as exc:
-                failures.append(f"{url}: connection failed ({_root_cause(exc)})")
-            except MalformedResponse as exc:
-                failures.append(f"{url}: malformed response ({exc})")
-            except requests.RequestException as exc:
-                failures.append(f"{url}: {type(exc).__name__}: {exc}")
-        error = RetrieverUnavailable(
-            f"retrieval failed after {len(failures)} attempt(s): " + "; ".join(failures)
-        )
-        error.failures = failures
-        raise error
-
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause of a requests error, which names the real problem (refused, reset, ...)."""
-    while exc.__cause__ is not None or (exc.args and isinstance(exc.args[0], BaseException)):
-        exc = exc.__cause__ or exc.args[0]
-    text = str(exc)
-    return text.split(": ", 1)[-1] if "Failed to establish" in text else text or type(exc).__name__
