@@ -1,0 +1,274 @@
+"""SkyRL: a ``skyrl_gym`` text env over :class:`~search_env.SearchQAEnv`, and an advantage estimator that puts each
+search turn's IG on that turn's tokens.
+
+**The env** (:class:`SearchQATextEnv`, registered as ``"search_env"`` by :func:`register`). SkyRL makes one per
+trajectory, ``SearchQATextEnv(env_config=..., extras=<the dataset row's other columns>)``, then calls
+``init(prompt)`` and ``step(response)`` until ``done``. The question comes from the row (``extra_info.question``,
+``reward_spec.ground_truth.target``, ``extra_info.question_id``), as :func:`dataset_rows` writes it, so rows may
+come from any QA set. Observations are user messages; ``metadata`` is the env's ``info`` (JSON-safe, with
+``ig_request`` as a dict under deferred IG). Rewards, per turn (SkyRL puts each on the turn's last token):
+
+- a turn that does not end the episode: ``ig_weight * clip(IG, -ig_clip, ig_clip)`` (0 when it has no IG) plus
+  the format penalty of an invalid turn;
+- the last turn: the outcome (EM by default; 0 when cut off at ``max_turns``) plus its format penalty.
+
+SkyRL's built-in GRPO sums a trajectory's token rewards, so with it IG only shifts the trajectory's scalar; for
+credit on the turn that searched, register :func:`ig_advantage` and select it as the advantage estimator.
+
+**Settings** (SkyRL's config has a fixed schema for env settings, so they come from, later ones winning): the
+defaults below, the JSON in the environment variable ``SEARCH_ENV_SKYRL`` (or a path to a JSON file), ``env_config``,
+and the row's ``extras["search_env"]``. ``corpus`` (FlashRAG JSONL; default the built-in world), ``retriever``
+(``"bm25"``, ``"dense"`` or a retrieval server URL), ``topk``, ``max_turns``, ``dialect``, ``outcome``,
+``format_penalty``, ``ig`` (false, true, or a dict of :class:`~search_env.IGConfig` fields such as ``baseline``,
+``n_random``, ``deferred``), ``scorer`` (``None``/``"bundled"``, a model folder, or vLLM server URLs with
+``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``seed``. The corpus, retriever and scorer are built once per
+process and shared.
+
+**Where IG is scored**: by a frozen local scorer in the env worker (``scorer``: a folder), on the rollout vLLM
+server (``scorer``: its URL, scoring with the weights being trained), or deferred (``ig: {"deferred": true}``):
+the requests ride in ``metadata`` for a custom generator to score in the trainer's own forward pass.
+
+**The estimator** (:func:`ig_advantage`, SkyRL's custom-estimator signature
+``(token_level_rewards, response_mask, index, **kwargs) -> (advantages, returns)``): turns are the runs of
+``response_mask == 1`` (with ``use_conversation_multi_turn`` the observation tokens are masked); a trajectory's
+outcome is the reward on its last turn's last token, group-normalised over rollouts of the same ``index``
+(:func:`search_env.credit.group_advantages`); each earlier turn's reward (this env's ``ig_weight * clip(IG)``)
+is added to that turn's tokens (:func:`search_env.credit.token_advantages`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search_env._cache import built_once
+from search_env.credit import group_advantages, token_advantages
+from search_env.data.corpus import load_corpus
+from search_env.data.qa import QADataset, load_questions
+from search_env.dialects import get_dialect
+from search_env.env import SearchQAEnv
+from search_env.info_gain import IGConfig
+from search_env.retrieval import make_retriever
+from search_env.rewards import RewardConfig
+
+try:  # the estimator and the row helpers work without skyrl-gym
+    from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
+except ImportError:  # pragma: no cover - exercised where skyrl-gym is not installed
+    BaseTextEnv, BaseTextEnvStepOutput = object, dict
+
+__all__ = ["ENV_ID", "SETTINGS_VARIABLE", "SearchQATextEnv", "dataset_rows", "ig_advantage", "register",
+           "register_advantage_estimator"]
+
+ENV_ID = "search_env"
+SETTINGS_VARIABLE = "SEARCH_ENV_SKYRL"
+DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
+            "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
+            "ig_clip": 1.0, "seed": None}
+
+
+def settings(env_config: Mapping | None = None, extras: Mapping | None = None) -> dict:
+    """The env's settings: defaults, then ``$SEARCH_ENV_SKYRL``, ``env_config``, ``extras["search_env"]``."""
+    out = dict(DEFAULTS)
+    raw = os.environ.get(SETTINGS_VARIABLE)
+    if raw:
+        out.update(json.loads(Path(raw).read_text() if not raw.lstrip().startswith("{") else raw))
+    out.update({k: v for k, v in dict(env_config or {}).items() if k in DEFAULTS})
+    out.update(dict((extras or {}).get("search_env") or {}))
+    unknown = sorted(set(out) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown search_env settings {unknown}; known: {sorted(DEFAULTS)}")
+    return out
+
+
+def _shared(s: dict) -> tuple[Any, Any, Any]:
+    """(corpus, retriever, scorer) for these settings, built once per process."""
+    def build():
+        corpus = load_corpus(s["corpus"])
+        retriever = make_retriever(s["retriever"], corpus)
+        scorer = s["scorer"]
+        if isinstance(scorer, (list, tuple)) or (isinstance(scorer, str) and scorer.startswith(("http://", "https://"))):
+            from search_env.server_scorers import VLLMScorer
+
+            scorer = VLLMScorer(scorer, s["scorer_tokenizer"] or "bundled")
+        return corpus, retriever, scorer
+
+    key = json.dumps({k: s[k] for k in ("corpus", "retriever", "scorer", "scorer_tokenizer")}, sort_keys=True, default=repr)
+    return built_once("skyrl-shared", key, build)
+
+
+class SearchQATextEnv(BaseTextEnv):
+    """One search-QA episode as a SkyRL ``BaseTextEnv`` (see the module docstring).
+
+    Raises:
+        ValueError: the row has no question or no golden answers, or an unknown setting.
+    """
+
+    def __init__(self, env_config: Mapping | None = None, extras: Mapping | None = None):
+        super().__init__()
+        extras = dict(extras or {})
+        self.settings = s = settings(env_config, extras)
+        info = dict(extras.get("extra_info") or {})
+        question = info.get("question") or extras.get("question")
+        truth = (extras.get("reward_spec") or {}).get("ground_truth") or {}
+        answers = truth.get("target") if isinstance(truth, Mapping) else truth
+        answers = answers if answers is not None else extras.get("golden_answers")
+        if not question or answers is None:
+            raise ValueError("a search_env row needs extra_info.question and reward_spec.ground_truth.target "
+                             "(search_env.integrations.skyrl.dataset_rows writes them)")
+        answers = [answers] if isinstance(answers, str) else [str(a) for a in (answers.tolist() if hasattr(answers, "tolist") else answers)]
+        record = {"id": str(info.get("question_id", "q")), "question": str(question), "golden_answers": answers}
+        corpus, retriever, scorer = _shared(s)
+        ig = IGConfig(**s["ig"]) if isinstance(s["ig"], Mapping) else bool(s["ig"])
+        self.max_turns = int(extras.get("max_turns") or s["max_turns"])
+        self.turns = 0
+        self.env = SearchQAEnv(questions=load_questions([record]), corpus=corpus, retriever=retriever, topk=s["topk"],
+                               max_turns=self.max_turns, dialect=s["dialect"], ig=ig, scorer=scorer,
+                               reward=RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"]))
+        self.infos: list[dict] = []
+
+    def init(self, prompt: list[dict] | None = None) -> tuple[list[dict], dict]:
+        """Start the episode; the row's prompt is kept, or the env's own prompt is the user message."""
+        obs, info = self.env.reset(seed=self.settings["seed"], options={"index": 0})
+        self.turns, self.infos = 0, []
+        return (list(prompt) if prompt else [{"role": "user", "content": obs}]), {"question_id": info["question_id"]}
+
+    def step(self, action: str) -> BaseTextEnvStepOutput:
+        obs, _, terminated, truncated, info = self.env.step(action)
+        self.turns += 1
+        self.infos.append(info)
+        done = bool(terminated or truncated)
+        parts = info["reward_components"]
+        if done:
+            reward = parts["outcome"] + parts["format"]
+        else:
+            ig, clip = info.get("ig"), self.settings["ig_clip"]
+            reward = parts["format"] + (self.settings["ig_weight"] * float(np.clip(ig, -clip, clip)) if ig is not None else 0.0)
+        return BaseTextEnvStepOutput(observations=[] if done else [{"role": "user", "content": obs}], reward=float(reward),
+                                     done=done, metadata=_jsonable(info), postprocessed_action=None)
+
+    def get_metrics(self) -> dict[str, float]:
+        """Per episode: em, f1, answered, truncated, searches, invalid turns, the number and mean of IG values."""
+        last = self.infos[-1] if self.infos else {}
+        igs = [i["ig"] for i in self.infos if i.get("ig") is not None]
+        return {"em": float(last.get("em", 0.0)), "f1": float(last.get("f1", 0.0)),
+                "answered": float(last.get("action_type") == "answer"),
+                "truncated": float(bool(self.infos) and last.get("action_type") != "answer"),
+                "searches": float(sum(i["action_type"] == "search" for i in self.infos)),
+                "invalid": float(sum(i["action_type"] == "invalid" for i in self.infos)),
+                "ig_steps": float(len(igs)), "ig_mean": float(np.mean(igs)) if igs else 0.0}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _jsonable(info: Mapping) -> dict:
+    out = {}
+    for key, value in info.items():
+        if key == "ig_request":
+            value = value.to_dict()
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def register(env_id: str = ENV_ID) -> None:
+    """Register :class:`SearchQATextEnv` with ``skyrl_gym`` (call it inside SkyRL's Ray entrypoint)."""
+    import skyrl_gym
+
+    if env_id not in skyrl_gym.registry:
+        skyrl_gym.register(id=env_id, entry_point="search_env.integrations.skyrl:SearchQATextEnv")
+
+
+def dataset_rows(questions: Any = None, *, topk: int = 3, dialect: str = "search-r1", max_turns: int | None = None,
+                 env_id: str = ENV_ID, limit: int | None = None) -> list[dict]:
+    """SkyRL dataset rows for a QA set (a FlashRAG JSONL path, dicts or a :class:`~search_env.QADataset`; default:
+    the built-in world's questions): ``prompt`` (the env's prompt as one user message), ``env_class``,
+    ``reward_spec`` (Search-R1's ``{"method": "rule", "ground_truth": {"target": answers}}``), ``extra_info``
+    (``question``, ``question_id``) and ``data_source``. Write them with ``pandas.DataFrame(rows).to_parquet``."""
+    items = questions if isinstance(questions, QADataset) else load_questions(questions)
+    rows = []
+    for q in list(items)[:limit]:
+        row = {"data_source": "search_env", "env_class": env_id,
+               "prompt": [{"role": "user", "content": get_dialect(dialect).prompt(q.question, topk)}],
+               "reward_spec": {"method": "rule", "ground_truth": {"target": list(q.golden_answers)}},
+               "extra_info": {"question": q.question, "question_id": q.id}}
+        if max_turns is not None:
+            row["max_turns"] = int(max_turns)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- estimator
+
+
+def _turns(mask: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Per row, the ``[start, end)`` runs of ``mask == 1``."""
+    out = []
+    for row in mask:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], (row != 0).astype(np.int8), [0]])))
+        out.append(list(zip(edges[::2].tolist(), edges[1::2].tolist())))
+    return out
+
+
+def ig_advantage(token_level_rewards: Any, response_mask: Any, index: Any, *, ig_weight: float = 1.0,
+                 norm_adv_by_std_in_grpo: bool = True, epsilon: float = 1e-6, **_: Any) -> tuple[Any, Any]:
+    """SkyRL custom advantage estimator: group-normalised outcome everywhere, plus each non-final turn's reward
+    (``ig_weight`` times it) on that turn's tokens. ``(advantages, returns)``, both ``(B, L)``, of the input's kind.
+
+    Args:
+        token_level_rewards: ``(B, L)``: each turn's reward on its last token (SkyRL's per-turn rewards).
+        response_mask: ``(B, L)``: 1 on the policy's tokens; its runs of ones are the turns.
+        index: ``(B,)`` group ids (rollouts of the same prompt share one).
+        ig_weight: scales the turn rewards (1: as the env gave them, already ``ig_weight * clip(IG)``).
+        norm_adv_by_std_in_grpo: divide by the group's std (GRPO); False: only centre (Dr. GRPO).
+        epsilon: added to the std.
+    """
+    rewards = token_level_rewards.detach().cpu().double().numpy() if hasattr(token_level_rewards, "detach") else np.asarray(token_level_rewards, np.float64)
+    mask = response_mask.detach().cpu().numpy() if hasattr(response_mask, "detach") else np.asarray(response_mask)
+    if rewards.shape != mask.shape or rewards.ndim != 2:
+        raise ValueError(f"token_level_rewards {rewards.shape} and response_mask {mask.shape} must be the same (B, L)")
+    turns = _turns(mask)
+    n_turns = max([len(t) for t in turns] + [1])
+    outcome = np.zeros(len(rewards))
+    step = np.full((len(rewards), n_turns), np.nan)
+    token_turns = np.full(rewards.shape, -1, dtype=np.int64)
+    for i, spans in enumerate(turns):
+        for t, (start, end) in enumerate(spans):
+            if t == len(spans) - 1:
+                outcome[i] = rewards[i, end - 1]
+            else:
+                step[i, t] = rewards[i, end - 1]
+                token_turns[i, start:end] = t
+    keys = index.tolist() if hasattr(index, "tolist") else list(index)
+    advantages = group_advantages(outcome, keys, scale=norm_adv_by_std_in_grpo, eps=epsilon)
+    out = token_advantages(advantages, token_turns, step, ig_weight=ig_weight, ig_clip=None, mask=mask)
+    if hasattr(token_level_rewards, "detach"):
+        import torch
+
+        out = torch.as_tensor(out, device=token_level_rewards.device, dtype=token_level_rewards.dtype)
+    return out, out
+
+
+def register_advantage_estimator(name: str = "search_env_ig", **defaults: Any) -> None:
+    """Register :func:`ig_advantage` (with ``defaults``, e.g. ``ig_weight``) in SkyRL's
+    ``AdvantageEstimatorRegistry``; then set ``trainer.algorithm.advantage_estimator`` to ``name``."""
+    import importlib
+    from functools import partial
+
+    for module in ("skyrl.backends.skyrl_train.utils.ppo_utils", "skyrl_train.utils.ppo_utils"):  # skyrl >= 0.3, skyrl-train
+        try:
+            registry = importlib.import_module(module).AdvantageEstimatorRegistry
+            break
+        except (ImportError, AttributeError):
+            continue
+    else:
+        raise ImportError("SkyRL's AdvantageEstimatorRegistry was not found (skyrl.backends.skyrl_train.utils.ppo_utils in "
+                          "skyrl >= 0.3, skyrl_train.utils.ppo_utils in skyrl-train); install SkyRL")
+    registry.register(name, partial(ig_advantage, **defaults) if defaults else ig_advantage)
