@@ -36,7 +36,8 @@ def run_block(tmp_path, monkeypatch):
 
 
 def test_every_python_block_is_checked_here():
-    markers = ["import search_env  ", "dialect=\"search-r1\"", "SearchQAVectorEnv(4", "class WordOverlapRetriever"]
+    markers = ["import search_env  ", "dialect=\"search-r1\"", "SearchQAVectorEnv(4", "class WordOverlapRetriever",
+               "IGConfig(deferred=True"]
     assert sorted(BLOCKS) == sorted(block(m) for m in markers)
 
 
@@ -80,3 +81,15 @@ def test_custom_retriever_block_finds_the_page_it_searched(run_block, capsys):
     ns = run_block("class WordOverlapRetriever")
     assert "Doc 1(Title: After Holmessa)" in ns["obs"]
     assert capsys.readouterr().out.lstrip().startswith("<information>Doc 1(Title: After Holmessa)")
+
+
+def test_deferred_ig_block_gives_the_in_env_ig(run_block):
+    from search_env import SearchQAEnv
+    from search_env.scorers import TransformersScorer
+
+    ns = run_block("IGConfig(deferred=True")
+    assert ns["info"]["ig"] is None and len(ns["request"].pairs) == 4
+    env = SearchQAEnv(scorer=TransformersScorer(ns["policy"], ns["tokenizer"]))
+    env.reset(seed=0)
+    in_env = env.step("<search> After Holmessa </search>")[4]["ig"]
+    assert ns["deferred_ig"] == pytest.approx(in_env, abs=1e-4) and in_env > 0
