@@ -186,3 +186,13 @@ def test_a_trainers_own_forward_pass_gives_the_in_env_ig(tiny_corpus, tiny_quest
     done = request.finish(logprobs)
     assert done["ig"] == pytest.approx(in_env["ig"], abs=1e-5) and abs(in_env["ig"]) > 1e-3
     assert done["ig_detail"]["logp_random"] == pytest.approx(in_env["ig_detail"]["logp_random"], abs=1e-5)
+
+
+def test_requests_use_the_trainers_rendering_of_the_prompt(tiny_corpus, tiny_questions):
+    render = lambda prompt, agent_text: "<|system|>policy input\n" + prompt + agent_text  # noqa: E731
+    ig = IGConfig(deferred=True, tokenizer=CharTokenizer(), score_format=FORMAT, render_prefix=render)
+    env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=ig)
+    prompt, _ = env.reset(seed=0, options={"question_id": "q0"})
+    request = env.step("<think>look it up</think><search> Karvesh </search>")[4]["ig_request"]
+    for context, _ in request.pairs:
+        assert context.startswith("<|system|>policy input\n" + prompt + "<think>look it up</think>")
