@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import search_env  # noqa: F401  (registers the env)
-from search_env.retrieval import HTTPRetriever, RetrieverUnavailable, make_retriever
+from search_env.retrieval import Hit, HTTPRetriever, RetrieverUnavailable, make_retriever
 from search_env.retrieval.bm25 import BM25Retriever
 from search_env.retrieval.http import MalformedResponse, parse_response
 from search_env.vector import SearchQAVectorEnv
@@ -172,11 +172,11 @@ def test_server_protocol(live, tiny_corpus):
     batch = requests.post(f"{live.url}/retrieve", json={"queries": [QUERIES[0]], "topk": 2, "return_scores": True}).json()
     assert single == batch and len(single["result"]) == 1 and len(single["result"][0]) == 2
     entry = single["result"][0][0]
-    assert set(entry) == {"document", "score"} and set(entry["document"]) == {"id", "contents"}
+    assert set(entry) == {"document", "score"} and set(entry["document"]) == {"id", "contents", "title", "text"}
     assert entry["document"]["contents"] == tiny_corpus.get(entry["document"]["id"]).contents
     bare = requests.post(f"{live.url}/retrieve", json={"queries": QUERIES[:2], "return_scores": False}).json()
     assert [len(row) for row in bare["result"]] == [3, 3]  # server default topk
-    assert set(bare["result"][0][0]) == {"id", "contents"}
+    assert set(bare["result"][0][0]) == {"id", "contents", "title", "text"}
     for bad in ({"topk": 3}, {"query": "a", "queries": ["b"]}, {"queries": "not a list"}, {"query": "a", "topk": -1}):
         assert requests.post(f"{live.url}/retrieve", json=bad).status_code == 422
     health = requests.get(f"{live.url}/health").json()
@@ -467,3 +467,71 @@ def test_import_stays_light():
     code = ("import sys, search_env; heavy = {'torch', 'faiss', 'fastapi', 'uvicorn', 'httpx', 'requests', "
             "'transformers'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+# -- Search-R1's contract at any batch size (issue 13) ------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ['{"queries": ["a"], "topk": 1e999}', '{"queries": ["a"], "topk": NaN}',
+                                 '{"queries": ["a"], "topk": Infinity}', '{"queries": [1e999]}',
+                                 '{"query": "a", "return_scores": NaN}', '{"queries": ["a"], "topk": -Infinity}'])
+def test_non_finite_numbers_get_422_not_500(live, raw):
+    response = requests.post(f"{live.url}/retrieve", data=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["msg"]
+
+
+def test_search_r1_defaults(live, bm25):
+    response = requests.post(f"{live.url}/retrieve", json={"queries": [QUERIES[0]], "topk": 0}).json()
+    row = response["result"][0]  # no scores unless asked, and topk 0 is the server's default (3)
+    assert [doc["id"] for doc in row] == [h.doc_id for h in bm25.search(QUERIES[0], 3)] and "score" not in row[0]
+
+
+def test_a_turns_whole_batch_is_answered_and_the_limit_is_configurable(bm25):
+    server = LiveServer(bm25, max_batch=64, max_queries=6_000)
+    try:
+        queries = [QUERIES[i % 4] for i in range(5_120)]  # Search-R1: train_batch_size 1024 x n_agent 5
+        result = requests.post(f"{server.url}/retrieve", json={"queries": queries, "topk": 2}).json()["result"]
+        expected = {q: [h.doc_id for h in bm25.search(q, 2)] for q in QUERIES[:4]}
+        assert len(result) == 5_120 and all([d["id"] for d in row] == expected[q] for q, row in zip(queries, result))
+        too_many = requests.post(f"{server.url}/retrieve", json={"queries": ["a"] * 6_001})
+        assert too_many.status_code == 422 and "6000" in too_many.json()["detail"][0]["msg"]
+    finally:
+        server.stop()
+
+
+def test_error_echo_is_capped_and_large_bodies_get_413(bm25):
+    server = LiveServer(bm25, max_body_bytes=1_000_000)
+    try:
+        bad = requests.post(f"{server.url}/retrieve", json={"queries": "x" * 900_000})
+        assert bad.status_code == 422 and len(bad.content) < 2_000
+        huge = requests.post(f"{server.url}/retrieve", json={"queries": ["a" * 1000] * 2_000})
+        assert huge.status_code == 413 and "1000000" in huge.json()["detail"]
+        streamed = requests.post(f"{server.url}/retrieve", data=(b"x" * 100_000 for _ in range(20)),
+                                 headers={"Content-Type": "application/json"})  # chunked: no Content-Length
+        assert streamed.status_code == 413
+        assert requests.post(f"{server.url}/retrieve", json={"query": QUERIES[0]}).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_large_request_does_not_starve_a_small_one():
+    class Slow:
+        def __init__(self):
+            self.sizes = []
+
+        def batch_search(self, queries, k):
+            self.sizes.append(len(queries))
+            time.sleep(0.02)
+            return [[Hit(q, "", "", 0.0)] for q in queries]
+
+    retriever = Slow()
+    batcher = server_module.QueryBatcher(retriever, max_batch=50)
+    big = batcher.submit([f"q{i}" for i in range(2_000)], 1)  # 40 batches alone
+    time.sleep(0.1)
+    small = batcher.submit(["one"], 1)
+    assert small.result(timeout=10) == [[Hit("one", "", "", 0.0)]]
+    assert not big.done()  # answered between two chunks of the large request, not after all of them
+    assert [row[0].doc_id for row in big.result(timeout=30)] == [f"q{i}" for i in range(2_000)]
+    assert max(retriever.sizes) <= 50
+    batcher.close()

@@ -8,25 +8,35 @@ The command's options are defined once, by :func:`add_arguments`, and carried ou
 
 Endpoints:
 
-- ``POST /retrieve`` ``{"queries": [...], "topk": k, "return_scores": true}`` ->
-  ``{"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}``; ``{"query": "..."}`` is
-  accepted too and answered in the same shape (a list of one list). Without ``return_scores`` each
-  entry is the bare document, as in Search-R1.
+- ``POST /retrieve`` ``{"queries": [...], "topk": k, "return_scores": false}`` ->
+  ``{"result": [[doc, ...], ...]}``, or with ``"return_scores": true``
+  ``{"result": [[{"document": doc, "score": s}, ...], ...]}``; ``doc`` is ``{"id", "contents", "title", "text"}``.
+  ``{"query": "..."}`` is accepted too and answered in the same shape (a list of one list). As in Search-R1's
+  server: ``return_scores`` defaults to false, and a missing, null or 0 ``topk`` means the server's default.
 - ``GET /health`` -> ``{"status": "ok", "retriever", "passages", "corpus", "fingerprint"}``.
 
-One worker thread owns the retriever: every request's queries go into a queue, and the worker runs one
-``batch_search`` over all queries waiting at that moment (up to ``max_batch``), so concurrent clients
-are batched together and the retriever is never called from two threads at once.
+Limits: at most ``max_queries`` queries per request (default 100,000; trainers send a turn's whole batch, e.g.
+Search-R1's 1024 x 5 = 5,120) and ``max_body_bytes`` per request body (default 100 MB; larger bodies get 413).
+An invalid request gets 422 with what is wrong; the values it echoes are cut to 200 characters, and non-finite
+numbers (``1e999``, ``NaN``, ``Infinity``) are echoed as text.
+
+One worker thread owns the retriever and runs one ``batch_search`` at a time over at most ``max_batch`` queries.
+A request's queries are split into such chunks, and requests take turns chunk by chunk in arrival order, so a
+one-query request never waits behind all of a 5,000-query one, while concurrent small requests are still merged
+into one batch.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the request model from the endpoint's
 # annotations at run time, and that model is defined inside create_app.
 import argparse
 import asyncio
+import json
 import logging
+import math
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,8 +52,10 @@ DESCRIPTION = "Serve a corpus over HTTP in Search-R1's /retrieve protocol (one s
 
 logger = logging.getLogger(__name__)
 
-MAX_QUERIES = 4096  # per request
+MAX_QUERIES = 100_000  # per request, by default
+MAX_BODY_BYTES = 100 * 1024 * 1024
 MAX_TOPK = 1000
+ECHO_CHARS = 200
 
 
 @dataclass
@@ -51,74 +63,128 @@ class _Job:
     queries: list[str]
     k: int
     future: Future = field(default_factory=Future)
+    done: int = 0  # queries answered so far
+    hits: list = field(default_factory=list)
 
 
 class QueryBatcher:
-    """Runs ``retriever.batch_search`` on one thread, merging the queries of requests that wait together.
+    """Runs ``retriever.batch_search`` on one thread over at most ``max_batch`` queries at a time.
 
-    ``submit(queries, k)`` returns a ``Future`` of the hit lists. The worker takes every job queued (up
-    to ``max_batch`` queries, waiting at most ``max_wait`` seconds for more after the first), groups them
-    by ``k`` and answers each group with one ``batch_search``.
+    ``submit(queries, k)`` (any number of queries) returns a ``Future`` of the hit lists. The worker keeps the
+    requests in arrival order and builds each batch from those with the first one's ``k``: each gets an equal share
+    of the batch (at least one query), so large requests are answered chunk by chunk, taking turns with every
+    other request, and small ones that wait together share one ``batch_search``. ``max_wait``: seconds to wait for
+    more requests before a batch that is not full runs.
     """
 
     def __init__(self, retriever: Retriever, *, max_batch: int = 256, max_wait: float = 0.0):
         self.retriever = retriever
         self.max_batch, self.max_wait = int(max_batch), float(max_wait)
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._inbox: queue.Queue[_Job | None] = queue.Queue()
+        self._active: list[_Job] = []
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="search-env-retriever", daemon=True)
         self._thread.start()
 
     def submit(self, queries: list[str], k: int) -> Future:
         job = _Job(list(queries), int(k))
-        self._queue.put(job)
+        if not job.queries:
+            job.future.set_result([])
+        else:
+            self._inbox.put(job)
         return job.future
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._inbox.put(None)
         self._thread.join(timeout=5)
 
-    def _take(self) -> list[_Job] | None:
-        """The next jobs to run together (blocks for the first one); None when closed."""
-        first = self._queue.get()
-        if first is None:
-            return None
-        jobs, n = [first], len(first.queries)
-        while n < self.max_batch:
+    def _collect(self) -> None:
+        """Move waiting requests into the active list: blocks for the first when none is active, takes every one
+        already waiting, then waits up to ``max_wait`` seconds for more while a batch is not full."""
+        if not self._active and not self._admit(self._inbox.get()):
+            return
+        deadline = time.monotonic() + self.max_wait
+        while True:
+            timeout = deadline - time.monotonic()
+            full = sum(len(job.queries) - job.done for job in self._active) >= self.max_batch
             try:
-                job = self._queue.get(timeout=self.max_wait) if self.max_wait > 0 else self._queue.get_nowait()
+                job = self._inbox.get(timeout=timeout) if timeout > 0 and not full else self._inbox.get_nowait()
             except queue.Empty:
+                return
+            if not self._admit(job):
+                return
+
+    def _admit(self, job: _Job | None) -> bool:
+        """Add a request (unless it was cancelled); False for the close signal."""
+        if job is None:
+            self._closed = True
+            return False
+        if job.future.set_running_or_notify_cancel():
+            self._active.append(job)
+        return True
+
+    def _next_batch(self) -> list[tuple[_Job, int, int]]:
+        k = self._active[0].k
+        same = [job for job in self._active if job.k == k]
+        share, room, parts = max(1, self.max_batch // len(same)), self.max_batch, []
+        for job in same:
+            take = min(share, len(job.queries) - job.done, room)
+            if take <= 0:
                 break
-            if job is None:
-                self._queue.put(None)
-                break
-            jobs.append(job)
-            n += len(job.queries)
-        return jobs
+            parts.append((job, job.done, job.done + take))
+            job.done += take
+            room -= take
+        return parts
 
     def _run(self) -> None:
-        while (jobs := self._take()) is not None:
-            for k in sorted({job.k for job in jobs}):
-                group = [job for job in jobs if job.k == k and job.future.set_running_or_notify_cancel()]
-                try:
-                    hits = self.retriever.batch_search([q for job in group for q in job.queries], k)
-                except Exception as exc:  # the request fails, the server keeps serving
-                    logger.exception("batch_search failed")
-                    for job in group:
+        while True:
+            self._collect()
+            if self._closed and not self._active:
+                return
+            if not self._active:
+                continue
+            parts = self._next_batch()
+            k = parts[0][0].k
+            try:
+                hits = self.retriever.batch_search([q for job, a, b in parts for q in job.queries[a:b]], k)
+            except Exception as exc:  # those requests fail, the server keeps serving
+                logger.exception("batch_search failed")
+                for job, _, _ in parts:
+                    if not job.future.done():
                         job.future.set_exception(exc)
-                    continue
-                offset = 0
-                for job in group:
-                    job.future.set_result(hits[offset : offset + len(job.queries)])
-                    offset += len(job.queries)
+                self._active = [job for job in self._active if not job.future.done()]
+                continue
+            offset = 0
+            for job, a, b in parts:
+                job.hits.extend(hits[offset : offset + b - a])
+                offset += b - a
+                if job.done == len(job.queries):
+                    job.future.set_result(job.hits)
+            served = parts[0][0]
+            # Round robin: the first request served goes to the back, finished ones leave.
+            self._active = [job for job in self._active if not job.future.done() and job is not served] + \
+                ([served] if not served.future.done() else [])
 
 
-def _document(hit: Hit) -> dict:
-    """A hit as a FlashRAG/Search-R1 corpus row."""
-    return {"id": hit.doc_id, "contents": f'"{hit.title}"\n{hit.text}'}
+def _document(hit: Hit, corpus: Corpus | None) -> dict:
+    """A hit as a corpus row: ``contents`` as the corpus stores it, ``title`` and ``text`` beside it."""
+    contents = corpus.get(hit.doc_id).contents if corpus is not None and hit.doc_id in corpus else f'"{hit.title}"\n{hit.text}'
+    return {"id": hit.doc_id, "contents": contents, "title": hit.title, "text": hit.text}
+
+
+def _echo(value) -> object:
+    """What an error response may echo of a bad value: short, and always encodable as JSON."""
+    if isinstance(value, (bool, int, str)) and len(str(value)) <= ECHO_CHARS:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
 
 
 def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_topk: int = 3,
-               max_batch: int = 256, max_wait: float = 0.0):
+               max_batch: int = 256, max_wait: float = 0.0, max_queries: int = MAX_QUERIES,
+               max_body_bytes: int = MAX_BODY_BYTES):
     """The FastAPI app serving ``retriever`` in Search-R1's protocol (see the module docstring).
 
     Args:
@@ -127,10 +193,13 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
         default_topk: passages per query when a request names none.
         max_batch: most queries merged into one ``batch_search``.
         max_wait: seconds to wait for more queries before a batch runs.
+        max_queries: most queries in one request (more: 422).
+        max_body_bytes: largest request body (larger: 413).
     """
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, Field
 
@@ -138,10 +207,10 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
     batcher = QueryBatcher(retriever, max_batch=max_batch, max_wait=max_wait)
 
     class QueryRequest(BaseModel):
-        queries: list[str] | None = Field(default=None, max_length=MAX_QUERIES)
+        queries: list[str] | None = Field(default=None, max_length=max_queries)
         query: str | None = None
         topk: int | None = Field(default=None, ge=0, le=MAX_TOPK)
-        return_scores: bool = True
+        return_scores: bool = False
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -150,6 +219,13 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
 
     app = FastAPI(title="search_env retrieval server", version="1", lifespan=lifespan)
     app.state.retriever, app.state.batcher = retriever, batcher
+    app.add_middleware(_BodyLimit, limit=int(max_body_bytes))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type"), "input": _echo(e.get("input"))}
+                  for e in exc.errors()[:20]]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/health")
     def health() -> dict:
@@ -163,15 +239,58 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
         if (request.queries is None) == (request.query is None):
             raise HTTPException(422, "send exactly one of 'queries' (a list of strings) or 'query' (a string)")
         queries = request.queries if request.queries is not None else [request.query]
-        k = default_topk if request.topk is None else request.topk
-        hits = await asyncio.wrap_future(batcher.submit(queries, k)) if queries else []
+        k = request.topk or default_topk  # None or 0: the default, as in Search-R1's server
+        hits = await asyncio.wrap_future(batcher.submit(queries, k))
         if request.return_scores:
-            result = [[{"document": _document(h), "score": h.score} for h in row] for row in hits]
+            result = [[{"document": _document(h, corpus), "score": h.score} for h in row] for row in hits]
         else:
-            result = [[_document(h) for h in row] for row in hits]
+            result = [[_document(h, corpus) for h in row] for row in hits]
         return JSONResponse({"result": result})
 
     return app
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, by its Content-Length or as it streams in.
+
+    The body is read here (the endpoint reads it whole anyway) and handed on in one piece."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._reject(send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._reject(send)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send):
+        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,6 +305,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", choices=("numpy", "flat", "hnsw", "ivf"), default="numpy", help="dense: search index")
     parser.add_argument("--max-batch", type=positive_int, default=256, help="most queries merged into one batch_search")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
+    parser.add_argument("--max-queries", type=positive_int, default=MAX_QUERIES, help="most queries in one request")
+    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20, help="largest request body, MiB")
     parser.add_argument("--log-level", default="info")
 
 
@@ -212,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     retriever, corpus = build_retriever(args)
     app = create_app(retriever, corpus=corpus, default_topk=args.topk, max_batch=args.max_batch,
-                     max_wait=args.max_wait_ms / 1000)
+                     max_wait=args.max_wait_ms / 1000, max_queries=args.max_queries,
+                     max_body_bytes=int(args.max_body_mb * 2**20))
     logger.info("serving %s over %d passages on http://%s:%d/retrieve", type(retriever).__name__, len(corpus),
                 args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
