@@ -58,7 +58,7 @@ class IdCollection(Sequence[T], Generic[T]):
     def to_jsonl(self, path: str | os.PathLike) -> None:
         """Write the items as FlashRAG JSONL, one record per line; the loader reads them back unchanged."""
         with open(path, "w", encoding="utf-8") as f:
-            for item in self._items:
+            for item in self:
                 f.write(json.dumps(self.record(item), ensure_ascii=False) + "\n")
 
     @staticmethod
@@ -94,16 +94,39 @@ def parse_records(
     return items, name
 
 
+def split_contents(contents: str) -> tuple[str, str]:
+    """Split FlashRAG ``contents`` into (title, text); a first line without quotes is still the title."""
+    head, sep, tail = contents.partition("\n")
+    if not sep:
+        return "", contents.strip()
+    head = head.strip()
+    if len(head) >= 2 and head[0] == head[-1] == '"':
+        head = head[1:-1]
+    return head, tail.strip()
+
+
 @dataclass(frozen=True)
 class Passage:
+    """A passage: ``title`` and ``text``; ``stored`` keeps a source's ``contents`` when it is not exactly what
+    ``contents`` rebuilds from them (a first line without quotes, extra spaces), so it is served back unchanged.
+    It takes no part in equality or the corpus fingerprint."""
+
     id: str
     title: str
     text: str
+    stored: str | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_contents(cls, passage_id: str, contents: str) -> Passage:
+        """The passage of a FlashRAG ``contents`` field (title on its first line), keeping it as stored."""
+        title, text = split_contents(contents)
+        return cls(passage_id, title, text, None if f'"{title}"\n{text}' == contents else contents)
 
     @property
     def contents(self) -> str:
-        """The FlashRAG ``contents`` field: the title in double quotes, a newline, the text."""
-        return f'"{self.title}"\n{self.text}'
+        """The FlashRAG ``contents`` field: as the source stored it, else the title in double quotes, a newline,
+        the text."""
+        return self.stored if self.stored is not None else f'"{self.title}"\n{self.text}'
 
 
 class Corpus(IdCollection[Passage]):

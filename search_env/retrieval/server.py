@@ -296,6 +296,8 @@ class _BodyLimit:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The serve options, on ``parser`` (``search-env serve``'s subparser, or :func:`main`'s own)."""
     parser.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the built-in world's corpus)")
+    parser.add_argument("--mmap", action="store_true", help="keep the corpus memory-mapped on disk (built once, shared "
+                                                            "by every process on the machine) instead of in memory")
     parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve other machines)")
     parser.add_argument("--port", type=int, default=8000)
@@ -312,7 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
     """The retriever ``serve`` was asked for, over ``--corpus`` (default: the built-in world's corpus)."""
-    corpus = load_corpus(args.corpus)
+    corpus = load_corpus(args.corpus, mmap=bool(getattr(args, "mmap", False) and args.corpus))
     if args.retriever == "dense":
         from search_env.retrieval.dense import DenseRetriever
 

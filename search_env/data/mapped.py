@@ -1,0 +1,223 @@
+"""A corpus stored once on disk and memory-mapped: ``load_corpus(path, mmap=True)``.
+
+Built once from a FlashRAG JSONL file, streaming (memory bounded by a few arrays of 8 bytes per passage), into a
+folder of the cache (``cache_dir("corpora")``) or one you name:
+
+- ``contents.bin``: every passage's ``contents`` as stored in the file (UTF-8, back to back), ``offsets.npy``;
+- ``ids.bin`` and ``id_offsets.npy``: the ids the same way;
+- ``id_hashes.npy`` (sorted 64-bit hashes of the ids) and ``id_order.npy`` (their positions): id lookup by binary
+  search, with the id itself compared, so no dictionary of ids is held in memory;
+- ``meta.json``: the format, the source file's size, modification time and digests of its first and last MiB,
+  the corpus fingerprint (the in-memory :class:`Corpus`'s, so indexes are shared between the two) and the sizes
+  every file must have.
+
+Every process that opens the folder maps the same files, so the operating system keeps one copy of the pages for
+all of them; a process holds only what it touches. A folder whose source changed, or whose files do not have the
+sizes ``meta.json`` records, is rebuilt, never read. :class:`MappedCorpus` is a :class:`Corpus` (same length,
+indexing, id lookup, iteration and fingerprint), so the env, the vector env, IG's random draws, the retrievers and
+the server use it unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from search_env._cache import cache_dir, replace_dir
+from search_env.data.collection import Corpus, Passage
+from search_env.data.errors import DataFileError, iter_jsonl
+
+__all__ = ["MappedCorpus", "build_mapped_corpus", "load_mapped_corpus"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+_EDGE = 1 << 20  # bytes of the source's head and tail that are hashed to notice a changed file
+
+
+def _id_hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def source_signature(path: str | os.PathLike) -> dict:
+    """What identifies a version of the source file without reading it all: size, mtime, head and tail digests."""
+    path = Path(path)
+    stat = path.stat()
+    with open(path, "rb") as f:
+        head = f.read(_EDGE)
+        f.seek(max(0, stat.st_size - _EDGE))
+        tail = f.read(_EDGE)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head": hashlib.sha256(head).hexdigest(),
+            "tail": hashlib.sha256(tail).hexdigest()}
+
+
+def build_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike) -> None:
+    """Write the mapped form of the FlashRAG corpus JSONL ``source`` into ``folder`` (which must be new or empty).
+
+    Raises:
+        DataFileError: a bad record, a duplicate id or an empty corpus, naming the file and the line.
+    """
+    from search_env.data.corpus import passage_from_record
+
+    source, folder = Path(source), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = str(source)
+    offsets, id_offsets, hashes, lines = array("q", [0]), array("q", [0]), array("Q"), array("q")
+    digest = hashlib.sha256()
+    with open(folder / "contents.bin", "wb") as contents_file, open(folder / "ids.bin", "wb") as ids_file:
+        for line, record in iter_jsonl(source):
+            passage = passage_from_record(record, name, line, len(hashes))
+            data = passage.contents.encode("utf-8", "surrogatepass")
+            contents_file.write(data)
+            offsets.append(offsets[-1] + len(data))
+            id_bytes = passage.id.encode("utf-8", "surrogatepass")
+            ids_file.write(id_bytes)
+            id_offsets.append(id_offsets[-1] + len(id_bytes))
+            hashes.append(_id_hash(id_bytes))
+            lines.append(line)
+            for part in (passage.id, passage.title, passage.text):  # Corpus.fingerprint's recipe
+                part_bytes = part.encode("utf-8", "surrogatepass")
+                digest.update(len(part_bytes).to_bytes(8, "little"))
+                digest.update(part_bytes)
+    if not hashes:
+        raise DataFileError(name, None, "the corpus has no passages")
+    hash_array = np.frombuffer(hashes, dtype=np.uint64)
+    order = np.argsort(hash_array, kind="stable")
+    sorted_hashes = hash_array[order]
+    ids = np.memmap(folder / "ids.bin", dtype=np.uint8, mode="r") if id_offsets[-1] else np.zeros(0, np.uint8)
+    id_off = np.frombuffer(id_offsets, dtype=np.int64)
+    for k in np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1]):  # equal hashes: compare the ids themselves
+        a, b = sorted(int(i) for i in order[k : k + 2])
+        if bytes(ids[id_off[a] : id_off[a + 1]]) == bytes(ids[id_off[b] : id_off[b + 1]]):
+            raise DataFileError(name, lines[b], f"duplicate id {bytes(ids[id_off[b]:id_off[b + 1]]).decode()!r} "
+                                                f"(first on line {lines[a]})")
+    del ids
+    np.save(folder / "offsets.npy", np.frombuffer(offsets, dtype=np.int64))
+    np.save(folder / "id_offsets.npy", id_off)
+    np.save(folder / "id_hashes.npy", sorted_hashes)
+    np.save(folder / "id_order.npy", order.astype(np.int64))
+    meta = {"format": FORMAT, "name": name, "num_docs": len(hashes), "fingerprint": digest.hexdigest(),
+            "source": source_signature(source),
+            "sizes": {f: (folder / f).stat().st_size for f in ("contents.bin", "ids.bin", "offsets.npy", "id_offsets.npy",
+                                                                "id_hashes.npy", "id_order.npy")}}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+class MappedCorpus(Corpus):
+    """A :class:`Corpus` whose passages stay on disk, memory-mapped (see the module docstring).
+
+    Raises:
+        ValueError: ``folder`` holds no complete mapped corpus of this format, or a file has the wrong size.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self.folder}: no mapped corpus here ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{self.folder}: mapped corpus format {meta.get('format')}, this code reads {FORMAT}")
+        for file, size in meta["sizes"].items():
+            path = self.folder / file
+            if not path.exists() or path.stat().st_size != size:
+                raise ValueError(f"{self.folder}: {file} is missing or has the wrong size (corrupted)")
+        self.meta, self.name, self._fingerprint = meta, meta["name"], meta["fingerprint"]
+        n = int(meta["num_docs"])
+        load = lambda f: np.load(self.folder / f, mmap_mode="r")  # noqa: E731
+        self._offsets, self._id_offsets = load("offsets.npy"), load("id_offsets.npy")
+        self._hashes, self._order = load("id_hashes.npy"), load("id_order.npy")
+        if not (len(self._offsets) == len(self._id_offsets) == n + 1 and len(self._hashes) == len(self._order) == n):
+            raise ValueError(f"{self.folder}: arrays do not match num_docs={n} (corrupted)")
+        self._contents = self._map("contents.bin", int(self._offsets[-1]))
+        self._ids = self._map("ids.bin", int(self._id_offsets[-1]))
+        self._n = n
+
+    def _map(self, file: str, size: int) -> np.ndarray:
+        if (self.folder / file).stat().st_size != size:
+            raise ValueError(f"{self.folder}: {file} does not match its offsets (corrupted)")
+        return np.memmap(self.folder / file, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"passage index {i} out of range for {self._n} passages")
+        return Passage.from_contents(self.id_at(i), self.stored_contents(i))
+
+    def __iter__(self) -> Iterator[Passage]:
+        return (self[i] for i in range(self._n))
+
+    def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
+        return isinstance(item_id, str) and self._find(item_id) is not None
+
+    def id_at(self, i: int) -> str:
+        return bytes(self._ids[self._id_offsets[i] : self._id_offsets[i + 1]]).decode("utf-8", "surrogatepass")
+
+    def stored_contents(self, i: int) -> str:
+        """Passage ``i``'s ``contents`` exactly as the source file has it."""
+        return bytes(self._contents[self._offsets[i] : self._offsets[i + 1]]).decode("utf-8", "surrogatepass")
+
+    def _find(self, item_id: str) -> int | None:
+        data = item_id.encode("utf-8", "surrogatepass")
+        h = np.uint64(_id_hash(data))
+        k = int(np.searchsorted(self._hashes, h))
+        while k < self._n and self._hashes[k] == h:
+            position = int(self._order[k])
+            if bytes(self._ids[self._id_offsets[position] : self._id_offsets[position + 1]]) == data:
+                return position
+            k += 1
+        return None
+
+    def position(self, item_id: str) -> int:
+        found = self._find(item_id)
+        if found is None:
+            raise KeyError(item_id)
+        return found
+
+    def get(self, item_id: str) -> Passage:
+        return self[self.position(item_id)]
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.id_at(i) for i in range(self._n)]
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | None = None) -> MappedCorpus:
+    """The mapped form of ``source`` (a FlashRAG corpus JSONL), built on first use and rebuilt when the source
+    changed or the folder is damaged; ``folder`` defaults to ``cache_dir("corpora")/<name>-<hash of the path>``."""
+    source = Path(source).resolve()
+    if not source.exists():
+        raise DataFileError(str(source), None, "no such file")
+    if folder is None:
+        folder = cache_dir("corpora") / f"{source.stem}-{hashlib.sha256(str(source).encode()).hexdigest()[:12]}"
+    folder = Path(folder)
+    try:
+        corpus = MappedCorpus(folder)
+        if corpus.meta["source"] == source_signature(source):
+            return corpus
+        logger.warning("search_env: %s changed since %s was built; rebuilding it", source, folder)
+    except ValueError as exc:
+        if (folder / "meta.json").exists():
+            logger.warning("search_env: %s; rebuilding it", exc)
+    logger.warning("search_env: building the memory-mapped corpus %s from %s (once)", folder, source)
+    replace_dir(folder, lambda tmp: build_mapped_corpus(source, tmp), overwrite=True)
+    return MappedCorpus(folder)

@@ -1,0 +1,120 @@
+"""search_env.data.mapped: the memory-mapped corpus gives what the in-memory one gives (passages, lookups,
+fingerprint, env episodes, IG draws, retrieval), keeps contents as stored, and a stale or damaged folder is rebuilt,
+never read."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from search_env.data import load_corpus
+from search_env.data.collection import Corpus
+from search_env.data.errors import DataFileError
+from search_env.data.mapped import MappedCorpus, load_mapped_corpus
+from search_env.env import SearchQAEnv
+from search_env.info_gain import IGConfig
+from search_env.retrieval.bm25 import BM25Retriever
+
+
+@pytest.fixture
+def source(tmp_path, tiny_corpus):
+    path = tmp_path / "corpus.jsonl"
+    tiny_corpus.to_jsonl(path)
+    with open(path, "a", encoding="utf-8") as f:  # rows a rebuilt "contents" would change
+        f.write(json.dumps({"id": "odd1", "contents": "no title line here, Karvesh"}) + "\n")
+        f.write(json.dumps({"id": "odd2", "contents": "Title without quotes\nBody  text about Omrith "}) + "\n")
+        f.write(json.dumps({"id": "ünï", "title": "Ünicode", "text": "Veltrania ✓"}) + "\n")
+    return path
+
+
+def test_the_same_corpus_as_in_memory(source, tmp_path):
+    memory, mapped = load_corpus(source), load_mapped_corpus(source, tmp_path / "mapped")
+    assert isinstance(mapped, MappedCorpus) and isinstance(mapped, Corpus)
+    assert len(mapped) == len(memory) and list(mapped) == list(memory) and mapped.ids == memory.ids
+    assert mapped.fingerprint == memory.fingerprint and mapped.name == memory.name
+    for i in (0, 5, -1, len(memory) - 3):
+        assert mapped[i] == memory[i] and mapped[i].contents == memory[i].contents
+    assert mapped[2:6] == list(memory[2:6])
+    for pid in ("c0", "k2", "odd1", "ünï"):
+        assert pid in mapped and mapped.position(pid) == memory.position(pid) and mapped.get(pid) == memory.get(pid)
+    assert "nope" not in mapped and 3 not in mapped
+    with pytest.raises(KeyError):
+        mapped.get("nope")
+    with pytest.raises(IndexError):
+        mapped[len(mapped)]
+    assert mapped.get("odd1").contents == "no title line here, Karvesh"  # as stored, not rebuilt
+    assert mapped.get("odd2").contents == "Title without quotes\nBody  text about Omrith "
+    assert memory.get("odd2").contents == mapped.get("odd2").contents
+
+
+def test_episodes_ig_draws_and_retrieval_are_identical(source, tmp_path, tiny_questions, fake_scorer):
+    memory, mapped = load_corpus(source), load_corpus(source, mmap=True)
+    assert isinstance(mapped, MappedCorpus)
+    queries = ["Karvesh", "capital of Osmundia", "harbour guild", "Omrith", "Veltrania"]
+    assert BM25Retriever(memory, cache=False).batch_search(queries, 4) == BM25Retriever(mapped, cache=False).batch_search(queries, 4)
+    runs = []
+    for corpus in (memory, mapped):
+        env = SearchQAEnv(questions=tiny_questions, corpus=corpus, scorer=fake_scorer, ig=IGConfig(n_random=3, per_document=True))
+        steps = []
+        for seed in range(3):
+            env.reset(seed=seed)
+            for action in ("<search> Karvesh </search>", "<search> Omrith capital </search>", "<answer> Veltrania </answer>"):
+                obs, reward, term, trunc, info = env.step(action)
+                steps.append((obs, reward, term, info.get("ig"), info.get("ig_detail"), info.get("doc_gains")))
+        runs.append(steps)
+    assert runs[0] == runs[1]
+
+
+def test_a_changed_source_is_rebuilt(source, tmp_path):
+    folder = tmp_path / "mapped"
+    first = load_mapped_corpus(source, folder)
+    n = len(first)
+    with open(source, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": "new", "contents": '"New"\nA new passage.'}) + "\n")
+    again = load_mapped_corpus(source, folder)
+    assert len(again) == n + 1 and again.get("new").text == "A new passage."
+
+
+@pytest.mark.parametrize("damage", ["truncate", "meta", "delete"])
+def test_a_damaged_folder_is_detected_and_rebuilt_never_read(source, tmp_path, damage, caplog):
+    folder = tmp_path / "mapped"
+    load_mapped_corpus(source, folder)
+    if damage == "truncate":
+        with open(folder / "contents.bin", "r+b") as f:
+            f.truncate(10)
+    elif damage == "meta":
+        (folder / "meta.json").write_text("{not json")
+    else:
+        (folder / "id_order.npy").unlink()
+    with pytest.raises(ValueError):
+        MappedCorpus(folder)
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_mapped_corpus(source, folder)
+    assert list(rebuilt) == list(load_corpus(source)) and "building the memory-mapped corpus" in caplog.text
+
+
+def test_bad_sources(tmp_path):
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "a", "contents": "x"}\n{"id": "b", "contents": "y"}\n{"id": "a", "contents": "z"}\n')
+    with pytest.raises(DataFileError, match=r"dup.jsonl:3: duplicate id 'a' \(first on line 1\)"):
+        load_mapped_corpus(dup, tmp_path / "m1")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "contents": "x"}\n{"id": "b"}\n')
+    with pytest.raises(DataFileError, match="bad.jsonl:2: missing 'contents'"):
+        load_mapped_corpus(bad, tmp_path / "m2")
+    with pytest.raises(DataFileError, match="no such file"):
+        load_mapped_corpus(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="needs a corpus JSONL path"):
+        load_corpus([{"id": "a", "contents": "x"}], mmap=True)
+
+
+def test_many_passages_lookup(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        for i in range(5000):
+            f.write(json.dumps({"id": f"doc-{i}", "contents": f'"T{i}"\nText {i}'}) + "\n")
+    mapped = load_mapped_corpus(path, tmp_path / "m")
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, 5000, size=200):
+        assert mapped.position(f"doc-{i}") == i and mapped[int(i)].text == f"Text {i}"
