@@ -20,6 +20,7 @@ import requests
 
 import search_env  # noqa: F401  (registers the env)
 from search_env.retrieval import Hit, HTTPRetriever, RetrieverUnavailable, make_retriever
+from search_env.data import load_corpus
 from search_env.retrieval.bm25 import BM25Retriever
 from search_env.retrieval.http import MalformedResponse, parse_response
 from search_env.vector import SearchQAVectorEnv
@@ -535,3 +536,20 @@ def test_a_large_request_does_not_starve_a_small_one():
     assert [row[0].doc_id for row in big.result(timeout=30)] == [f"q{i}" for i in range(2_000)]
     assert max(retriever.sizes) <= 50
     batcher.close()
+
+
+def test_documents_come_back_with_contents_as_stored(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"id": "a", "contents": "no quoted title, Karvesh river"}, {"id": "b", "contents": "Plain title\nOmrith  text "},
+            {"id": "c", "contents": '"Quoted"\nVeltrania'}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for mmap in (False, True):
+        corpus = load_corpus(path, mmap=mmap)
+        server = LiveServer(BM25Retriever(corpus, cache=False))
+        try:
+            result = requests.post(f"{server.url}/retrieve", json={"queries": ["Karvesh", "Omrith", "Veltrania"], "topk": 1}).json()
+            docs = [row[0] for row in result["result"]]
+            assert [d["contents"] for d in docs] == [r["contents"] for r in rows]
+            assert (docs[1]["title"], docs[1]["text"]) == ("Plain title", "Omrith  text")
+        finally:
+            server.stop()
