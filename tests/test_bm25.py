@@ -435,3 +435,37 @@ def test_titles_find_their_passages_on_hotpotqa():
     rate = found / len(gold)
     print(f"\nhotpotqa_train_hipporag100: title -> own passage in top 3 for {found}/{len(gold)} = {rate:.1%}")
     assert rate >= 0.90
+
+
+# -- the bounded-memory build equals bm25s's own index ------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_chunked_build_gives_bm25s_own_index_array_for_array(monkeypatch, corpus, queries, method):
+    """The build tokenizes in chunks and assembles the score matrix itself; bm25s's ``index`` over all the
+    token lists at once (the old build) must give the same arrays, vocabulary and results."""
+    import bm25s
+
+    from search_env.retrieval import bm25 as module
+
+    passages = list(corpus)[:600] + [Passage("empty-ish", "", "the of and"), Passage("dup", "Xyz", "xyz xyz xyz abc")]
+    small = Corpus(passages, name="chunked")
+    monkeypatch.setattr(module, "BUILD_CHUNK", 37)  # many chunks, one of them partial
+    monkeypatch.setattr(module, "_SCORE_SLICE", 1000)
+    built = BM25Retriever(small, method=method, cache=False)
+
+    analyzer = module._Analyzer("english", "en")
+    analyzer.tokenizer.reset_vocab()
+    ids = analyzer.tokenizer.tokenize([module._passage_text(p) for p in small], update_vocab=True, return_as="ids",
+                                      allow_empty=True, show_progress=False)
+    reference = bm25s.BM25(k1=0.9, b=0.4, method=method, backend="numpy")
+    reference.index(bm25s.tokenization.Tokenized(ids=ids, vocab=analyzer.vocab), show_progress=False)
+
+    ours = built._bm25
+    for key in ("data", "indices", "indptr"):
+        assert ours.scores[key].dtype == reference.scores[key].dtype
+        assert np.array_equal(ours.scores[key], reference.scores[key]), key
+    assert ours.scores["num_docs"] == reference.scores["num_docs"] and ours.vocab_dict == reference.vocab_dict
+    for q in queries[:50] + ["xyz abc", "zzz"]:
+        assert np.array_equal(built.get_scores(q), reference.get_scores(analyzer.query_ids(q)) if analyzer.query_ids(q)
+                              else np.zeros(len(small)))

@@ -21,6 +21,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
+from bm25s.scoring import _build_idf_array, _get_counts_from_token_ids, _select_idf_scorer, _select_tfc_scorer
 from bm25s.tokenization import Tokenizer
 
 from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
@@ -34,6 +35,8 @@ MMAP_AUTO_THRESHOLD = 500_000  # mmap=None maps the index when the corpus has mo
 MAX_QUERY_TERMS = 1024  # known terms kept from a query; bounds the cost of pathological (1 MB) queries
 METHODS = ("lucene", "robertson", "atire")  # bm25l / bm25+ give every passage a score, so are left out
 _META_FILE = "search_env_bm25.json"
+BUILD_CHUNK = 20_000  # passages tokenized at a time while building
+_SCORE_SLICE = 4_000_000  # (passage, term) pairs scored at a time
 _MISSING = object()
 
 
@@ -74,11 +77,20 @@ class _Analyzer:
         except UnicodeError:  # lone surrogates: PyStemmer cannot encode them; keep the word as is
             return word
 
-    def fit(self, texts: list[str], show_progress: bool = False) -> list[list[int]]:
-        """Token ids of the documents, building the vocabulary (a passage with no word gets the empty token)."""
+    def fit_chunks(self, texts, chunk: int, show_progress: bool = False):
+        """Token ids of the documents, ``chunk`` documents at a time, building the vocabulary as one call over all
+        of them would (a passage with no word gets the empty token)."""
         self.tokenizer.reset_vocab()
-        return self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=show_progress,
-                                       allow_empty=True)
+        batch = []
+        for text in texts:
+            batch.append(text)
+            if len(batch) == chunk:
+                yield self.tokenizer.tokenize(batch, update_vocab=True, return_as="ids", show_progress=show_progress,
+                                              allow_empty=True)
+                batch = []
+        if batch:
+            yield self.tokenizer.tokenize(batch, update_vocab=True, return_as="ids", show_progress=show_progress,
+                                          allow_empty=True)
 
     @property
     def vocab(self) -> dict[str, int]:
@@ -174,13 +186,29 @@ class BM25Retriever:
         return f"{self.corpus.fingerprint[:16]}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
     def _build(self) -> None:
-        """Tokenize the corpus and build the bm25s index (the one expensive step)."""
+        """Tokenize the corpus and build the bm25s index (the one expensive step), in bounded memory.
+
+        bm25s's own ``index`` wants every passage's tokens as Python lists at once (about 4 GB at 1M passages).
+        Here passages are tokenized ``BUILD_CHUNK`` at a time and only their distinct terms and counts are kept,
+        as numpy arrays; the score matrix is then assembled with bm25s's own scoring functions, in its layout, to
+        the same arrays ``index`` makes (``tests/test_bm25.py`` checks them equal)."""
         p = self.params
         self.analyzer = _Analyzer(p["stemmer"], p["stopwords"])
-        ids = self.analyzer.fit([_passage_text(passage) for passage in self.corpus], self._show_progress)
-        self._bm25 = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
-        tokenized = bm25s.tokenization.Tokenized(ids=ids, vocab=self.analyzer.vocab)
-        self._bm25.index(tokenized, show_progress=self._show_progress)
+        bm = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
+        terms, counts, lengths, sizes = [], [], [], []
+        texts = (_passage_text(passage) for passage in self.corpus)
+        for ids in self.analyzer.fit_chunks(texts, BUILD_CHUNK, self._show_progress):
+            pairs = [_get_counts_from_token_ids(doc, dtype=bm.dtype, int_dtype=bm.int_dtype) for doc in ids]
+            terms.append(np.concatenate([voc for voc, _ in pairs]))
+            counts.append(np.concatenate([tf for _, tf in pairs]))
+            lengths += [len(doc) for doc in ids]
+            sizes += [len(voc) for voc, _ in pairs]
+        vocab = self.analyzer.vocab
+        bm.scores = _score_matrix(bm, terms, counts, np.array(lengths), np.array(sizes), len(vocab))
+        if "" not in vocab:  # as bm25s's index does (create_empty_token)
+            vocab[""] = max(vocab.values()) + 1
+        bm.vocab_dict, bm.unique_token_ids_set, bm.nonoccurrence_array = vocab, set(vocab.values()), None
+        self._bm25 = bm
 
     def _build_into(self, directory: Path) -> None:
         self._build()
@@ -248,6 +276,36 @@ class BM25Retriever:
         return results
 
 
+def _score_matrix(bm, terms: list[np.ndarray], counts: list[np.ndarray], lengths: np.ndarray, sizes: np.ndarray,
+                  n_vocab: int) -> dict:
+    """bm25s's CSC score matrix (``data``, ``indices``, ``indptr``, ``num_docs``) from each passage's distinct
+    terms and their counts (in passage order), as ``BM25.build_index_from_ids`` computes it."""
+    voc = np.concatenate(terms)
+    del terms[:]
+    tf = np.concatenate(counts)
+    del counts[:]
+    n_docs = len(lengths)
+    avg_doc_len = lengths.mean()
+    df = np.bincount(voc, minlength=n_vocab)
+    idf = _build_idf_array(doc_frequencies={i: int(n) for i, n in enumerate(df)}, n_docs=n_docs,
+                           compute_idf_fn=_select_idf_scorer(bm.idf_method), dtype=bm.dtype)
+    tfc_of = _select_tfc_scorer(bm.method)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    data = np.empty(len(voc), dtype=bm.dtype)
+    for a in range(0, len(voc), _SCORE_SLICE):  # bounded temporaries
+        b = min(a + _SCORE_SLICE, len(voc))
+        doc_of_pair = np.searchsorted(starts, np.arange(a, b), side="right") - 1
+        tfc = tfc_of(tf_array=tf[a:b], l_d=lengths[doc_of_pair], l_avg=avg_doc_len, k1=bm.k1, b=bm.b, delta=bm.delta)
+        data[a:b] = idf[voc[a:b]] * tfc
+    del tf
+    # Column-major, rows ascending within a column: a stable sort by term keeps the passage order.
+    order = np.argsort(voc, kind="stable")
+    indices = (np.searchsorted(starts, order, side="right") - 1).astype(bm.int_dtype)
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(df, out=indptr[1:])
+    return {"data": data[order].astype(bm.dtype), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+
+
 class RankBM25Retriever:
     """rank-bm25 ``BM25Okapi`` with the same analyzer and k1/b: a slow reference for :class:`BM25Retriever`.
 
@@ -271,7 +329,8 @@ class RankBM25Retriever:
         self.corpus = corpus
         self.params = {"k1": float(k1), "b": float(b), "stemmer": stemmer, "stopwords": stopwords}
         self.analyzer = _Analyzer(stemmer, stopwords)
-        ids = self.analyzer.fit([_passage_text(passage) for passage in corpus])
+        texts = [_passage_text(passage) for passage in corpus]
+        ids = [doc for chunk in self.analyzer.fit_chunks(texts, len(texts)) for doc in chunk]
         self.bm25 = BM25Okapi(ids, k1=float(k1), b=float(b))
 
     def get_scores(self, query: str) -> np.ndarray:
