@@ -1,0 +1,124 @@
+"""Self-distillation signals for search agents, beside IG: what the teacher sees and the token-level losses.
+
+Two methods from recent papers (described from their abstracts; the papers' code is not public), each built as
+described, every choice an argument:
+
+- **Hindsight self-distillation** (SD-Search): the same model plays a student (the inference-time context) and a
+  teacher that also reads a *hindsight block*, a compact summary of the queries and outcomes of the group of
+  rollouts sampled for the same question (:func:`hindsight_block`, :func:`with_hindsight`). The student matches
+  the teacher at the search-query tokens by the token-level Jensen-Shannon divergence (:func:`masked_jsd`), on
+  top of GRPO's reward.
+- **Sibling-context self-distillation** (Search-E1's OFSD): after a GRPO round the policy is aligned, by a
+  token-level forward KL over its response tokens (:func:`forward_kl`), with its own distribution under a
+  privileged context that shows a more efficient sibling: a rollout of the same question that succeeded with
+  fewer searches (:func:`choose_sibling`, :func:`with_sibling`).
+
+The losses take logits of shape ``(B, L, V)`` at the same positions for student and teacher (the teacher's
+context is longer, so its logits are gathered at the positions of the student's tokens first) and a ``(B, L)``
+mask; the teacher is never differentiated (``detach``). They return the mean over masked tokens (0 when none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Attempt", "choose_sibling", "forward_kl", "hindsight_block", "masked_jsd", "with_hindsight", "with_sibling"]
+
+HINDSIGHT_HEADER = "Hindsight from {n} earlier attempts at this question (queries, then the outcome):"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One rollout as the hindsight block and the sibling choice read it."""
+
+    queries: Sequence[str]
+    answer: str | None  # None: cut off without an answer
+    correct: bool
+
+
+def hindsight_block(attempts: Sequence[Attempt], *, max_attempts: int = 8, max_query_chars: int = 60,
+                    max_chars: int = 1200) -> str:
+    """The SD-Search teacher's extra context: each attempt's queries in order, its answer and whether it was right.
+
+    Bounded: at most ``max_attempts`` attempts (correct ones first, then the rest, each in their order), queries
+    cut to ``max_query_chars`` characters, and whole lines dropped from the end so the block is at most
+    ``max_chars`` characters. Format::
+
+        Hindsight from 3 earlier attempts at this question (queries, then the outcome):
+        1. "Anna Holm" -> "Brodamuld Music" -> answered "1941": correct
+        2. "After Holmessa" -> answered "1952": wrong
+        3. "Anna Holm" -> no answer (cut off)
+    """
+    chosen = ([a for a in attempts if a.correct] + [a for a in attempts if not a.correct])[:max_attempts]
+
+    def cut(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= max_query_chars else text[: max_query_chars - 1] + "…"
+
+    lines = [HINDSIGHT_HEADER.format(n=len(chosen))]
+    for i, attempt in enumerate(chosen, 1):
+        steps = [f'"{cut(q)}"' for q in attempt.queries]
+        end = "no answer (cut off)" if attempt.answer is None else \
+            f'answered "{cut(attempt.answer)}": {"correct" if attempt.correct else "wrong"}'
+        lines.append(f"{i}. " + " -> ".join([*steps, end]))
+    while len("\n".join(lines)) > max_chars and len(lines) > 1:
+        lines.pop()
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def with_hindsight(prompt: str, block: str) -> str:
+    """The teacher's prompt: the student's, then the hindsight block (nothing added when the block is empty)."""
+    return f"{prompt.rstrip()}\n\n{block}\n" if block else prompt
+
+
+def choose_sibling(attempts: Sequence[Attempt], index: int) -> int | None:
+    """The OFSD sibling of rollout ``index``: the correct rollout of the group with the fewest searches, when it
+    searched fewer times than ``index`` did (or ``index`` was wrong); ties go to the earliest. None: no such one."""
+    mine = attempts[index]
+    best = None
+    for j, other in enumerate(attempts):
+        if j == index or not other.correct:
+            continue
+        if best is None or len(other.queries) < len(attempts[best].queries):
+            best = j
+    if best is None or (mine.correct and len(attempts[best].queries) >= len(mine.queries)):
+        return None
+    return best
+
+
+def with_sibling(prompt: str, sibling_transcript: str) -> str:
+    """The privileged prompt of OFSD: the student's, then a sibling's successful episode as a worked example."""
+    return (f"{prompt.rstrip()}\n\nAn earlier attempt at this question that found the answer with few searches:\n"
+            f"{sibling_transcript.strip()}\n")
+
+
+def _masked_mean(values, mask):
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_jsd(student_logits, teacher_logits, mask, *, beta: float = 0.5, temperature: float = 1.0):
+    """Token-level generalised Jensen-Shannon divergence, ``beta·KL(p_s‖m) + (1−beta)·KL(p_t‖m)`` with
+    ``m = beta·p_s + (1−beta)·p_t``, averaged over the tokens where ``mask`` is true (SD-Search: the query
+    tokens). ``beta=0.5`` is the symmetric JSD, bounded by ln 2."""
+    import torch
+
+    if not 0 < beta < 1:
+        raise ValueError(f"beta must be in (0, 1), not {beta}")
+    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_m = torch.logsumexp(torch.stack([log_s + torch.log(torch.tensor(beta)), log_t + torch.log(torch.tensor(1 - beta))]), dim=0)
+    kl_s = (log_s.exp() * (log_s - log_m)).sum(-1)
+    kl_t = (log_t.exp() * (log_t - log_m)).sum(-1)
+    return _masked_mean(beta * kl_s + (1 - beta) * kl_t, mask)
+
+
+def forward_kl(student_logits, teacher_logits, mask, *, temperature: float = 1.0):
+    """Token-level forward KL ``KL(p_teacher‖p_student)`` averaged over the tokens where ``mask`` is true (OFSD:
+    the response tokens); only the student gets gradients."""
+    import torch
+
+    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return _masked_mean((log_t.exp() * (log_t - log_s)).sum(-1), mask)
