@@ -1,4 +1,4 @@
-"""The ``search-env`` command: demo, index build, serve, eval, info.
+"""The ``search-env`` command: demo, index build, serve, eval, dig, info.
 
 Bad arguments and bad files end with one clear line on stderr and exit status 2, never a traceback.
 """
@@ -82,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how actions and passages are tagged (default search-r1; --template is its old name)")
     ev.add_argument("--max-new-tokens", type=positive_int, default=96)
     ev.set_defaults(handler=cmd_eval)
+
+    dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)")
+    dig.add_argument("--questions", required=True, help="FlashRAG QA JSONL, or 'builtin'")
+    dig.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl beside the QA file)")
+    dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows; an existing file is resumed")
+    dig.add_argument("--topk", type=positive_int, default=5, help="passages retrieved for each question")
+    dig.add_argument("--limit", type=positive_int, help="questions (default: all)")
+    dig.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
+    dig.add_argument("--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder")
+    dig.add_argument("--seed", type=int, default=0)
+    dig.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dig.set_defaults(handler=cmd_dig)
 
     info = commands.add_parser("info", help="versions, cache directories and what is installed")
     info.set_defaults(handler=cmd_info)
@@ -219,6 +231,26 @@ def cmd_eval(args) -> int:
                 done[(name, item.id)] = record
     _print_table(done.values(), [d[0] for d in datasets])
     print(f"{len(done) - resumed} episodes run, {resumed} resumed from {output}")
+    return 0
+
+
+def cmd_dig(args) -> int:
+    from search_env.dig import label, ranking_auc
+    from search_env.env import SearchQAEnv
+    from search_env.info_gain import IGConfig
+
+    [(name, questions, corpus)] = _datasets([args.questions], args.corpus)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    env = SearchQAEnv(questions=questions, corpus=corpus, retriever=args.retriever, topk=args.topk, max_turns=2,
+                      ig=IGConfig(per_document=True), scorer=args.scorer)
+    done, resumed = label(list(questions)[: args.limit], env, output, seed=args.seed, progress=not args.no_progress)
+    rows = [row for group in done.values() for row in group]
+    print(f"{name}: {len(done)} questions, {len(rows)} (question, passage) rows in {output} ({resumed} questions resumed)")
+    (dig_auc, pairs), (bm25_auc, _) = ranking_auc(rows, "dig"), ranking_auc(rows, "bm25")
+    if pairs:
+        print(f"gold passages ranked above the other retrieved ones (AUC over {pairs} pairs): DIG {dig_auc:.3f}, "
+              f"BM25 order {bm25_auc:.3f}")
     return 0
 
 
