@@ -109,11 +109,14 @@ class Args:
 # ------------------------------------------------------------------------------- tokenizer and model
 
 
+TOKENIZER_DIALECTS = ("search-r1", "autorefine")  # version 3's; the plan dialect's words need a new version
+
+
 def world_texts(world, topk: int) -> list[str]:
-    """What the agent and the env write in this world: prompts (each dialect's, with its worked example),
-    passages as documents blocks, searches, answers and feedback."""
+    """What the agent and the env write in this world: prompts (each of ``TOKENIZER_DIALECTS``, with its worked
+    example), passages as documents blocks, searches, answers and feedback."""
     texts = []
-    for dialect in DIALECTS.values():
+    for dialect in (DIALECTS[name] for name in TOKENIZER_DIALECTS):
         texts.append(dialect.worked_example())
         texts += [dialect.prompt(q.question, topk) for q in world.questions]
         texts += [dialect.documents_block([Hit(p.id, p.title, p.text, 0.0)]) for p in world.corpus]

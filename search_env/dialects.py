@@ -1,7 +1,8 @@
 """Dialects: the text the env writes for the agent (instructions, documents blocks, feedback).
 
 A dialect is the tag set of one paper's agents: ``search-r1`` returns passages in ``<information>``;
-``autorefine`` returns them in ``<documents>`` and asks the agent to summarise them in ``<refine>``. Parsing
+``autorefine`` returns them in ``<documents>`` and asks the agent to summarise them in ``<refine>``; ``plan`` asks
+for ordered sub-questions in ``<plan>`` before the first search (:mod:`search_env.plan`). Parsing
 the agent's own tags (``<search>``, ``<answer>``, ``<think>``) is the same in every dialect (:mod:`search_env.actions`).
 """
 
@@ -20,12 +21,14 @@ def search_block(query: str) -> str:
 
 @dataclass(frozen=True)
 class Dialect:
-    """A tag set: where passages go, and whether the agent summarises them in ``<refine>``."""
+    """A tag set: where passages go, whether the agent summarises them in ``<refine>``, and whether it plans its
+    sub-questions in ``<plan>`` before searching (:mod:`search_env.plan`)."""
 
     name: str
     documents_tag: str
     refine_tag: str | None
     instructions: str  # with {topk} and {documents} fields
+    plan_tag: str | None = None
 
     def prompt(self, question: str, topk: int) -> str:
         """The episode's first observation: instructions, then the question."""
@@ -50,7 +53,9 @@ class Dialect:
         return (
             "Here is an example of how to work.\n"
             "Question: In which country was the founder of Pellwick Mills born?\n"
-            "<think>I need the founder of Pellwick Mills first.</think>\n"
+            + ("<plan>\n1. Who founded Pellwick Mills?\n2. In which country was that founder born?\n</plan>\n"
+               if self.plan_tag else "")
+            + "<think>I need the founder of Pellwick Mills first.</think>\n"
             + search_block("Pellwick Mills founder") + self.observation([founder])
             + "<think>The founder is Ansel Dorrow. Now I need where he was born.</think>\n"
             + search_block("Ansel Dorrow born") + self.observation([birthplace])
@@ -74,9 +79,19 @@ _AUTOREFINE = (
     "answer, give it alone between <answer> and </answer>, for example <answer> Lisbon </answer>. "
 )
 
+_PLAN = (
+    "Answer the question below. First, before any search, break the question into the sub-questions you will answer "
+    "in order, one per line, between <plan> and </plan>, for example <plan>\n1. Who wrote X?\n2. Where was that "
+    "writer born?\n</plan>, then write your first search in the same turn. Reason inside <think> and </think>. "
+    "Search by writing <search> your query </search>, one sub-question at a time; the {topk} best passages come back "
+    "between <{documents}> and </{documents}>. When you know the answer, give it alone between <answer> and "
+    "</answer>, for example <answer> Lisbon </answer>. "
+)
+
 DIALECTS: dict[str, Dialect] = {
     "search-r1": Dialect("search-r1", "information", None, _SEARCH_R1),
     "autorefine": Dialect("autorefine", "documents", "refine", _AUTOREFINE),
+    "plan": Dialect("plan", "information", None, _PLAN, plan_tag="plan"),
 }
 
 

@@ -15,6 +15,7 @@ from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
 from search_env.info_gain import DeferredIG, IGConfig, IGPlan, SearchStep, gold_answer, plan_step_gain
+from search_env.plan import match_sub_question, parse_plan
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
 from search_env.spaces import UnicodeText
@@ -30,6 +31,7 @@ class PendingStep:
     step: SearchStep | None = None  # for a search: what it adds to the IG contexts
     history: list[SearchStep] = field(default_factory=list)  # earlier steps, refine blocks attached
     ig_plan: IGPlan | None = None
+    plan: list[str] | None = None  # sub-questions of a <plan> block this turn (the plan dialect)
     deferred: bool = False  # the plan's pairs are scored outside the env (IGConfig(deferred=True))
 
     @property
@@ -191,6 +193,8 @@ class SearchQAEnv(gym.Env[str, str]):
         self.turn = 0
         self._prefix: str | None = None
         self._done = True
+        self.plan: list[str] | None = None  # the plan dialect's sub-questions, once written
+        self._plan_answered: list[int] = []
 
     @property
     def scorer(self):
@@ -206,6 +210,7 @@ class SearchQAEnv(gym.Env[str, str]):
         self.item = self._choose_question(options or {})
         self.transcript = self._prompt = self.dialect.prompt(self.item.question, self.topk)
         self.steps, self.turn, self._prefix, self._done = [], 0, None, False
+        self.plan, self._plan_answered = None, []
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
         if self.ig_config is not None and self.ig_config.score_start:
@@ -233,8 +238,8 @@ class SearchQAEnv(gym.Env[str, str]):
         """
         if self._done:
             raise RuntimeError("the episode is over; call reset() before step()")
-        parsed = parse_action(action, max_action_chars=self.max_action_chars)
-        pending = PendingStep(parsed, history=self._history_with_refine(parsed.text))
+        parsed, plan = self._parse(action)
+        pending = PendingStep(parsed, history=self._history_with_refine(parsed.text), plan=plan)
         if isinstance(parsed, Search):
             if hits is None:
                 hits = self.retriever.search(parsed.query, self.topk)
@@ -254,6 +259,12 @@ class SearchQAEnv(gym.Env[str, str]):
         action, rc = pending.action, self.reward_config
         self.turn += 1
         info: dict[str, Any] = {"action_type": None, "turn": self.turn}
+        if pending.plan is not None:
+            self.plan, self._plan_answered = pending.plan, []
+            info["plan"] = list(pending.plan)
+        if isinstance(action, Search) and self.plan:
+            info["sub_question"] = match_sub_question(action.query, self.plan, self._plan_answered)
+            self._plan_answered.append(info["sub_question"])
         terminated = False
         self.steps = pending.history
         if isinstance(action, Search):
@@ -320,6 +331,24 @@ class SearchQAEnv(gym.Env[str, str]):
                 raise IndexError(f"question index {index} out of range for {len(self.questions)} questions")
             return self.questions[index]
         return self.questions[int(self.np_random.integers(len(self.questions)))]
+
+    def _parse(self, action: str | Mapping) -> tuple[Search | Answer | Invalid, list[str] | None]:
+        """The turn's action, and in a dialect with ``<plan>`` its plan (a malformed one makes the turn invalid, and
+        so does a search before any plan)."""
+        parsed = parse_action(action, max_action_chars=self.max_action_chars)
+        if not self.dialect.plan_tag or isinstance(parsed, Invalid) and parsed.reason in ("action_too_long", "bad_type"):
+            return parsed, None
+        plan, bad = parse_plan(action) if isinstance(action, str) else (None, None)
+        if bad is not None:
+            return bad, None
+        if isinstance(parsed, Invalid):  # a plan counts only with a valid action after it
+            return parsed, None
+        if plan is not None and "</plan>" not in parsed.text:  # a plan after the action is not read
+            plan = None
+        if isinstance(parsed, Search) and plan is None and self.plan is None:
+            return Invalid("no_plan", "write your sub-questions between <plan> and </plan> before the first search",
+                           parsed.text), None
+        return parsed, plan
 
     def _deferred(self, plan: IGPlan) -> DeferredIG:
         config = self.ig_config

@@ -174,10 +174,12 @@ class OraclePolicy:
         think: write a short ``<think>`` before each search.
         accuracy: probability of searching the correct next entity (1: the oracle, never wrong).
         seed: seed of the noisy teacher's draws.
+        plan: write a ``<plan>`` of sub-questions before the first search (the ``plan`` dialect): the question's
+            gold decomposition (``metadata.question_decomposition``), else one sub-question per gold title.
     """
 
     def __init__(self, questions, *, n_searches: int | None = None, think: bool = True, accuracy: float = 1.0,
-                 seed: int | None = None):
+                 seed: int | None = None, plan: bool = False):
         if not 0.0 <= accuracy <= 1.0:
             raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
         self._by_question: dict[str, Any] = {}
@@ -188,6 +190,7 @@ class OraclePolicy:
         self._item = None
         self.n_searches, self.think = n_searches, think
         self.accuracy, self.rng = accuracy, np.random.default_rng(seed)
+        self.plan = plan
 
     def reset(self, info: Mapping) -> None:
         """Start an episode: the env's reset ``info`` names the question (two questions may share a text)."""
@@ -223,7 +226,14 @@ class OraclePolicy:
                 names = _names([item.question, *found.values()], found)
                 others = sorted(n for n in names if n not in title and title not in n)
                 title = others[int(self.rng.integers(len(others)))] if others else title
-        return (f"<think>I should look up {title}.</think>\n" if self.think else "") + search_block(title)
+        head = self._plan_block(item, titles) if self.plan and "</plan>" not in continuation else ""
+        return head + (f"<think>I should look up {title}.</think>\n" if self.think else "") + search_block(title)
+
+    @staticmethod
+    def _plan_block(item, titles: Sequence[str]) -> str:
+        steps = [d["question"] for d in item.metadata.get("question_decomposition") or [] if d.get("question")]
+        steps = steps or [f"What does the page on {t} say?" for t in titles]
+        return "<plan>\n" + "".join(f"{i}. {' '.join(q.split())}\n" for i, q in enumerate(steps, 1)) + "</plan>\n"
 
     def _wrong_answer(self, item, found: dict[str, str]) -> str:
         """A wrong answer of the gold's kind (a year, else a name) from the passages and question, drawn at random."""

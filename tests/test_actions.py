@@ -24,9 +24,7 @@ def test_valid_actions(text, expected):
     assert parse_action(text) == expected
 
 
-@pytest.mark.parametrize(
-    "action, reason",
-    [
+INVALID_ACTIONS = [
         ("", "no_tag"),
         ("just words", "no_tag"),
         ("<Search>q</Search>", "no_tag"),
@@ -46,8 +44,10 @@ def test_valid_actions(text, expected):
         ({"kind": "jump", "text": "x"}, "bad_type"),
         ({"kind": "search"}, "bad_type"),
         ({"kind": "answer", "text": "  "}, "empty"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("action, reason", INVALID_ACTIONS)
 def test_invalid_actions(action, reason):
     parsed = parse_action(action)
     assert isinstance(parsed, Invalid)
@@ -86,4 +86,6 @@ def test_dialects_format_passages():
     assert "No passage" in r1.documents_block([])
     with pytest.raises(ValueError, match="search-r1"):
         get_dialect("react")
-    assert set(DIALECTS) == {"search-r1", "autorefine"}
+    assert set(DIALECTS) == {"search-r1", "autorefine", "plan"}
+    assert "<plan>" in get_dialect("plan").prompt("q?", 3) and "<plan>" in get_dialect("plan").worked_example()
+    assert "<plan>" not in r1.worked_example()

@@ -1,0 +1,111 @@
+"""The plan dialect: <plan> parsing (every malformed case of the bad-action battery, in and after a plan), the
+env's rules and info, sub-question matching, plan quality against gold decompositions (MuSiQue's too), and the
+plan-writing teacher."""
+
+import pytest
+
+from search_env.data import load_questions
+from search_env.data.synthetic import build_world
+from search_env.env import SearchQAEnv
+from search_env.plan import MAX_PLAN_STEPS, match_sub_question, parse_plan, plan_quality
+from search_env.policy import OraclePolicy, play_episode
+from tests.shared_data import shared_data
+from tests.test_actions import INVALID_ACTIONS
+
+PLAN = "<plan>\n1. Which label released After Holmessa?\n2) When was that label founded?\n</plan>\n"
+STRING_CASES = [(a, r) for a, r in INVALID_ACTIONS if isinstance(a, str)]
+
+
+def test_parse_plan():
+    assert parse_plan(PLAN + "<search> x </search>") == (["Which label released After Holmessa?", "When was that label founded?"], None)
+    assert parse_plan("<plan>- one\n* two\n\n3 three</plan>")[0] == ["one", "two", "3 three"]
+    assert parse_plan("no plan <search> x </search>") == (None, None)
+    assert parse_plan("<think><plan>1. a</plan></think>") == (None, None)  # reasoning, not a plan
+    for text, reason in [("<plan>1. a", "unclosed_tag"), ("<plan>\n\n  </plan>", "empty"), ("<plan>1. <answer>x</answer></plan>", "nested_tags"),
+                         ("<plan>" + "\n".join(f"{i}. q" for i in range(MAX_PLAN_STEPS + 1)) + "</plan>", "plan_too_long"),
+                         ("<plan>1. " + "x" * 2500 + "</plan>", "content_too_long")]:
+        steps, bad = parse_plan(text)
+        assert steps is None and bad.reason == reason and bad.message
+
+
+@pytest.fixture
+def env():
+    return SearchQAEnv(dialect="plan", ig=False, max_turns=6)
+
+
+@pytest.mark.parametrize("action, reason", STRING_CASES, ids=[r for _, r in STRING_CASES])
+def test_battery_after_a_plan_is_invalid_as_without_one(env, action, reason):
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(PLAN + action)
+    assert info["action_type"] == "invalid" and info["invalid_reason"] == reason and "plan" not in info
+    assert reward == pytest.approx(-0.1) and not terminated and env.plan is None  # the plan did not count
+
+
+@pytest.mark.parametrize("action, reason", STRING_CASES, ids=[r for _, r in STRING_CASES])
+def test_battery_inside_a_plan_never_crashes_and_tags_make_it_invalid(env, action, reason):
+    env.reset(seed=0)
+    info = env.step(f"<plan>{action}</plan><search> After Holmessa </search>")[4]
+    if "<" in action or not action.strip() or not action.strip("\x00\x01"):
+        assert info["action_type"] == "invalid" and info["invalid_reason"] in ("nested_tags", "empty", "unclosed_tag")
+    else:
+        assert info["action_type"] == "search" and info["plan"]
+
+
+def test_env_rules_and_info(env):
+    env.reset(seed=0)
+    info = env.step("<search> After Holmessa </search>")[4]
+    assert info["invalid_reason"] == "no_plan"
+    info = env.step("<search> After Holmessa </search>" + PLAN)[4]  # a plan after the action is not read
+    assert info["invalid_reason"] == "no_plan"
+    info = env.step(PLAN + "<think>first the label</think><search> After Holmessa </search>")[4]
+    assert info["plan"] == ["Which label released After Holmessa?", "When was that label founded?"] and info["sub_question"] == 0
+    info = env.step("<search> Brodamuld Music founded </search>")[4]
+    assert "plan" not in info and info["sub_question"] == 1
+    info = env.step("<plan>1. Who founded Brodamuld Music?</plan><search> Brodamuld Music </search>")[4]
+    assert info["plan"] == ["Who founded Brodamuld Music?"] and info["sub_question"] == 0  # re-planned
+    assert env.step("<answer> 1941 </answer>")[4]["em"] == 1.0
+    env.reset(seed=1)
+    assert env.plan is None and env.step({"kind": "answer", "text": "x"})[4]["action_type"] == "answer"  # no plan needed to answer
+    plain = SearchQAEnv(ig=False)
+    plain.reset(seed=0)
+    assert plain.step("<search> After Holmessa </search>")[4]["action_type"] == "search"  # other dialects unchanged
+
+
+def test_match_sub_question():
+    plan = ["Which label released After Holmessa?", "When was that label founded?", "Who founded it?"]
+    assert match_sub_question("After Holmessa label", plan) == 0
+    assert match_sub_question("label founded year", plan) == 1
+    assert match_sub_question("zzz", plan) == 0 and match_sub_question("zzz", plan, answered=[0]) == 1
+
+
+def test_plan_quality_by_hand():
+    gold = [{"question": "Which company published Navymisk Cathedrals?"}, {"question": "#1 >> headquarters city"}]
+    same = plan_quality(["Which company published Navymisk Cathedrals?", "headquarters city"], gold)
+    assert same == {"n_plan": 2.0, "n_gold": 2.0, "count_match": 1.0, "sub_question_f1": 1.0}
+    half = plan_quality(["Which company published Navymisk Cathedrals?"], gold)
+    assert half["count_match"] == 0.0 and half["sub_question_f1"] == pytest.approx(0.5)
+    assert plan_quality([], gold)["sub_question_f1"] == 0.0
+
+
+def test_plan_quality_on_musique_decompositions():
+    questions = load_questions(shared_data("musique_dev_migres200") / "test.jsonl")
+    items = [q for q in questions if q.metadata.get("question_decomposition")][:50]
+    assert len(items) == 50
+    for item in items:
+        gold = item.metadata["question_decomposition"]
+        assert plan_quality([g["question"] for g in gold], gold)["sub_question_f1"] == pytest.approx(1.0)
+        assert plan_quality([item.question], gold)["sub_question_f1"] < 1.0  # the question itself is no plan
+
+
+def test_the_teacher_writes_plans_and_solves_the_world():
+    world = build_world()
+    items = [q for q in world.questions if q.metadata["hops"] >= 2][:20]
+    env = SearchQAEnv(questions=world.questions, corpus=world.corpus, dialect="plan", ig=False)
+    teacher = OraclePolicy(items, think=False, plan=True)
+    results = [play_episode(env, teacher, options={"question_id": q.id}) for q in items]
+    assert sum(r["em"] for r in results) / len(results) == 1.0
+    env.reset(options={"question_id": items[0].id})
+    teacher.reset({"question_id": items[0].id})
+    info = env.step(teacher.act(env.transcript))[4]
+    gold = items[0].metadata["question_decomposition"]
+    assert info["plan"] == [g["question"] for g in gold] and plan_quality(info["plan"], gold)["sub_question_f1"] == 1.0
