@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "choose_sibling", "forward_kl", "hindsight_block", "masked_jsd", "with_hindsight", "with_sibling"]
+__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "with_hindsight",
+           "with_sibling"]
 
 HINDSIGHT_HEADER = "Hindsight from {n} earlier attempts at this question (queries, then the outcome):"
 
@@ -122,3 +123,38 @@ def forward_kl(student_logits, teacher_logits, mask, *, temperature: float = 1.0
     log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     return _masked_mean((log_t.exp() * (log_t - log_s)).sum(-1), mask)
+
+
+def distill_loss(model, student_ids, student_mask, teacher_ids, offsets, *, kind: str = "jsd", beta: float = 0.5,
+                 temperature: float = 1.0):
+    """The self-distillation loss of a batch: the model reads each sequence twice, as the student (its own
+    context) and as the teacher (a longer prompt, the same tokens after it), and the student's next-token
+    distribution before each token where ``student_mask`` is true is matched to the teacher's before the same
+    token (:func:`masked_jsd` for ``kind="jsd"``, SD-Search; :func:`forward_kl` for ``kind="fkl"``, OFSD).
+
+    Args:
+        model: a causal LM (the policy); the teacher pass runs without gradients.
+        student_ids, teacher_ids: ``(B, Ls)`` and ``(B, Lt)`` token ids, right-padded (pad positions are never read).
+        student_mask: ``(B, Ls)``, true on the tokens whose prediction is distilled (never position 0).
+        offsets: ``(B,)`` ints, the teacher prompt's length minus the student's: token ``j`` of a student row is
+            token ``j + offsets[b]`` of its teacher row.
+    """
+    import torch
+
+    if kind not in ("jsd", "fkl"):
+        raise ValueError(f"kind must be 'jsd' or 'fkl', not {kind!r}")
+    rows, cols = torch.nonzero(student_mask, as_tuple=True)
+    if rows.numel() == 0:
+        return torch.zeros((), device=student_ids.device)
+    if (cols < 1).any():
+        raise ValueError("position 0 has no prediction to distill")
+    t_cols = cols + torch.as_tensor(offsets, device=cols.device)[rows]
+    if (t_cols >= teacher_ids.shape[1]).any():
+        raise ValueError("offsets put a distilled token past the end of its teacher row")
+    student = model(input_ids=student_ids).logits[rows, cols - 1]
+    with torch.no_grad():
+        teacher = model(input_ids=teacher_ids).logits[rows, t_cols - 1]
+    ones = torch.ones(1, rows.numel(), device=student.device)
+    if kind == "jsd":
+        return masked_jsd(student[None], teacher[None], ones, beta=beta, temperature=temperature)
+    return forward_kl(student[None], teacher[None], ones, temperature=temperature)

@@ -76,3 +76,38 @@ def test_forward_kl_by_hand():
     assert forward_kl(student, teacher, torch.zeros(1, 2)).item() == 0.0  # no masked token: 0, not NaN
     with pytest.raises(ValueError, match="beta"):
         masked_jsd(student, teacher, mask, beta=1.0)
+
+
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                        num_key_value_heads=2, intermediate_size=32, initializer_range=0.5)).eval()
+
+
+def test_distill_loss_reads_the_same_tokens_after_a_longer_prompt():
+    from search_env.distill import distill_loss
+
+    model = tiny_model()
+    prompt, hint, completion = [3, 4, 5], [9, 9, 8, 7], [11, 12, 13, 14]
+    student = torch.tensor([prompt + completion])
+    mask = torch.tensor([[0, 0, 0, 0, 1, 1, 0]])  # tokens 12 and 13: a "query"
+    same = distill_loss(model, student, mask, student.clone(), [0])
+    assert same.item() == pytest.approx(0.0, abs=1e-7)  # teacher = student: nothing to learn
+    teacher = torch.tensor([prompt + hint + completion])
+    for kind, ref in (("jsd", masked_jsd), ("fkl", forward_kl)):
+        loss = distill_loss(model, student, mask, teacher, [len(hint)], kind=kind)
+        with torch.no_grad():
+            s_logits = model(input_ids=student).logits[0, [3, 4]]  # the positions predicting 12 and 13
+            t_logits = model(input_ids=teacher).logits[0, [7, 8]]  # the same, after the hint
+        assert loss.item() == pytest.approx(ref(s_logits[None], t_logits[None], torch.ones(1, 2)).item(), rel=1e-5)
+        assert loss.item() > 1e-4
+    model.zero_grad()
+    distill_loss(model, student, mask, teacher, [len(hint)]).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert distill_loss(model, student, torch.zeros_like(mask), teacher, [4]).item() == 0.0
+    with pytest.raises(ValueError, match="past the end"):
+        distill_loss(model, student, mask, student, [3])
+    with pytest.raises(ValueError, match="kind"):
+        distill_loss(model, student, mask, teacher, [4], kind="rkl")
