@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "with_hindsight",
-           "with_sibling"]
+__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "teacher_rows",
+           "with_hindsight", "with_sibling"]
 
 HINDSIGHT_HEADER = "Hindsight from {n} earlier attempts at this question (queries, then the outcome):"
 
@@ -158,3 +158,34 @@ def distill_loss(model, student_ids, student_mask, teacher_ids, offsets, *, kind
     if kind == "jsd":
         return masked_jsd(student[None], teacher[None], ones, beta=beta, temperature=temperature)
     return forward_kl(student[None], teacher[None], ones, temperature=temperature)
+
+
+def teacher_rows(trajectories, teacher_prompts, *, queries_only: bool, pad_id: int):
+    """The inputs of :func:`distill_loss` for a batch of :class:`~search_env.credit.Trajectory`: ``(student_ids,
+    student_mask, teacher_ids, offsets)`` tensors, right-padded with ``pad_id``.
+
+    A trajectory's teacher row is its completion (policy and env tokens, as generated and tokenised) after
+    ``teacher_prompts[i]`` (token ids) instead of its own prompt. The mask covers its search-query tokens
+    (``queries_only``, SD-Search) or all its policy tokens (OFSD); a trajectory whose teacher prompt is ``None``
+    (no sibling to learn from) gets an empty mask.
+    """
+    import torch
+
+    students, masks, teachers, offsets = [], [], [], []
+    for traj, prompt in zip(trajectories, teacher_prompts):
+        mask = [0] * len(traj.prompt_ids)
+        for seg in traj.segments:
+            part = [0] * len(seg.ids)
+            if seg.from_policy and prompt is not None:
+                if not queries_only:
+                    part = [1] * len(seg.ids)
+                elif seg.query_span is not None:
+                    start, end = seg.query_span
+                    part[start:end] = [1] * (end - start)
+            mask += part
+        students.append(traj.input_ids)
+        masks.append(mask)
+        teachers.append(list(prompt if prompt is not None else traj.prompt_ids) + traj.completion_ids)
+        offsets.append(len(teachers[-1]) - len(students[-1]))
+    pad = lambda rows, fill: torch.tensor([r + [fill] * (max(map(len, rows)) - len(r)) for r in rows])  # noqa: E731
+    return pad(students, pad_id), pad(masks, 0).bool(), pad(teachers, pad_id), torch.tensor(offsets)

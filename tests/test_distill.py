@@ -111,3 +111,22 @@ def test_distill_loss_reads_the_same_tokens_after_a_longer_prompt():
         distill_loss(model, student, mask, student, [3])
     with pytest.raises(ValueError, match="kind"):
         distill_loss(model, student, mask, teacher, [4], kind="rkl")
+
+
+def test_teacher_rows():
+    from search_env.credit import Trajectory
+    from search_env.distill import teacher_rows
+
+    a = Trajectory([1, 2], group="q")
+    a.add_policy([10, 11, 12, 13], query_span=(1, 3))
+    a.add_env([20, 21])
+    a.add_policy([14, 15])
+    b = Trajectory([1, 2, 3], group="q")
+    b.add_policy([16, 17], query_span=(0, 2))
+    s, m, t, off = teacher_rows([a, b], [[7, 8, 9, 1, 2], None], queries_only=True, pad_id=0)
+    assert s.tolist() == [[1, 2, 10, 11, 12, 13, 20, 21, 14, 15], [1, 2, 3, 16, 17, 0, 0, 0, 0, 0]]
+    assert m.tolist()[0] == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0] and not m[1].any()  # a's query tokens; b has no teacher
+    assert t.tolist()[0] == [7, 8, 9, 1, 2, 10, 11, 12, 13, 20, 21, 14, 15] and off.tolist() == [3, 0]
+    assert [t[0, j + 3].item() for j in range(10)] == s[0].tolist()  # token j of the student is token j + offset of the teacher
+    _, m_all, _, _ = teacher_rows([a], [[5, 1, 2]], queries_only=False, pad_id=0)
+    assert m_all.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0, 1, 1]]  # every policy token, no env or prompt token
