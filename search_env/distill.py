@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "teacher_rows",
-           "with_hindsight", "with_sibling"]
+__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "teacher_prompts",
+           "teacher_rows", "with_hindsight", "with_sibling"]
 
 HINDSIGHT_HEADER = "Hindsight from {n} earlier attempts at this question (queries, then the outcome):"
 
@@ -189,3 +189,24 @@ def teacher_rows(trajectories, teacher_prompts, *, queries_only: bool, pad_id: i
         offsets.append(len(teachers[-1]) - len(students[-1]))
     pad = lambda rows, fill: torch.tensor([r + [fill] * (max(map(len, rows)) - len(r)) for r in rows])  # noqa: E731
     return pad(students, pad_id), pad(masks, 0).bool(), pad(teachers, pad_id), torch.tensor(offsets)
+
+
+def teacher_prompts(attempts: Sequence[Attempt], prompts: Sequence[str], completions: Sequence[str], group_size: int,
+                    *, kind: str) -> list[str | None]:
+    """Each rollout's teacher prompt (env text, before the policy's own rendering), rollouts in groups of
+    ``group_size`` consecutive ones: ``kind="hindsight"``, the prompt with its group's :func:`hindsight_block`;
+    ``kind="sibling"``, the prompt with its :func:`choose_sibling` sibling's ``completion``, or None without one."""
+    if kind not in ("hindsight", "sibling"):
+        raise ValueError(f"kind must be 'hindsight' or 'sibling', not {kind!r}")
+    out: list[str | None] = []
+    for start in range(0, len(attempts), group_size):
+        group = list(attempts[start : start + group_size])
+        block = hindsight_block(group) if kind == "hindsight" else ""
+        for i in range(len(group)):
+            prompt = prompts[start + i]
+            if kind == "hindsight":
+                out.append(with_hindsight(prompt, block))
+            else:
+                j = choose_sibling(group, i)
+                out.append(None if j is None else with_sibling(prompt, completions[start + j]))
+    return out

@@ -130,3 +130,18 @@ def test_teacher_rows():
     assert [t[0, j + 3].item() for j in range(10)] == s[0].tolist()  # token j of the student is token j + offset of the teacher
     _, m_all, _, _ = teacher_rows([a], [[5, 1, 2]], queries_only=False, pad_id=0)
     assert m_all.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0, 1, 1]]  # every policy token, no env or prompt token
+
+
+def test_teacher_prompts_per_group():
+    from search_env.distill import teacher_prompts
+
+    attempts = GROUP + GROUP[:2]  # two groups: of 4, and of 2
+    prompts = [f"P{i}" for i in range(6)]
+    completions = [f"C{i}" for i in range(6)]
+    hind = teacher_prompts(attempts, prompts, completions, 4, kind="hindsight")
+    assert hind[0] == with_hindsight("P0", hindsight_block(GROUP)) and hind[3].startswith("P3\n\nHindsight from 4")
+    assert hind[4] == with_hindsight("P4", hindsight_block(GROUP[:2])) and "from 2 earlier" in hind[5]
+    sib = teacher_prompts(attempts, prompts, completions, 4, kind="sibling")
+    assert sib[0] == with_sibling("P0", "C3") and sib[3] is None and sib[4] == with_sibling("P4", "C5") and sib[5] is None
+    with pytest.raises(ValueError, match="kind"):
+        teacher_prompts(attempts, prompts, completions, 4, kind="both")
