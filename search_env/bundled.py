@@ -142,3 +142,28 @@ def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
+
+
+RANDOM_MODELS = ("tiny-random", "random-0.5b")
+
+
+def random_causal_lm(name: str, seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: a randomly initialised causal LM with the bundled SmolLM2 tokenizer (no weights are
+    read): ``"tiny-random"`` (3M parameters, almost all in the embedding; for smoke tests) or ``"random-0.5b"``
+    (Qwen2.5-0.5B's shape; for timings on a GPU)."""
+    import torch
+    import transformers
+
+    if name not in RANDOM_MODELS:
+        raise ValueError(f"unknown random model {name!r}; choose one of {RANDOM_MODELS}")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(bundled_model_dir())
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, num_key_value_heads=2)
+    if name == "tiny-random":
+        config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                          max_position_embeddings=8192, **common)
+    else:
+        config = transformers.Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                                          max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, **common)
+    torch.manual_seed(seed)
+    return transformers.AutoModelForCausalLM.from_config(config), tokenizer
