@@ -7,6 +7,7 @@
 2. **Credit** (``search_env.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c, c)``
    on the tokens of search t's ``<search>…</search>``; env tokens are masked out. ``--ig-weight 0`` is plain GRPO.
 3. **Update**: PPO-clip token-mean loss, k3 KL to a frozen initial copy. Default model: Qwen2.5-0.5B-Instruct (hub).
+   ``--distill hindsight|sibling`` adds a self-distillation loss (``search_env.distill``: SD-Search, OFSD).
 
 Held-out greedy EM every ``--eval-every`` steps, a checkpoint every ``--save-every`` (``--resume`` continues);
 TensorBoard, ``metrics.csv`` (seconds per step on generation, retrieval, IG, update) and ``curves.png`` in the run
@@ -35,8 +36,9 @@ import transformers
 
 from search_env import (IGConfig, QADataset, Search, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus,
                         load_questions, parse_action)
-from search_env.bundled import bundled_model_dir, load_causal_lm
+from search_env.bundled import RANDOM_MODELS, load_causal_lm, random_causal_lm
 from search_env.credit import Trajectory, assign_credit, token_span
+from search_env.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
 from search_env.policy import STOP_STRINGS, chat_prompt, cut_at_stop, stop_criteria
 from search_env.retrieval import make_retriever
 
@@ -89,6 +91,11 @@ class Args:
     ig_n_random: int = arg(3, "random-passage counterfactuals per search step")
     ig_pool: str = arg("corpus", "corpus | batch: where counterfactual passages come from")
     log_ig: bool = arg(False, "score IG even when --ig-weight is 0 (to log it; costs the IG time)")
+    # self-distillation (search_env.distill), beside or instead of IG
+    distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens to the model reading its group's "
+                               "hindsight block) | sibling (OFSD: forward KL on policy tokens to the model reading a "
+                               "sibling that succeeded with fewer searches)")
+    distill_weight: float = arg(0.1, "weight of the self-distillation loss, added to the GRPO loss at every step")
     # evaluation, checkpoints, logs
     eval_every: int = arg(10, "evaluate every N steps (and at the last step)")
     eval_questions: int = arg(64, "held-out questions per evaluation")
@@ -105,13 +112,16 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
     """(trajectories, episode stats) of ``group_size`` episodes per question; ``prompt_text(first obs)``: model input."""
     eos_ids = set(model.generation_config.eos_token_id)
     trajectories: list[Trajectory] = []
+    prompts: list[str] = []  # the env's, per episode (self-distillation's teachers extend it)
     for q, item in enumerate(items):
         mask = np.zeros(venv.num_envs, dtype=bool)
         mask[q * group_size : (q + 1) * group_size] = True
         observations, _ = venv.reset(seed=seed, options={"reset_mask": mask, "question_id": item.id})
         prompt_ids = tokenizer(prompt_text(observations[q * group_size]), add_special_tokens=False)["input_ids"]
         trajectories += [Trajectory(prompt_ids, group=item.id) for _ in range(group_size)]
-    episodes = [{"em": 0.0, "answered": 0.0, "searches": 0.0, "invalid": 0.0, "truncated": 0.0} for _ in trajectories]
+        prompts += [observations[q * group_size]] * group_size
+    episodes = [{"em": 0.0, "answered": 0.0, "searches": 0.0, "invalid": 0.0, "truncated": 0.0, "queries": [],
+                 "answer": None, "prompt": prompt} for prompt in prompts]
 
     active = list(range(len(trajectories)))
     while active:
@@ -127,10 +137,11 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
             trajectories[i].add_policy(ids, query_span(tokenizer, ids, text) if kind == "search" else None, ig)
             trajectories[i].reward += float(rewards[i])
             stats["searches"] += kind == "search"
+            stats["queries"] += [infos["query"][i]] if kind == "search" else []
             stats["invalid"] += kind == "invalid"
             stats["truncated"] = float(truncated[i])
             if kind == "answer":
-                stats["answered"], stats["em"] = 1.0, float(infos["em"][i])
+                stats["answered"], stats["em"], stats["answer"] = 1.0, float(infos["em"][i]), infos["prediction"][i]
             if not (terminated[i] or truncated[i]):
                 trajectories[i].add_env(tokenizer(observations[i], add_special_tokens=False)["input_ids"])
         active = [i for i in active if not (terminated[i] or truncated[i])]
@@ -143,12 +154,13 @@ def credit(trajectories: list[Trajectory], args: Args, pad_id: int):
                          ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
 
 
-def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Timer, amp) -> dict:
+def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Timer, amp, distill=None) -> dict:
     """PPO-clip loss plus ``kl_coef`` · k3 KL to the reference, averaged over all policy tokens of the batch.
 
     The token mean over the batch (DAPO, Search-R1) rather than GRPO's per-sequence 1/|o_i|: every generated
     token weighs the same, so a long trajectory counts more than a short one, and no sequence's tokens are
-    up-weighted for being few. Log-probabilities are taken at ``args.temperature``, as the rollouts sampled."""
+    up-weighted for being few. Log-probabilities are taken at ``args.temperature``, as the rollouts sampled.
+    ``distill``: :func:`distill_inputs`, whose loss (times ``distill_weight``) joins each gradient step."""
     mbs, size = [], args.micro_batch_size  # micro-batches, each cut to its own longest sequence
     for s in range(0, batch["input_ids"].shape[0], size):
         width = int(batch["attention_mask"][s : s + size].sum(1).max())
@@ -180,9 +192,26 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
                 sums["loss/pg"] += ((pg * mask).sum() / n_tokens).item()
                 sums["loss/kl"] += ((kl * mask).sum() / n_tokens).item()
                 sums["loss/clipfrac"] += ((((ratio - 1).abs() > args.clip_eps).float() * mask).sum() / n_tokens).item()
+            if distill is not None:
+                with amp():
+                    loss = args.distill_weight * distill_loss(model, *distill, kind="jsd" if args.distill == "hindsight" else "fkl")
+                if loss.requires_grad:  # else no token to distil in this batch (no sibling): nothing to add
+                    loss.backward()
+                sums["loss/distill"] += loss.item()
             sums["loss/grad_norm"] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
             optimizer.step()
     return {k: v / args.update_epochs for k, v in sums.items()}
+
+
+def distill_inputs(trajectories, episodes, args: Args, tokenizer, prompt_text, device):
+    """:func:`search_env.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's hindsight,
+    or its sibling's episode), rendered as the policy reads its own prompt."""
+    attempts = [Attempt(e["queries"], e["answer"], bool(e["em"])) for e in episodes]
+    texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], [decode(tokenizer, t.completion_ids) for t in trajectories],
+                            args.group_size, kind=args.distill)
+    ids = [None if t is None else tokenizer(prompt_text(t), add_special_tokens=False)["input_ids"] for t in texts]
+    rows = teacher_rows(trajectories, ids, queries_only=args.distill == "hindsight", pad_id=tokenizer.pad_token_id)
+    return [r.to(device) for r in rows]
 
 
 # -------------------------------------------------------------------------------- the pieces they use
@@ -232,28 +261,10 @@ def query_span(tokenizer, ids, text) -> tuple[int, int] | None:
     return token_span(partial(decode, tokenizer), ids, action.text.rfind("<search>"), len(action.text))
 
 
-def bundled_tokenizer():
-    """The bundled SmolLM2 tokenizer alone (no model load): for the randomly initialised models."""
-    return transformers.AutoTokenizer.from_pretrained(bundled_model_dir())
-
-
 def build_model(name: str, seed: int):
-    """``(model, tokenizer)``: ``load_causal_lm(name)`` (a hub name, a folder, ``bundled``), or a random ``tiny-random``
-    (3M parameters, for smoke tests) or ``random-0.5b`` (Qwen2.5-0.5B's shape, for GPU timings)."""
-    if name in ("tiny-random", "random-0.5b"):
-        tokenizer = bundled_tokenizer()
-        common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, num_key_value_heads=2)
-        if name == "tiny-random":
-            config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                              max_position_embeddings=8192, **common)
-        else:
-            config = transformers.Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                                              max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, **common)
-        torch.manual_seed(seed)
-        model = transformers.AutoModelForCausalLM.from_config(config)
-    else:
-        model, tokenizer = load_causal_lm(name)
+    """``(model, tokenizer)``: ``load_causal_lm(name)`` (a hub name, a folder, ``bundled``), or the random
+    ``tiny-random`` (smoke tests) or ``random-0.5b`` (GPU timings) of ``search_env.bundled.random_causal_lm``."""
+    model, tokenizer = random_causal_lm(name, seed) if name in RANDOM_MODELS else load_causal_lm(name)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     # A clean generation config: the model's own top-k, top-p, repetition penalty would bias the sampling.
     eos = model.generation_config.eos_token_id
@@ -327,6 +338,8 @@ def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
+    if args.distill not in ("none", "hindsight", "sibling"):
+        raise SystemExit(f"--distill {args.distill}: use none, hindsight or sibling")
     run_dir = Path(args.output_dir) / (args.run_name or f"{args.exp_name}__{Path(args.model).name}__ig{args.ig_weight:g}__s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
@@ -387,8 +400,9 @@ def main(argv=None) -> None:
         trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
                                          gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
         batch = credit(trajectories, args, tokenizer.pad_token_id)
+        distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if args.distill != "none" else None
         model.train()
-        metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp)
+        metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp, distill)
         metrics.update(step_metrics(batch, episodes, args))
         if step % args.eval_every == 0 or step == args.total_steps:
             model.eval()

@@ -31,8 +31,12 @@ def example():
 
 
 @pytest.fixture(scope="module")
-def tok(example):
-    return example.bundled_tokenizer()
+def tok():
+    from transformers import AutoTokenizer
+
+    from search_env.bundled import bundled_model_dir
+
+    return AutoTokenizer.from_pretrained(bundled_model_dir())
 
 
 def ids_of(tok, text):
@@ -228,7 +232,7 @@ def test_reference_is_exactly_the_initial_policy_under_bf16_mixed(example):
 def test_dropout_is_off_in_the_update(example, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = example.bundled_tokenizer()
+    tok = example.build_model("tiny-random", seed=0)[1]
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "m")
@@ -269,3 +273,43 @@ def test_rollout_counts_truncation_and_step_metrics_count_all_failed_groups(exam
     metrics = example.step_metrics(assign_credit(trajs, pad_id=0), episodes, example.Args(group_size=2, ig_weight=0.0))
     assert metrics["train/all_failed_groups"] == pytest.approx(2 / 3)  # groups 0 and 2: every rollout failed
     assert metrics["train/truncated"] == pytest.approx(0.5) and metrics["train/em"] == pytest.approx(1 / 6)
+
+
+# ------------------------------------------------------------------------------- self-distillation options
+
+
+def test_distill_options_add_their_loss_to_the_update(example, tok):
+    prompt = "Question: In which country is Karvesh?\n"
+    trajs, episodes = [], []
+    for i, (em, queries) in enumerate([(1.0, ["Karvesh"]), (0.0, ["Omrith", "Quenlar"]), (1.0, ["Karvesh", "Veltrania"]),
+                                       (0.0, ["Dallowmere"])]):
+        traj = Trajectory(ids_of(tok, prompt), group=i // 2, reward=em)
+        for q in queries:
+            ids = ids_of(tok, f"<search> {q} </search>")
+            traj.add_policy(ids, query_span=(0, len(ids)), ig=0.1)
+            traj.add_env(ids_of(tok, "\n\n<information>Doc 1(Title: X) y\n</information>\n\n"))
+        traj.add_policy(ids_of(tok, "<answer> Veltrania </answer>"))
+        trajs.append(traj)
+        episodes.append({"em": em, "queries": queries, "answer": "Veltrania" if em else "Osmundia", "prompt": prompt})
+    for kind, taught in (("hindsight", [True, True, True, True]), ("sibling", [False, True, False, True])):
+        model, _ = example.build_model("tiny-random", seed=0)
+        args = example.Args(distill=kind, distill_weight=1.0, group_size=2, micro_batch_size=2, learning_rate=1e-2,
+                            kl_coef=0.0)
+        distill = example.distill_inputs(trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
+        student, mask, teacher, offsets = distill
+        assert [bool(m.any()) for m in mask] == taught  # sibling: only rollouts with a more efficient correct sibling
+        assert (offsets[torch.tensor(taught)] > 0).all()
+        if kind == "hindsight":  # on the query tokens only
+            assert mask[0].sum() == len(ids_of(tok, "<search> Karvesh </search>"))
+        batch = assign_credit(trajs, pad_id=tok.pad_token_id).to_torch()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+        metrics = example.grpo_update(model, None, optimizer, batch, args, example.Timer(torch.device("cpu")),
+                                      nullcontext, distill)
+        assert metrics["loss/distill"] > 0 and math.isfinite(metrics["loss/total"])
+
+
+@pytest.mark.parametrize("kind", ["hindsight", "sibling"])
+def test_smoke_run_with_distillation(tmp_path, kind):
+    out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5")
+    rows = read_rows(tmp_path / "smoke" / "metrics.csv")
+    assert "step    1" in out and "loss/distill" in rows[0] and math.isfinite(float(rows[0]["loss/distill"]))
