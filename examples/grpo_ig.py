@@ -2,7 +2,7 @@
 ``Args`` (the command line) first, then the three parts of a training step, the pieces they use, and ``main``.
 
 1. **Rollout**: ``questions_per_step`` questions, ``group_size`` sampled episodes each, in a ``SearchQAVectorEnv`` that
-   retrieves passages and scores each search's IG with the policy itself. Token ids are kept as generated (policy
+   retrieves passages and scores each search's IG with the policy itself (or a frozen scorer: ``--ig-scorer``). Token ids are kept as generated (policy
    turns, cut after ``</search>`` or ``</answer>``) and as tokenised once (env text), never re-tokenised.
 2. **Credit** (``search_env.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c, c)``
    on the tokens of search t's ``<search>…</search>``; env tokens are masked out. ``--ig-weight 0`` is plain GRPO.
@@ -89,6 +89,8 @@ class Args:
     ig_spread: str = arg("query", "query | turn: IG on the <search> tokens only, or on the whole turn")
     ig_clip: float = arg(1.0, "clip IG to [-c, c] nats/token")
     ig_n_random: int = arg(3, "random-passage counterfactuals per search step")
+    ig_scorer: str = arg("self", "self: the policy scores IG on its own input (the method); bundled, a name or a folder: "
+                                 "a frozen scorer reading the env's text")
     ig_pool: str = arg("corpus", "corpus | batch: where counterfactual passages come from")
     log_ig: bool = arg(False, "score IG even when --ig-weight is 0 (to log it; costs the IG time)")
     # self-distillation (search_env.distill), beside or instead of IG
@@ -363,10 +365,14 @@ def main(argv=None) -> None:
     score_ig = args.ig_weight != 0 or args.log_ig
     # The policy's input; IG contexts start with it too, so IG is scored on what the policy reads.
     prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
-    scorer = timer.wrap(TransformersScorer(model, tokenizer), "ig", "score") if score_ig else None
+    if args.ig_scorer == "self":
+        scorer, render = TransformersScorer(model, tokenizer), prompt_text
+    else:
+        scorer, render = (TransformersScorer.from_pretrained(args.ig_scorer, device=device) if score_ig else None), None
+    scorer = timer.wrap(scorer, "ig", "score") if score_ig else None
     env_kwargs = dict(corpus=corpus, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect, autoreset_mode="Disabled")
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, questions=train_set, scorer=scorer, ig_pool=args.ig_pool,
-                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=prompt_text) if score_ig else False,
+                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=render) if score_ig else False,
                              retriever=timer.wrap(retriever, "retrieve", "search", "batch_search"), **env_kwargs)
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set, retriever=retriever,
                                   ig=False, **env_kwargs)

@@ -313,3 +313,8 @@ def test_smoke_run_with_distillation(tmp_path, kind):
     out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5")
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert "step    1" in out and "loss/distill" in rows[0] and math.isfinite(float(rows[0]["loss/distill"]))
+
+
+def test_smoke_run_with_a_frozen_ig_scorer(tmp_path):
+    out = run_example(tmp_path, "--total-steps", "1", "--ig-scorer", "bundled", "--ig-weight", "0.3")
+    assert "step    1" in out and "IG on (weight 0.3)" in out
