@@ -160,7 +160,12 @@ class MappedCorpus(Corpus):
         return Passage.from_contents(self.id_at(i), self.stored_contents(i))
 
     def __iter__(self) -> Iterator[Passage]:
-        return (self[i] for i in range(self._n))
+        # Read in order through a file object, not the map: a pass over the whole corpus (an index build) then
+        # leaves no file pages mapped in this process.
+        with open(self.folder / "contents.bin", "rb") as f:
+            for i in range(self._n):
+                size = int(self._offsets[i + 1] - self._offsets[i])
+                yield Passage.from_contents(self.id_at(i), f.read(size).decode("utf-8", "surrogatepass"))
 
     def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
         return isinstance(item_id, str) and self._find(item_id) is not None

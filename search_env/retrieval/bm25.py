@@ -298,12 +298,18 @@ def _score_matrix(bm, terms: list[np.ndarray], counts: list[np.ndarray], lengths
         tfc = tfc_of(tf_array=tf[a:b], l_d=lengths[doc_of_pair], l_avg=avg_doc_len, k1=bm.k1, b=bm.b, delta=bm.delta)
         data[a:b] = idf[voc[a:b]] * tfc
     del tf
-    # Column-major, rows ascending within a column: a stable sort by term keeps the passage order.
+    # Column-major, rows ascending within a column: a stable sort by term keeps the passage order. Each array is
+    # dropped as soon as it is used, so at most a few arrays of one entry per (passage, term) pair live at once.
     order = np.argsort(voc, kind="stable")
-    indices = (np.searchsorted(starts, order, side="right") - 1).astype(bm.int_dtype)
+    del voc
+    rows = np.repeat(np.arange(n_docs, dtype=bm.int_dtype), sizes)
+    indices = rows[order]
+    del rows
+    data = data[order]
+    del order
     indptr = np.zeros(n_vocab + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
-    return {"data": data[order].astype(bm.dtype), "indices": indices, "indptr": indptr, "num_docs": n_docs}
+    return {"data": data.astype(bm.dtype, copy=False), "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
 class RankBM25Retriever:
