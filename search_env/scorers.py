@@ -97,10 +97,6 @@ class TransformersScorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
-        self.max_context_tokens = max_context_tokens
-        self.head_tokens = head_tokens
-        self.head_weight = float(head_weight)
-        self.answer_prefix = answer_prefix
         self.batch_size = batch_size
         self.share_prefix = share_prefix
         self.cache_size = cache_size
@@ -117,6 +113,12 @@ class TransformersScorer:
         self._keeps_logits = "logits_to_keep" in forward_args
         # recent transformers (5.24) call the KV cache argument `cache` and deprecate `past_key_values`
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+
+    # The scoring settings live in ``score_format`` alone (read-only views, for the fingerprint and callers).
+    max_context_tokens = property(lambda self: self.score_format.max_context_tokens)
+    head_tokens = property(lambda self: self.score_format.head_tokens)
+    head_weight = property(lambda self: self.score_format.head_weight)
+    answer_prefix = property(lambda self: self.score_format.answer_prefix)
 
     @classmethod
     def from_pretrained(
