@@ -4,6 +4,9 @@ never read."""
 
 import json
 import logging
+import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +67,26 @@ def test_episodes_ig_draws_and_retrieval_are_identical(source, tmp_path, tiny_qu
                 steps.append((obs, reward, term, info.get("ig"), info.get("ig_detail"), info.get("doc_gains")))
         runs.append(steps)
     assert runs[0] == runs[1]
+
+
+def test_a_pickled_corpus_reopens_the_files(source, tmp_path):
+    mapped = load_mapped_corpus(source, tmp_path / "mapped")
+    data = pickle.dumps(mapped)
+    assert len(data) < 1000  # the folder, not the passages
+    copy = pickle.loads(data)
+    assert isinstance(copy, MappedCorpus) and list(copy) == list(mapped) and copy.fingerprint == mapped.fingerprint
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_reading_passages_maps_no_text_pages(source, tmp_path):
+    """Passages are read with pread: nothing of contents.bin or ids.bin is mapped, so random draws cost no RSS."""
+    mapped = load_mapped_corpus(source, tmp_path / "mapped")
+    rng = np.random.default_rng(0)
+    texts = [mapped[int(i)].text for i in rng.integers(0, len(mapped), 50)]
+    assert all(isinstance(t, str) for t in texts) and mapped.get("ünï").text == "Veltrania ✓"
+    maps = Path("/proc/self/maps").read_text()
+    assert str(tmp_path / "mapped" / "offsets.npy") in maps  # the arrays are mapped
+    assert "contents.bin" not in maps and "ids.bin" not in maps
 
 
 def test_a_changed_source_is_rebuilt(source, tmp_path):

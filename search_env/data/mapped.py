@@ -11,8 +11,10 @@ folder of the cache (``cache_dir("corpora")``) or one you name:
   the corpus fingerprint (the in-memory :class:`Corpus`'s, so indexes are shared between the two) and the sizes
   every file must have.
 
-Every process that opens the folder maps the same files, so the operating system keeps one copy of the pages for
-all of them; a process holds only what it touches. A folder whose source changed, or whose files do not have the
+Every process that opens the folder reads the same files, so the operating system keeps one copy of their pages
+(the page cache) for all of them. The per-passage arrays are memory-mapped; a passage's text and id are read with
+``pread`` rather than through a map, because a page fault on a map also maps ~64 KB around it (fault-around),
+so a few thousand random draws would put hundreds of MB of shared pages in every process's RSS. A folder whose source changed, or whose files do not have the
 sizes ``meta.json`` records, is rebuilt, never read. :class:`MappedCorpus` is a :class:`Corpus` (same length,
 indexing, id lookup, iteration and fingerprint), so the env, the vector env, IG's random draws, the retrievers and
 the server use it unchanged.
@@ -23,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
+import threading
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,19 +136,35 @@ class MappedCorpus(Corpus):
                 raise ValueError(f"{self.folder}: {file} is missing or has the wrong size (corrupted)")
         self.meta, self.name, self._fingerprint = meta, meta["name"], meta["fingerprint"]
         n = int(meta["num_docs"])
-        load = lambda f: np.load(self.folder / f, mmap_mode="r")  # noqa: E731
-        self._offsets, self._id_offsets = load("offsets.npy"), load("id_offsets.npy")
-        self._hashes, self._order = load("id_hashes.npy"), load("id_order.npy")
+        self._offsets, self._id_offsets = self._map_npy("offsets.npy"), self._map_npy("id_offsets.npy")
+        self._hashes, self._order = self._map_npy("id_hashes.npy"), self._map_npy("id_order.npy")
         if not (len(self._offsets) == len(self._id_offsets) == n + 1 and len(self._hashes) == len(self._order) == n):
             raise ValueError(f"{self.folder}: arrays do not match num_docs={n} (corrupted)")
-        self._contents = self._map("contents.bin", int(self._offsets[-1]))
-        self._ids = self._map("ids.bin", int(self._id_offsets[-1]))
+        self._contents = self._open("contents.bin", int(self._offsets[-1]))
+        self._ids = self._open("ids.bin", int(self._id_offsets[-1]))
         self._n = n
 
-    def _map(self, file: str, size: int) -> np.ndarray:
+    def _open(self, file: str, size: int):
         if (self.folder / file).stat().st_size != size:
             raise ValueError(f"{self.folder}: {file} does not match its offsets (corrupted)")
-        return np.memmap(self.folder / file, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        return open(self.folder / file, "rb", buffering=0)
+
+    def __reduce__(self):
+        # A copy in another process (gymnasium's AsyncVectorEnv, multiprocessing) opens the same files again and
+        # shares their pages, instead of receiving every passage through a pipe.
+        return type(self), (self.folder,)
+
+    def _map_npy(self, file: str) -> np.ndarray:
+        with open(self.folder / file, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}.get(major)
+            if read_header is None:
+                raise ValueError(f"{self.folder}: {file} is a .npy of version {major}, not 1 or 2")
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+        if fortran or len(shape) != 1:
+            raise ValueError(f"{self.folder}: {file} is not a 1-d array (corrupted)")
+        return _map_random(self.folder / file, dtype, offset, shape[0])
 
     def __len__(self) -> int:
         return self._n
@@ -170,12 +190,17 @@ class MappedCorpus(Corpus):
     def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
         return isinstance(item_id, str) and self._find(item_id) is not None
 
+    def _id_bytes(self, i: int) -> bytes:
+        start, end = int(self._id_offsets[i]), int(self._id_offsets[i + 1])
+        return _pread(self._ids, end - start, start)
+
     def id_at(self, i: int) -> str:
-        return bytes(self._ids[self._id_offsets[i] : self._id_offsets[i + 1]]).decode("utf-8", "surrogatepass")
+        return self._id_bytes(i).decode("utf-8", "surrogatepass")
 
     def stored_contents(self, i: int) -> str:
         """Passage ``i``'s ``contents`` exactly as the source file has it."""
-        return bytes(self._contents[self._offsets[i] : self._offsets[i + 1]]).decode("utf-8", "surrogatepass")
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        return _pread(self._contents, end - start, start).decode("utf-8", "surrogatepass")
 
     def _find(self, item_id: str) -> int | None:
         data = item_id.encode("utf-8", "surrogatepass")
@@ -183,7 +208,7 @@ class MappedCorpus(Corpus):
         k = int(np.searchsorted(self._hashes, h))
         while k < self._n and self._hashes[k] == h:
             position = int(self._order[k])
-            if bytes(self._ids[self._id_offsets[position] : self._id_offsets[position + 1]]) == data:
+            if self._id_bytes(position) == data:
                 return position
             k += 1
         return None
@@ -204,6 +229,29 @@ class MappedCorpus(Corpus):
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
+
+
+_seek_lock = threading.Lock()
+
+
+def _pread(file, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``; positional, so threads and forked processes can share the file."""
+    if hasattr(os, "pread"):
+        return os.pread(file.fileno(), size, offset)
+    with _seek_lock:  # Windows: no pread
+        file.seek(offset)
+        return file.read(size)
+
+
+def _map_random(path: Path, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
+    """``count`` items of ``dtype`` at ``offset`` in ``path``, mapped read-only and advised as randomly accessed."""
+    if count == 0:
+        return np.zeros(0, dtype)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):  # Linux and the BSDs; elsewhere the default read-ahead stays
+        mapped.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
 
 
 def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | None = None) -> MappedCorpus:
