@@ -1,17 +1,25 @@
-"""What one machine holds: bm25s at 100k vs 1M passages, in-process vs HTTP, dense numpy vs FAISS flat.
+"""Wiki-scale BM25 on one machine: build, memory and latency at 1M and 3M passages, old vs new, the server's memory
+while it serves, many env processes sharing one corpus, and the projection to wiki-18's 21M passages.
 
-    .venv/bin/python benchmarks/bench_retrieval_scale.py [--small 100000] [--large 1000000] [--dense 100000]
+    .venv/bin/python benchmarks/bench_retrieval_scale.py [--passages 1000000 3000000] [--processes 16]
 
-1. bm25s scale. For each size a fresh process generates a random-word corpus (bench_bm25's Zipf
-   generator, 40-120 words a passage), writes it as FlashRAG JSONL and builds the index on disk (build
-   time, peak RSS); a second fresh process loads corpus and index (memory-mapped) and runs queries
-   (latency, RSS split into anonymous memory and mapped index pages).
-2. In-process vs HTTP: the small corpus's bm25s index in this process vs ``search-env serve`` on
-   127.0.0.1 in its own process, for single queries and batches of 64 (``HTTPRetriever``, keep-alive).
-3. Dense: ``--dense`` random unit vectors (dim 384, the bundled MiniLM's) searched exactly with numpy
-   and with a FAISS flat index (plus HNSW with ``--hnsw``); and the bundled encoder's own speed.
+For each size, every step in a fresh interpreter, on a random-word corpus (bench_bm25's Zipf generator, 40-120
+words a passage) written as FlashRAG JSONL:
 
-The last line prints the ratios. Takes about 6-8 minutes on 2 CPU cores; ``--large 300000`` for a quick run.
+- **build**: the corpus memory-mapped (``load_corpus(path, mmap=True)``, built once) and ``BM25Retriever``'s
+  chunked build: seconds, peak RSS, index and mapped corpus on disk;
+- **env process**: what an env worker holds: corpus and index mapped, 200 single searches, 10 batches of 64,
+  2,000 random passage draws (IG's random baselines read passages anywhere): RSS (anonymous + file pages),
+  PSS (shared pages split between the processes that map them), latency;
+- **server**: ``search-env serve --mmap`` in its own process, the same queries sent over HTTP; its RSS and PSS
+  while serving;
+- **shared**: ``--processes`` env processes alive at once; their RSS, PSS and anonymous memory summed.
+
+At ``--old-at`` (the first size) also the code before the mapped corpus and the chunked build (the corpus as
+Python objects, bm25s's ``index`` over every passage's token list at once): its build peak, an env process's RSS,
+and whether the two indexes give the same top-10 on 200 queries. Then the growth from the smallest to the largest
+size, extrapolated linearly to 21M passages. The last line: an env process's RSS at ``--old-at`` passages, new /
+old, with the build peaks beside it.
 """
 
 from __future__ import annotations
@@ -19,9 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,285 +36,260 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # runs from a checkout without installing the package
+sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from bench_bm25 import make_corpus, make_queries  # noqa: E402
+from bench_dense_http import per_call, start_server  # noqa: E402
 
 MB = 1 << 20
+WIKI18 = 21_000_000
+N_SINGLE, BATCH, N_BATCHES, N_DRAWS = 200, 64, 10, 2000
 
 
 def memory() -> dict[str, float]:
-    """RSS now, its anonymous and file-backed (memory-mapped) parts, and the peak, in MB."""
-    status = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                status[key] = int(value.split()[0]) / 1024
-    except OSError:  # not Linux: the peak only
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        status["VmHWM"] = peak / (MB if sys.platform == "darwin" else 1024)
-    return {"rss": status.get("VmRSS", float("nan")), "anon": status.get("RssAnon", float("nan")),
-            "mapped": status.get("RssFile", float("nan")), "peak": status["VmHWM"]}
-
-
-def per_call(fn, items) -> float:
-    """Mean seconds per call of ``fn`` over ``items``."""
-    start = time.perf_counter()
-    for item in items:
-        fn(item)
-    return (time.perf_counter() - start) / len(items)
+    """RSS, its anonymous and file-backed parts, the peak (``/proc/self/status``) and PSS (``smaps_rollup``), MB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            out["Pss"] = int(line.split()[1]) / 1024
+    return {"rss": out["VmRSS"], "anon": out["RssAnon"], "mapped": out["RssFile"], "peak": out["VmHWM"], "pss": out["Pss"]}
 
 
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / MB
 
 
-# -- phases run in fresh processes -------------------------------------------------------------------
+def queries_for(corpus) -> tuple[list[str], list[list[str]]]:
+    """200 single queries and 10 batches of 64, from passages drawn with a fixed seed (the same from either corpus)."""
+    rng = np.random.default_rng(3)
+    n = N_SINGLE + N_BATCHES * BATCH
+    queries = make_queries([corpus[int(i)].text for i in rng.integers(0, len(corpus), 2 * n)], n)
+    return queries[:N_SINGLE], [queries[N_SINGLE + k * BATCH:][:BATCH] for k in range(N_BATCHES)]
 
 
-def phase_bm25_build(n: int, workdir: Path) -> dict:
-    from search_env.retrieval.bm25 import BM25Retriever
+def jsonl(n: int, workdir: Path) -> Path:
+    return workdir / f"corpus-{n}.jsonl"
 
+
+# -- phases, each in a fresh process -----------------------------------------------------------------
+
+
+def phase_generate(n: int, workdir: Path) -> dict:
     start = time.perf_counter()
-    corpus, texts = make_corpus(n)
-    t_generate = time.perf_counter() - start
-    corpus.to_jsonl(workdir / f"corpus-{n}.jsonl")
-    before = memory()
-    start = time.perf_counter()
-    BM25Retriever(corpus, cache=workdir / f"bm25-{n}", mmap=True)
-    return {
-        "passages": n,
-        "words": sum(len(t.split()) for t in texts),
-        "generate_s": t_generate,
-        "build_s": time.perf_counter() - start,
-        "build_peak_mb": memory()["peak"],
-        "corpus_mb_in_build": before["rss"],
-        "index_disk_mb": dir_mb(workdir / f"bm25-{n}"),
-        "jsonl_mb": (workdir / f"corpus-{n}.jsonl").stat().st_size / MB,
-    }
+    corpus, _ = make_corpus(n)
+    corpus.to_jsonl(jsonl(n, workdir))
+    return {"generate_s": time.perf_counter() - start, "jsonl_mb": jsonl(n, workdir).stat().st_size / MB}
 
 
-def phase_bm25_query(n: int, workdir: Path, n_queries: int, batch: int) -> dict:
+def phase_build_new(n: int, workdir: Path) -> dict:
     from search_env.data.corpus import load_corpus
     from search_env.retrieval.bm25 import BM25Retriever
 
-    base = memory()
     start = time.perf_counter()
-    corpus = load_corpus(workdir / f"corpus-{n}.jsonl")
+    corpus = load_corpus(jsonl(n, workdir), mmap=True)
     t_corpus = time.perf_counter() - start
-    with_corpus = memory()
     start = time.perf_counter()
+    retriever = BM25Retriever(corpus, cache=workdir / f"bm25-{n}", mmap=True)
+    t_build, peak = time.perf_counter() - start, memory()["peak"]
+    singles, _ = queries_for(corpus)
+    top = [np.argsort(-retriever.get_scores(q), kind="stable")[:10].tolist() for q in singles]
+    (workdir / f"top_new-{n}.json").write_text(json.dumps(top))
+    return {"map_corpus_s": t_corpus, "build_s": t_build, "peak_mb": peak, "index_disk_mb": dir_mb(workdir / f"bm25-{n}"),
+            "mapped_disk_mb": dir_mb(corpus.folder)}
+
+
+def phase_build_old(n: int, workdir: Path) -> dict:
+    """The build before the chunked one: the corpus in memory, every passage's tokens as Python lists, then
+    bm25s's ``index``; it writes its index beside the new one (the old env process loads it)."""
+    import bm25s
+
+    from search_env.data.corpus import load_corpus
+    from search_env.retrieval import bm25 as module
+
+    start = time.perf_counter()
+    corpus = load_corpus(jsonl(n, workdir))
+    t_corpus, corpus_rss = time.perf_counter() - start, memory()["rss"]
+    start = time.perf_counter()
+    analyzer = module._Analyzer("english", "en")
+    analyzer.tokenizer.reset_vocab()
+    ids = analyzer.tokenizer.tokenize([module._passage_text(p) for p in corpus], update_vocab=True, return_as="ids",
+                                      allow_empty=True, show_progress=False)
+    bm = bm25s.BM25(k1=0.9, b=0.4, method="lucene", backend="numpy")
+    bm.index(bm25s.tokenization.Tokenized(ids=ids, vocab=analyzer.vocab), show_progress=False)
+    t_build, peak = time.perf_counter() - start, memory()["peak"]
+    del ids
+    singles, _ = queries_for(corpus)
+    top = []
+    for q in singles:
+        q_ids = analyzer.query_ids(q)
+        scores = bm.get_scores(q_ids) if q_ids else np.zeros(len(corpus))
+        top.append(np.argsort(-scores, kind="stable")[:10].tolist())
+    new = json.loads((workdir / f"top_new-{n}.json").read_text())
+    return {"load_corpus_s": t_corpus, "corpus_rss_mb": corpus_rss, "build_s": t_build, "peak_mb": peak,
+            "same_top10": float(np.mean([a == b for a, b in zip(top, new)]))}
+
+
+def phase_query(n: int, workdir: Path, mapped: bool, hold: bool = False) -> dict:
+    """An env process: the corpus (mapped, or in memory as before), the index mapped, searches and random draws."""
+    from search_env.data.corpus import load_corpus
+    from search_env.retrieval.bm25 import BM25Retriever
+
+    corpus = load_corpus(jsonl(n, workdir), mmap=mapped)
     retriever = BM25Retriever.load(workdir / f"bm25-{n}", corpus, mmap=True)
-    t_index = time.perf_counter() - start
-    queries = make_queries([p.text for p in corpus], n_queries + 10 * batch)
-    retriever.search(queries[0], 10)  # first touch
-    single = per_call(lambda q: retriever.search(q, 10), queries[:n_queries])
-    batches = [queries[n_queries + i * batch : n_queries + (i + 1) * batch] for i in range(10)]
-    batched = per_call(lambda b: retriever.batch_search(b, 10), batches)
-    after = memory()
-    return {
-        "passages": n,
-        "load_corpus_s": t_corpus,
-        "load_index_s": t_index,
-        "single_ms": single * 1e3,
-        "batch_ms": batched * 1e3,
-        "rss_corpus_mb": with_corpus["rss"] - base["rss"],
-        "rss_mb": after["rss"],
-        "anon_mb": after["anon"],
-        "mapped_mb": after["mapped"],
-        "peak_mb": after["peak"],
-    }
+    singles, batches = queries_for(corpus)
+    single_ms = per_call(lambda q: retriever.search(q, 10), singles) * 1e3
+    batch_ms = per_call(lambda b: retriever.batch_search(b, 10), batches) * 1e3
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, len(corpus), N_DRAWS):
+        corpus[int(i)].text
+    result = {"single_ms": single_ms, "batch_ms": batch_ms, **{f"{k}_mb": v for k, v in memory().items()}}
+    if hold:  # stay alive (and keep the pages) until the parent has measured every process
+        print(json.dumps(result), flush=True)
+        sys.stdin.read()
+    return result
+
+
+# -- measured from this process ----------------------------------------------------------------------
 
 
 def run_phase(*args: str) -> dict:
-    """Run this script's ``--phase`` in a fresh interpreter; its last stdout line is the JSON result."""
     out = subprocess.run([sys.executable, __file__, "--phase", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# -- in-process vs HTTP ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def bench_http(n: int, workdir: Path, n_queries: int, batch: int) -> dict:
+def serve(n: int, workdir: Path) -> dict:
+    """``search-env serve --mmap`` in its own process, queried over HTTP like an env; its memory while serving."""
     import psutil
-    import requests
 
     from search_env.data.corpus import load_corpus
-    from search_env.retrieval.bm25 import BM25Retriever
     from search_env.retrieval.http import HTTPRetriever
 
-    corpus = load_corpus(workdir / f"corpus-{n}.jsonl")
-    local = BM25Retriever.load(workdir / f"bm25-{n}", corpus, mmap=True)
-    port = free_port()
-    cmd = [sys.executable, "-m", "search_env.retrieval.server", "--corpus", str(workdir / f"corpus-{n}.jsonl"),
-           "--retriever", "bm25", "--index-dir", str(workdir / f"bm25-{n}"), "--port", str(port),
-           "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server, url, t_start = start_server("--corpus", str(jsonl(n, workdir)), "--mmap", "--retriever", "bm25",
+                                        "--index-dir", str(workdir / f"bm25-{n}"), "--max-batch", str(BATCH))
     try:
-        url, deadline, start = f"http://127.0.0.1:{port}", time.monotonic() + 300, time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited: {server.stderr.read()}")
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-        t_start = time.perf_counter() - start
-        remote = HTTPRetriever(url, timeout=30)
-        queries = make_queries([p.text for p in corpus], n_queries + 10 * batch, seed=7)
-        singles, batches = queries[:n_queries], [queries[n_queries + i * batch:][:batch] for i in range(10)]
-        for batch_ in batches:  # same answers; also warms both up (page cache, connections)
-            assert remote.batch_search(batch_, 10) == local.batch_search(batch_, 10)
-        times: dict[str, list[float]] = {}
-        for round_ in range(3):  # alternate the two, so that load from other processes hits both alike
-            for name, retriever in (("local", local), ("http", remote)):
-                times.setdefault(f"{name}_single_ms", []).append(
-                    per_call(lambda q: retriever.search(q, 10), singles[round_::3]) * 1e3)
-                times.setdefault(f"{name}_batch_ms", []).append(
-                    per_call(lambda b: retriever.batch_search(b, 10), batches[round_::3]) * 1e3)
-        result = {"server_start_s": t_start, **{key: float(np.median(v)) for key, v in times.items()}}
-        result["server_rss_mb"] = psutil.Process(server.pid).memory_info().rss / MB
-        return result
+        process = psutil.Process(server.pid)
+        idle = process.memory_full_info()
+        client = HTTPRetriever(url, timeout=120, retries=0)
+        singles, batches = queries_for(load_corpus(jsonl(n, workdir), mmap=True))
+        single_ms = per_call(lambda q: client.search(q, 10), singles) * 1e3
+        batch_ms = per_call(lambda b: client.batch_search(b, 10), batches) * 1e3
+        busy = process.memory_full_info()
+        return {"start_s": t_start, "idle_rss_mb": idle.rss / MB, "rss_mb": busy.rss / MB, "pss_mb": busy.pss / MB,
+                "uss_mb": busy.uss / MB, "single_ms": single_ms, "batch_ms": batch_ms}
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=60)
 
 
-# -- dense -------------------------------------------------------------------------------------------
+def shared(n: int, workdir: Path, processes: int) -> dict:
+    procs = [subprocess.Popen([sys.executable, __file__, "--phase", "query_mapped_hold", str(n), str(workdir)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ)
+             for _ in range(processes)]
+    results = [json.loads(p.stdout.readline()) for p in procs]
+    for p in procs:
+        p.stdin.close()
+        p.wait(timeout=120)
+    return {"processes": processes, "rss_total_mb": sum(r["rss_mb"] for r in results),
+            "pss_total_mb": sum(r["pss_mb"] for r in results), "anon_total_mb": sum(r["anon_mb"] for r in results)}
 
 
-def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
-    from search_env.data.corpus import Corpus, Passage
-    from search_env.data.synthetic import build_world
-    from search_env.retrieval.dense import DenseRetriever
-    from search_env.retrieval.encoder import get_encoder
-
-    encoder = get_encoder()
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((n, encoder.dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = vectors[rng.integers(0, n, n_queries + batch)] + 0.3 * rng.standard_normal((n_queries + batch, encoder.dim), dtype=np.float32)
-    corpus = Corpus([Passage(f"v{i}", "", "x") for i in range(n)], name=f"vectors-{n}")
-    result: dict = {"passages": n, "dim": encoder.dim, "embeddings_mb": vectors.nbytes / MB}
-    exact = None
-    for kind in ("numpy", "flat") + (("hnsw",) if hnsw else ()):
-        start = time.perf_counter()
-        retriever = DenseRetriever.from_embeddings(corpus, vectors, encoder, index=kind)
-        result[f"{kind}_build_s"] = time.perf_counter() - start
-        result[f"{kind}_single_ms"] = per_call(lambda q: retriever.search_vectors(q[None], 10), queries[:n_queries]) * 1e3
-        result[f"{kind}_batch_ms"] = per_call(lambda b: retriever.search_vectors(b, 10), [queries[n_queries:]] * 3) * 1e3
-        positions = retriever.search_vectors(queries, 10)[0]
-        exact = positions if exact is None else exact
-        result[f"{kind}_recall10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(positions.tolist(), exact.tolist())]))
-    import torch
-
-    world = build_world(seed=0, n_passages=300)
-    texts = [p.contents for p in world.corpus][:128]
-    questions = [q.question for q in world.questions][:batch]
-    default_threads = torch.get_num_threads()
-    for threads in sorted({default_threads, 1}, reverse=True):
-        torch.set_num_threads(threads)
-        encoder.encode(questions[:4])
-        result[f"encode_query_ms_{threads}"] = per_call(lambda q: encoder.encode([q]), questions[:16]) * 1e3
-        result[f"encode_batch_ms_{threads}"] = per_call(lambda b: encoder.encode(b), [questions] * 2) * 1e3
-        start = time.perf_counter()
-        encoder.encode(texts, "passage")
-        result[f"encode_passages_per_s_{threads}"] = len(texts) / (time.perf_counter() - start)
-    torch.set_num_threads(default_threads)
-    result["torch_threads"] = default_threads
+def measure(n: int, workdir: Path, processes: int, old: bool) -> dict:
+    start = time.perf_counter()
+    result = {"generate": run_phase("generate", str(n), str(workdir)),
+              "build": run_phase("build_new", str(n), str(workdir))}
+    if old:
+        result["build_old"] = run_phase("build_old", str(n), str(workdir))
+        result["env_old"] = run_phase("query_memory", str(n), str(workdir))
+    result["env"] = run_phase("query_mapped", str(n), str(workdir))
+    result["server"] = serve(n, workdir)
+    result["shared"] = shared(n, workdir, processes)
+    result["total_s"] = time.perf_counter() - start
+    for file in workdir.glob(f"corpus-{n}.jsonl"):  # the next size needs the disk more than this needs keeping
+        file.unlink()
     return result
 
 
-# -- main --------------------------------------------------------------------------------------------
+def report(n: int, r: dict) -> None:
+    b, e, s, m = r["build"], r["env"], r["server"], r["shared"]
+    print(f"\n== {n:,} passages ({r['generate']['jsonl_mb']:,.0f} MB of JSONL; {r['total_s']:.0f} s) ==")
+    print(f"build: map the corpus {b['map_corpus_s']:.0f} s ({b['mapped_disk_mb']:,.0f} MB on disk), index "
+          f"{b['build_s']:.0f} s, peak {b['peak_mb']:,.0f} MB, index on disk {b['index_disk_mb']:,.0f} MB")
+    if "build_old" in r:
+        o = r["build_old"]
+        print(f"build, old (corpus in memory, bm25s index over all token lists): {o['build_s']:.0f} s, peak "
+              f"{o['peak_mb']:,.0f} MB (the corpus alone {o['corpus_rss_mb']:,.0f} MB); same top-10 as the new index on "
+              f"{N_SINGLE} queries: {o['same_top10']:.3f}")
+    rows = [("env process, corpus mapped", e)] + ([("env process, corpus in memory (old)", r["env_old"])] if "env_old" in r else [])
+    for label, q in rows:
+        print(f"{label}: RSS {q['rss_mb']:,.0f} MB (anon {q['anon_mb']:,.0f}, file pages {q['mapped_mb']:,.0f}), PSS "
+              f"{q['pss_mb']:,.0f} MB; search {q['single_ms']:.1f} ms single, {q['batch_ms'] / BATCH:.1f} ms/query in "
+              f"batches of {BATCH}")
+    print(f"server (search-env serve --mmap): up in {s['start_s']:.1f} s, RSS idle {s['idle_rss_mb']:,.0f} MB, while "
+          f"serving {s['rss_mb']:,.0f} MB (PSS {s['pss_mb']:,.0f}, USS {s['uss_mb']:,.0f}); over HTTP "
+          f"{s['single_ms']:.1f} ms single, {s['batch_ms'] / BATCH:.1f} ms/query in batches of {BATCH}")
+    print(f"{m['processes']} env processes at once: RSS summed {m['rss_total_mb']:,.0f} MB, PSS summed "
+          f"{m['pss_total_mb']:,.0f} MB (anon {m['anon_total_mb']:,.0f} MB)")
+
+
+def projection(results: dict[int, dict]) -> None:
+    """Linear in the growth from the smallest to the largest size measured."""
+    (n1, a), (n2, b) = min(results.items()), max(results.items())
+    quantities = {
+        "build peak MB": lambda r: r["build"]["peak_mb"], "build s": lambda r: r["build"]["build_s"] + r["build"]["map_corpus_s"],
+        "index on disk MB": lambda r: r["build"]["index_disk_mb"], "mapped corpus on disk MB": lambda r: r["build"]["mapped_disk_mb"],
+        "env process RSS MB": lambda r: r["env"]["rss_mb"], "env process anon MB": lambda r: r["env"]["anon_mb"],
+        "server RSS MB (serving)": lambda r: r["server"]["rss_mb"], "single search ms": lambda r: r["env"]["single_ms"],
+        "batched search ms/query": lambda r: r["env"]["batch_ms"] / BATCH,
+        f"{a['shared']['processes']} env processes PSS MB": lambda r: r["shared"]["pss_total_mb"],
+    }
+    print(f"\n== projection to {WIKI18:,} passages (linear in the {n1:,} -> {n2:,} growth) ==")
+    print(f"{'':>34} {n1:>12,} {n2:>12,} {WIKI18:>12,}")
+    for name, get in quantities.items():
+        v1, v2 = get(a), get(b)
+        print(f"{name:>34} {v1:>12,.1f} {v2:>12,.1f} {v2 + (v2 - v1) / (n2 - n1) * (WIKI18 - n2):>12,.1f}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=100_000, help="smaller bm25s corpus (also used for HTTP)")
-    parser.add_argument("--large", type=int, default=1_000_000, help="larger bm25s corpus")
-    parser.add_argument("--dense", type=int, default=100_000, help="vectors in the dense comparison")
-    parser.add_argument("--queries", type=int, default=200, help="single queries timed per setting")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--hnsw", action="store_true", help="also time a FAISS HNSW index (slow to build)")
-    parser.add_argument("--workdir", help="keep corpora and indexes here (default: a temporary folder)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--passages", type=int, nargs="+", default=[1_000_000, 3_000_000])
+    parser.add_argument("--processes", type=int, default=16, help="env processes alive at once, sharing the corpus")
+    parser.add_argument("--old-at", type=int, help="size at which the old code is measured too (default: the first)")
+    parser.add_argument("--workdir", help="keep indexes here (default: a temporary folder)")
+    parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--phase", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
     if args.phase:
         name, n, workdir = args.phase[0], int(args.phase[1]), Path(args.phase[2])
-        result = phase_bm25_build(n, workdir) if name == "build" else phase_bm25_query(n, workdir, args.queries, args.batch)
-        print(json.dumps(result))
+        run = {"generate": phase_generate, "build_new": phase_build_new, "build_old": phase_build_old,
+               "query_memory": lambda n, w: phase_query(n, w, False), "query_mapped": lambda n, w: phase_query(n, w, True),
+               "query_mapped_hold": lambda n, w: phase_query(n, w, True, hold=True)}[name]
+        print(json.dumps(run(n, workdir)))
         return
-
-    import faiss
-    import torch
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}, torch {torch.__version__}")
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    old_at = args.old_at or args.passages[0]
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir or tmp)
+        workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-
-        scale = {}
-        for n in (args.small, args.large):
-            scale[n] = {**run_phase("build", str(n), str(workdir)),
-                        **run_phase("query", str(n), str(workdir), "--queries", str(args.queries), "--batch", str(args.batch))}
-        print(f"== bm25s, each step in a fresh process (k=10, batches of {args.batch}) ==")
-        print(f"{'passages':>10} {'words':>12} {'build s':>8} {'build peak MB':>14} {'index disk MB':>14} "
-              f"{'load s':>7} {'corpus MB':>10} {'RSS MB':>8} {'anon MB':>8} {'mapped MB':>10} {'single ms':>10} {'batch ms/q':>11}")
-        for n, r in scale.items():
-            print(f"{n:>10,} {r['words']:>12,} {r['build_s']:>8.1f} {r['build_peak_mb']:>14.0f} {r['index_disk_mb']:>14.0f} "
-                  f"{r['load_corpus_s'] + r['load_index_s']:>7.1f} {r['rss_corpus_mb']:>10.0f} {r['rss_mb']:>8.0f} "
-                  f"{r['anon_mb']:>8.0f} {r['mapped_mb']:>10.0f} {r['single_ms']:>10.2f} {r['batch_ms'] / args.batch:>11.2f}")
-
-        http = bench_http(args.small, workdir, args.queries, args.batch)
-        print(f"\n== bm25s over {args.small:,} passages: in-process vs HTTP on 127.0.0.1 (server in its own process) ==")
-        print(f"{'':>12} {'single ms':>10} {'batch of ' + str(args.batch) + ' ms':>16}")
-        for name in ("local", "http"):
-            print(f"{name:>12} {http[name + '_single_ms']:>10.2f} {http[name + '_batch_ms']:>16.1f}")
-        print(f"server: up in {http['server_start_s']:.1f} s, RSS {http['server_rss_mb']:.0f} MB")
-
-        dense = bench_dense(args.dense, args.queries // 4, args.batch, args.hnsw)
-        print(f"\n== dense search over {args.dense:,} unit vectors of dim {dense['dim']} "
-              f"({dense['embeddings_mb']:.0f} MB), k=10, query vectors given ==")
-        print(f"{'index':>8} {'build s':>8} {'single ms':>10} {'batch of ' + str(args.batch) + ' ms':>16} {'recall@10':>10}")
-        for kind in ("numpy", "flat", "hnsw"):
-            if f"{kind}_build_s" in dense:
-                print(f"{kind:>8} {dense[kind + '_build_s']:>8.2f} {dense[kind + '_single_ms']:>10.2f} "
-                      f"{dense[kind + '_batch_ms']:>16.1f} {dense[kind + '_recall10']:>10.3f}")
-        for threads in sorted({dense["torch_threads"], 1}, reverse=True):
-            print(f"bundled MiniLM encoder, {threads} torch thread(s): a query {dense[f'encode_query_ms_{threads}']:.1f} ms, "
-                  f"a batch of {args.batch} queries {dense[f'encode_batch_ms_{threads}']:.0f} ms, "
-                  f"{dense[f'encode_passages_per_s_{threads}']:.0f} passages/s")
-        print(f"\ntotal {time.perf_counter() - start:.0f} s; load average after: "
-              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-
-    small, large = scale[args.small], scale[args.large]
-    print(
-        f"ratios: dense faiss-flat/numpy single {dense['flat_single_ms'] / dense['numpy_single_ms']:.2f}x "
-        f"batch {dense['flat_batch_ms'] / dense['numpy_batch_ms']:.2f}x | "
-        f"http/in-process single {http['http_single_ms'] / http['local_single_ms']:.2f}x "
-        f"batch{args.batch} {http['http_batch_ms'] / http['local_batch_ms']:.2f}x | "
-        f"bm25s {large['passages'] // 1000}k/{small['passages'] // 1000}k single latency "
-        f"{large['single_ms'] / small['single_ms']:.1f}x, batch {large['batch_ms'] / small['batch_ms']:.1f}x, "
-        f"RSS {large['rss_mb'] / small['rss_mb']:.1f}x"
-    )
+        os.environ["SEARCH_ENV_CACHE"] = str(workdir / "cache")  # mapped corpora go here, for every phase and the server
+        print(f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30):.0f} GiB; "
+              f"load average before {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        results = {n: measure(n, workdir, args.processes, old=n == old_at) for n in args.passages}
+        for n, r in results.items():
+            report(n, r)
+        if len(results) > 1:
+            projection(results)
+        if args.json:
+            Path(args.json).write_text(json.dumps({str(n): r for n, r in results.items()}, indent=1))
+        print(f"\nload average after {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    r = results[old_at]
+    new, old = r["env"], r["env_old"]
+    print(f"env-process RSS at {old_at:,} passages, new / old: {new['rss_mb']:.0f} / {old['rss_mb']:.0f} MB = "
+          f"{new['rss_mb'] / old['rss_mb']:.2f}x; build peak new / old: {r['build']['peak_mb']:.0f} / "
+          f"{r['build_old']['peak_mb']:.0f} MB = {r['build']['peak_mb'] / r['build_old']['peak_mb']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,10 @@ from study_io import Curve, Panel, plot_panels  # noqa: E402
 
 # The env as both the warm start and GRPO see it (the warm-started model only knows this setting).
 ENV_FLAGS = ["--hops", "2,3", "--topk", "3", "--max-turns", "4", "--no-few-shot", "--max-new-tokens", "12"]
-ARMS = {"outcome": 0.0, "ig": None}  # None: --ig-weight
+# arm -> (--ig-weight, extra grpo_ig.py flags); None: the --ig-weight option. The study fixed before its runs is
+# outcome vs ig; the self-distillation arms (issue 14) add SD-Search's or OFSD's loss to outcome-only GRPO.
+ARMS = {"outcome": (0.0, []), "ig": (None, []), "hindsight": (0.0, ["--distill", "hindsight"]),
+        "sibling": (0.0, ["--distill", "sibling"])}
 # A tiny model and warm start, for smoke tests.
 TINY_WARM = ["--max-questions", "16", "--episodes-per-question", "1", "--epochs", "1", "--ig-questions", "4",
              "--hidden-size", "32", "--layers", "1", "--intermediate-size", "64"]
@@ -72,6 +75,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=None, help="held-out EM to reach (default: warm start's + 0.10)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (more can be far slower on a shared machine)")
+    p.add_argument("--arms", nargs="+", default=["outcome", "ig"], choices=list(ARMS),
+                   help="arms to run; the first is the baseline every other arm is compared with")
     p.add_argument("--tiny", action="store_true", help="a tiny model and warm start (smoke tests)")
     p.add_argument("--warm-args", default="", help="extra examples/warm_start.py flags, space-separated")
     p.add_argument("--grpo-args", default="", help="extra examples/grpo_ig.py flags for both arms, space-separated")
@@ -101,14 +106,15 @@ def warm_start(args) -> tuple[Path, dict]:
 
 
 def grpo_command(args, folder: Path, arm: str, seed: int, runs: Path) -> list[str]:
-    weight = args.ig_weight if ARMS[arm] is None else ARMS[arm]
+    weight, flags = ARMS[arm]
+    weight = args.ig_weight if weight is None else weight
     return [sys.executable, str(EXAMPLES / "grpo_ig.py"), "--model", str(folder), *ENV_FLAGS,
             "--total-steps", str(args.total_steps), "--eval-every", str(args.eval_every),
             "--eval-questions", str(args.eval_questions), "--questions-per-step", str(args.questions_per_step),
             "--group-size", str(args.group_size), "--learning-rate", str(args.learning_rate),
             "--kl-coef", str(args.kl_coef), "--ig-weight", str(weight), "--seed", str(seed), "--device", "cpu",
             "--precision", "fp32", "--keep-checkpoints", "1", "--no-tensorboard", "--output-dir", str(runs),
-            "--run-name", f"{arm}_s{seed}", *args.grpo_args.split()]
+            "--run-name", f"{arm}_s{seed}", *flags, *args.grpo_args.split()]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -191,7 +197,9 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
     start = warm["eval"]
     threshold = args.threshold if args.threshold is not None else round(start["em"] + 0.10, 4)
     stats = {arm: summarise(rows, threshold, start["em"]) for arm, rows in results.items()}
-    names = {"outcome": "outcome only (--ig-weight 0)", "ig": f"outcome + IG (--ig-weight {args.ig_weight:g}, own IG)"}
+    label = {"outcome": "outcome", "ig": "IG", "hindsight": "hindsight", "sibling": "sibling"}
+    names = {"outcome": "outcome only (--ig-weight 0)", "ig": f"outcome + IG (--ig-weight {args.ig_weight:g}, own IG)",
+             "hindsight": "outcome + hindsight JSD (--distill hindsight)", "sibling": "outcome + sibling KL (--distill sibling)"}
     cell = lambda s, k, f="{:.3f}": f"{f.format(s[k]['mean'])} ± {f.format(s[k]['sd'])}"  # noqa: E731
     lines = [f"warm start: held-out EM {start['em']:.3f}, answer rate {start['answered']:.3f}, valid-tag rate "
              f"{start['valid_tag_rate']:.3f}; own-IG validity {warm['ig_validity_after']['win_rate']:.2f} "
@@ -207,20 +215,26 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
                      f"{cell(s, 'searches', '{:.2f}')} | {cell(s, 'all_failed_groups', '{:.2f}')} | "
                      f"{cell(s, 'seconds_per_step', '{:.1f}')} |")
     rng = np.random.default_rng(0)
-    ig, base = stats["ig"], stats["outcome"]
-    ratio = lambda k: ig[k]["mean"] / base[k]["mean"] if base[k]["mean"] else float("nan")  # noqa: E731
-    lo_s, hi_s = ratio_interval(ig["steps_to_threshold"]["values"], base["steps_to_threshold"]["values"], rng)
-    lo_e, hi_e = ratio_interval(ig["final_em"]["values"], base["final_em"]["values"], rng)
-    last = (f"IG / outcome: steps to held-out EM >= {threshold:.2f} {ratio('steps_to_threshold'):.2f}x "
-            f"[{lo_s:.2f}, {hi_s:.2f}] ({cell(ig, 'steps_to_threshold', '{:.0f}')} vs "
+    baseline, *others = args.arms
+    base = stats[baseline]
+    comparisons = []
+    for arm in others:  # each arm against the baseline; the first listed comparison is the last line
+        a = stats[arm]
+        ratio = lambda k: a[k]["mean"] / base[k]["mean"] if base[k]["mean"] else float("nan")  # noqa: E731
+        lo_s, hi_s = ratio_interval(a["steps_to_threshold"]["values"], base["steps_to_threshold"]["values"], rng)
+        lo_e, hi_e = ratio_interval(a["final_em"]["values"], base["final_em"]["values"], rng)
+        comparisons.append(
+            f"{label[arm]} / {label[baseline]}: steps to held-out EM >= {threshold:.2f} {ratio('steps_to_threshold'):.2f}x "
+            f"[{lo_s:.2f}, {hi_s:.2f}] ({cell(a, 'steps_to_threshold', '{:.0f}')} vs "
             f"{cell(base, 'steps_to_threshold', '{:.0f}')}; censored runs count their last step); final held-out EM "
-            f"{ratio('final_em'):.2f}x [{lo_e:.2f}, {hi_e:.2f}] ({cell(ig, 'final_em')} vs {cell(base, 'final_em')}); "
+            f"{ratio('final_em'):.2f}x [{lo_e:.2f}, {hi_e:.2f}] ({cell(a, 'final_em')} vs {cell(base, 'final_em')}); "
             f"mean ± sd over seeds (n={args.seeds}), [90% bootstrap interval]")
+    last = comparisons[0] if comparisons else ""
+    lines += [""] + comparisons[1:]
     (out / "results.json").write_text(json.dumps({"threshold": threshold, "warm_start": warm, "arms": stats,
                                                   "args": vars(args)}, indent=2))
     (out / "results.md").write_text("\n".join(lines + ["", last]) + "\n")
-    label = {"outcome": "outcome", "ig": "outcome + IG"}
-    panel = lambda title, key, start=None, ylim=None: Panel(title, [curve(results[a], key, label[a], start)  # noqa: E731
+    panel = lambda title, key, start=None, ylim=None: Panel(title, [curve(results[a], key, names[a].split(" (")[0], start)  # noqa: E731
                                                                    for a in results], ylim=ylim)
     plot_panels(out / "ig_testbed.png", [
         panel("held-out EM (greedy)", "eval/em", start["em"], (0, 1)),
@@ -239,11 +253,11 @@ def main(argv=None) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     folder, warm = warm_start(args)
-    jobs = [(arm, seed) for seed in range(1, args.seeds + 1) for arm in ARMS]  # arms interleaved: a partial study is balanced
+    jobs = [(arm, seed) for seed in range(1, args.seeds + 1) for arm in args.arms]  # arms interleaved: a partial study is balanced
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for message in pool.map(lambda job: run_one(args, folder, *job, runs), jobs):
             print(message, flush=True)
-    results = {arm: {s: read_rows(runs / f"{arm}_s{s}" / "metrics.csv") for s in range(1, args.seeds + 1)} for arm in ARMS}
+    results = {arm: {s: read_rows(runs / f"{arm}_s{s}" / "metrics.csv") for s in range(1, args.seeds + 1)} for arm in args.arms}
     text = report(args, results, warm, out)
     print(f"[study: {time.perf_counter() - start:.0f}s]\n" + text)
 
