@@ -440,10 +440,12 @@ def test_titles_find_their_passages_on_hotpotqa():
 # -- the bounded-memory build equals bm25s's own index ------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
-def test_chunked_build_gives_bm25s_own_index_array_for_array(monkeypatch, corpus, queries, method):
-    """The build tokenizes in chunks and assembles the score matrix itself; bm25s's ``index`` over all the
-    token lists at once (the old build) must give the same arrays, vocabulary and results."""
+@pytest.mark.parametrize("method,on_disk", [("lucene", False), ("robertson", False), ("atire", False),
+                                            ("lucene", True), ("atire", True)])
+def test_chunked_build_gives_bm25s_own_index_array_for_array(monkeypatch, tmp_path, corpus, queries, method, on_disk):
+    """The build tokenizes in chunks and assembles the score matrix itself a bucket of terms at a time (on disk
+    when the index is memory-mapped); bm25s's ``index`` over all the token lists at once (the old build) must give
+    the same arrays, vocabulary and results."""
     import bm25s
 
     from search_env.retrieval import bm25 as module
@@ -451,8 +453,13 @@ def test_chunked_build_gives_bm25s_own_index_array_for_array(monkeypatch, corpus
     passages = list(corpus)[:600] + [Passage("empty-ish", "", "the of and"), Passage("dup", "Xyz", "xyz xyz xyz abc")]
     small = Corpus(passages, name="chunked")
     monkeypatch.setattr(module, "BUILD_CHUNK", 37)  # many chunks, one of them partial
-    monkeypatch.setattr(module, "_SCORE_SLICE", 1000)
-    built = BM25Retriever(small, method=method, cache=False)
+    monkeypatch.setattr(module, "BUCKET_PAIRS", 1000)  # many buckets, many passes over the pairs
+    monkeypatch.setattr(module, "MAX_PASSES", 1000)
+    built = BM25Retriever(small, method=method, cache=tmp_path / "index" if on_disk else False, mmap=on_disk)
+    if on_disk:
+        assert isinstance(built._bm25.scores["data"], np.memmap)  # read back from the files the build wrote
+        assert sorted(f.name for f in (tmp_path / "index").iterdir() if not f.suffix == ".json") == [
+            "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy"]  # no scratch left behind
 
     analyzer = module._Analyzer("english", "en")
     analyzer.tokenizer.reset_vocab()
