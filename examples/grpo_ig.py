@@ -65,7 +65,7 @@ class Args:
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "questions held out for evaluation (a fixed split, the same for every seed)")
     hops: str | None = arg(None, "only questions with these hop counts (metadata 'hops'), e.g. 2,3; filtered after the split")
-    dialect: str = arg("search-r1", "tag dialect: search-r1 or autorefine")
+    dialect: str = arg("search-r1", "tag dialect: search-r1, autorefine or plan (a <plan> of sub-questions before the first search)")
     topk: int = arg(3, "passages per search")
     max_turns: int = arg(4, "turns per episode")
     few_shot: bool = arg(True, "show a worked example in the prompt (helps small models)")

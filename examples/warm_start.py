@@ -58,7 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # grpo_ig.py and study
 import grpo_ig  # noqa: E402
 from study_io import Timer, arg, parse_args, seed_everything  # noqa: E402
 
-TOKENIZER_VERSION = 3  # bump when the tokenizer's design changes
+# The dialects whose text each tokenizer version was trained on; bump (add a version) when the tokenizer's design
+# changes. Version 3 (the IG testbed's) stays what it was, so its warm start and runs are reproducible; the plan
+# dialect's words (its prompt, "<plan>", sub-questions) came with version 4.
+TOKENIZER_DIALECTS = {3: ("search-r1", "autorefine"), 4: ("search-r1", "autorefine", "plan")}
 VERSION = 1  # bump when the teacher, the SFT or the report changes (with the tokenizer's, part of the cache key)
 SPACE = "\u2581"  # "▁": a space, kept on the token that follows it
 # Pre-tokens, after spaces became "▁": a tag, a newline, a word, a number (up to 4 digits), one other character.
@@ -79,7 +82,8 @@ class Args:
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "held-out questions before the hop filter (grpo_ig's --eval-size: the same split)")
     hops: str = arg("2,3", "hop counts of the questions, comma-separated (grpo_ig's --hops)")
-    dialect: str = arg("search-r1", "tag dialect")
+    dialect: str = arg("search-r1", "tag dialect: search-r1, autorefine or plan (the teacher then writes a <plan> of "
+                                     "sub-questions before its first search)")
     topk: int = arg(3, "passages per search")
     max_turns: int = arg(4, "turns per episode")
     few_shot: bool = arg(False, "show the dialect's worked example in the prompt")
@@ -98,6 +102,8 @@ class Args:
     batch_size: int = arg(8, "episodes per optimiser step")
     learning_rate: float = arg(3e-3, "AdamW peak learning rate (linear warm-up over 5% of steps, cosine decay)")
     copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context (0: none)")
+    keep_correct: bool = arg(False, "SFT only on the teacher episodes that answered right (the Plan paper's filtered "
+                                    "self-bootstrapped trajectories)")
     rename: bool = arg(False, "give each episode, in each epoch, random names (consistently within it): SFT then teaches "
                              "copying names from the context, not the world's facts")
     # reports
@@ -109,14 +115,19 @@ class Args:
 # ------------------------------------------------------------------------------- tokenizer and model
 
 
-TOKENIZER_DIALECTS = ("search-r1", "autorefine")  # version 3's; the plan dialect's words need a new version
+def tokenizer_version(dialect: str) -> int:
+    """The oldest tokenizer version that knows ``dialect``'s words."""
+    for version, dialects in sorted(TOKENIZER_DIALECTS.items()):
+        if dialect in dialects:
+            return version
+    raise SystemExit(f"--dialect {dialect}: the testbed's tokenizer knows {', '.join(TOKENIZER_DIALECTS[max(TOKENIZER_DIALECTS)])}")
 
 
-def world_texts(world, topk: int) -> list[str]:
-    """What the agent and the env write in this world: prompts (each of ``TOKENIZER_DIALECTS``, with its worked
-    example), passages as documents blocks, searches, answers and feedback."""
+def world_texts(world, topk: int, version: int = 3) -> list[str]:
+    """What the agent and the env write in this world: prompts (each of the version's dialects, with its worked
+    example), passages as documents blocks, searches, plans (version 4), answers and feedback."""
     texts = []
-    for dialect in (DIALECTS[name] for name in TOKENIZER_DIALECTS):
+    for dialect in (DIALECTS[name] for name in TOKENIZER_DIALECTS[version]):
         texts.append(dialect.worked_example())
         texts += [dialect.prompt(q.question, topk) for q in world.questions]
         texts += [dialect.documents_block([Hit(p.id, p.title, p.text, 0.0)]) for p in world.corpus]
@@ -125,6 +136,12 @@ def world_texts(world, topk: int) -> list[str]:
     bad = ["no tags", "<search> x", "<answer></answer>", "<search> a <answer> b </answer> </search>",
            "<think><search> a </search></think>", "<answer> x", "<search></search>"]
     texts += [invalid_feedback(parse_action(b).message) for b in bad]
+    if "plan" in TOKENIZER_DIALECTS[version]:
+        texts += [OraclePolicy.plan_block(q, q.metadata.get("supporting_titles", [])) for q in world.questions]
+        env = SearchQAEnv(questions=world.questions, corpus=world.corpus, ig=False, dialect="plan", max_turns=8)
+        env.reset(seed=0)
+        for bad in ("<search> a </search>", "<plan></plan><search> a </search>", "<plan> a <search> b </search>"):
+            texts.append(env.step(bad)[0])  # the env's feedback on a missing, empty or unclosed plan
     return texts + ["abcdef"]  # transformers' StopStringCriteria probes the vocabulary with this word
 
 
@@ -141,11 +158,12 @@ def train_tokenizer(texts) -> transformers.PreTrainedTokenizerFast:
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL)
 
 
-def load_tokenizer(world_seed: int, topk: int = 3):
-    """The world's tokenizer, trained once and cached on disk."""
-    folder = cache_dir("testbed") / f"tokenizer-world{world_seed}-topk{topk}-v{TOKENIZER_VERSION}"
+def load_tokenizer(world_seed: int, topk: int = 3, dialect: str = "search-r1"):
+    """The world's tokenizer for ``dialect``, trained once and cached on disk."""
+    version = tokenizer_version(dialect)
+    folder = cache_dir("testbed") / f"tokenizer-world{world_seed}-topk{topk}-v{version}"
     if not (folder / "tokenizer.json").exists():
-        tokenizer = train_tokenizer(world_texts(build_world(seed=world_seed), topk))
+        tokenizer = train_tokenizer(world_texts(build_world(seed=world_seed), topk, version))
         replace_dir(folder, tokenizer.save_pretrained, overwrite=True)
     return transformers.AutoTokenizer.from_pretrained(folder)
 
@@ -169,10 +187,11 @@ def new_model(tokenizer, args: Args):
 
 def teacher_episodes(tokenizer, questions, corpus, args: Args) -> tuple[list[tuple[list[int], list[bool]]], float]:
     """``episodes_per_question`` teacher episodes per question as ``(ids, loss mask)`` (the mask is True on the
-    policy's turns), built as grpo_ig's rollout builds its input; and the teacher's EM."""
+    policy's turns), built as grpo_ig's rollout builds its input (only the right ones with ``keep_correct``); and
+    the teacher's EM over all of them. In the plan dialect the teacher's first turn opens with its ``<plan>``."""
     env = SearchQAEnv(questions=QADataset(questions), corpus=corpus, topk=args.topk, max_turns=args.max_turns,
                       dialect=args.dialect, ig=False)
-    teacher = OraclePolicy(questions, think=False, accuracy=args.accuracy, seed=args.seed)
+    teacher = OraclePolicy(questions, think=False, accuracy=args.accuracy, seed=args.seed, plan=args.dialect == "plan")
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     examples, ems = [], []
     for _ in range(args.episodes_per_question):
@@ -186,6 +205,8 @@ def teacher_episodes(tokenizer, questions, corpus, args: Args) -> tuple[list[tup
                 parts.extend([(text, True), (new[len(text) :], False)])
 
             ems.append(play_episode(env, teacher, options={"question_id": item.id}, on_step=on_step)["em"])
+            if args.keep_correct and not ems[-1]:
+                continue
             ids = encode(chat_prompt(tokenizer, prompt, dialect=args.dialect, few_shot=args.few_shot))
             mask = [False] * len(ids)
             for text, learn in parts[:-1]:  # the last observation (after the answer) is never read
@@ -277,7 +298,8 @@ def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[in
 
 def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
     """Per held-out question, IG of a first search for the answer-holding gold title and for an unrelated title (a
-    random passage's, off the chain), from the same env seed, scored by the model on its own input."""
+    random passage's, off the chain), from the same env seed, scored by the model on its own input (in the plan
+    dialect both searches come after the teacher's plan)."""
     render = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
     env = SearchQAEnv(questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=max(2, args.max_turns), dialect=args.dialect,
                       ig=IGConfig(n_random=3, render_prefix=render), scorer=TransformersScorer(model, tokenizer))
@@ -287,9 +309,10 @@ def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
         titles = item.metadata["supporting_titles"]
         other = next(t for t in (corpus[int(rng.integers(len(corpus)))].title for _ in range(100)) if t not in titles)
         pair = []
+        plan = OraclePolicy.plan_block(item, titles) if args.dialect == "plan" else ""
         for title in (titles[-1], other):
             env.reset(seed=i, options={"question_id": item.id})
-            pair.append(env.step(search_block(title))[4]["ig"])
+            pair.append(env.step(plan + search_block(title))[4]["ig"])
         if None not in pair:
             gold.append(pair[0])
             unrelated.append(pair[1])
@@ -335,16 +358,22 @@ def describe(report: dict) -> str:
 # --------------------------------------------------------------------------------------------------- main
 
 
+def cache_key(args: Args, precision: str = "fp32") -> str:
+    """Every setting that changes the model, hashed (a base model and bf16 only when used, so the keys of earlier
+    fp32 builds from scratch still hold; the tokenizer's version, which the dialect picks)."""
+    settings = {k: v for k, v in dataclasses.asdict(args).items()
+                if k not in ("output", "force", "threads", "device", "precision", "base_model")}
+    settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision)) if v not in (None, "fp32")})
+    if not args.keep_correct:  # added later: absent from the keys made before it
+        del settings["keep_correct"]
+    return hashlib.sha256(json.dumps([settings, tokenizer_version(args.dialect), VERSION], sort_keys=True).encode()).hexdigest()[:12]
+
+
 def main(argv=None) -> Path:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device.type == "cuda" else "fp32")
-    # The cache key: every setting that changes the model (a base model and bf16 only when used, so the keys of
-    # earlier fp32 builds from scratch still hold).
-    settings = {k: v for k, v in dataclasses.asdict(args).items()
-                if k not in ("output", "force", "threads", "device", "precision", "base_model")}
-    settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision)) if v not in (None, "fp32")})
-    key = hashlib.sha256(json.dumps([settings, TOKENIZER_VERSION, VERSION], sort_keys=True).encode()).hexdigest()[:12]
+    key = cache_key(args, precision)
     folder = Path(args.output) if args.output else cache_dir("testbed") / f"warm-{key}"
     if (folder / "warm_start.json").exists() and not args.force:
         print(describe(json.loads((folder / "warm_start.json").read_text())) + f"\n(cached)\nwarm-started model: {folder}")
@@ -359,7 +388,7 @@ def main(argv=None) -> Path:
         if args.base_model:  # grpo_ig's loader: its tokenizer, a clean generation config, fp32 weights
             model, tokenizer = grpo_ig.build_model(args.base_model, args.seed)
         else:
-            tokenizer = load_tokenizer(args.world_seed, args.topk)
+            tokenizer = load_tokenizer(args.world_seed, args.topk, args.dialect)
             model = new_model(tokenizer, args)
     model.to(device)
     data_args = grpo_ig.Args(world_seed=args.world_seed, eval_size=args.eval_size, hops=args.hops)

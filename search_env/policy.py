@@ -226,11 +226,12 @@ class OraclePolicy:
                 names = _names([item.question, *found.values()], found)
                 others = sorted(n for n in names if n not in title and title not in n)
                 title = others[int(self.rng.integers(len(others)))] if others else title
-        head = self._plan_block(item, titles) if self.plan and "</plan>" not in continuation else ""
+        head = self.plan_block(item, titles) if self.plan and "</plan>" not in continuation else ""
         return head + (f"<think>I should look up {title}.</think>\n" if self.think else "") + search_block(title)
 
     @staticmethod
-    def _plan_block(item, titles: Sequence[str]) -> str:
+    def plan_block(item, titles: Sequence[str]) -> str:
+        """The ``<plan>`` it writes: the item's gold decomposition, else one sub-question per title in ``titles``."""
         steps = [d["question"] for d in item.metadata.get("question_decomposition") or [] if d.get("question")]
         steps = steps or [f"What does the page on {t} say?" for t in titles]
         return "<plan>\n" + "".join(f"{i}. {' '.join(q.split())}\n" for i, q in enumerate(steps, 1)) + "</plan>\n"

@@ -155,6 +155,34 @@ def run_warm_start(tmp_path, *extra, timeout=120):
     return result.stdout, time.perf_counter() - start
 
 
+def test_the_testbed_warm_start_keeps_its_cache_key_and_the_plan_dialect_gets_its_own(ws):
+    assert ws.cache_key(ws.Args()) == "98f10ab1744d"  # the IG testbed's warm start (tokenizer v3), reproducible
+    assert ws.tokenizer_version("search-r1") == ws.tokenizer_version("autorefine") == 3
+    assert ws.tokenizer_version("plan") == 4 and ws.cache_key(ws.Args(dialect="plan")) != ws.cache_key(ws.Args())
+    assert ws.cache_key(ws.Args(keep_correct=True)) != ws.cache_key(ws.Args())
+
+
+def test_plan_teacher_episodes_open_with_a_plan_the_v4_tokenizer_knows(ws, multi_hop):
+    questions, corpus = multi_hop
+    tok4 = ws.load_tokenizer(0, 3, "plan")
+    args = ws.Args(episodes_per_question=1, accuracy=0.5, dialect="plan")
+    items = list(questions)[:10]
+    examples, em = ws.teacher_episodes(tok4, items, corpus, args)
+    assert len(examples) == 10
+    env = SearchQAEnv(questions=questions, corpus=corpus, ig=False, max_turns=4, dialect="plan")
+    replay = OraclePolicy(questions, think=False, accuracy=0.5, seed=args.seed, plan=True)
+    for item, (ids, mask) in zip(items, examples):
+        record = play_episode(env, replay, options={"question_id": item.id})
+        assert record["turns"][0]["text"].startswith("<plan>") and {t["action_type"] for t in record["turns"]} <= {"search", "answer"}
+        policy = tok4.decode([t for t, m in zip(ids, mask) if m])
+        assert policy == "".join(t["text"] for t in record["turns"]) and policy.startswith("<plan>\n1. ")
+        assert tok4.unk_token_id not in ids  # every word of the prompt, plan, passages and answer is known
+    kept, em_all = ws.teacher_episodes(tok4, items, corpus, ws.Args(episodes_per_question=1, accuracy=0.5, dialect="plan",
+                                                                    keep_correct=True))
+    assert em_all == em and 0 < len(kept) == round(em * len(items)) < len(items)  # only the right ones
+    assert [e for e in examples if e in kept] == kept
+
+
 def test_smoke_warm_start_writes_a_folder_grpo_loads_and_is_cached(tmp_path, tok):
     out, _ = run_warm_start(tmp_path)
     folder = tmp_path / "ws"
@@ -173,3 +201,20 @@ def test_smoke_warm_start_writes_a_folder_grpo_loads_and_is_cached(tmp_path, tok
     assert model.generation_config.eos_token_id == [tok.eos_token_id]
     again, seconds = run_warm_start(tmp_path)
     assert "(cached)" in again and again.strip().splitlines()[-1] == out.strip().splitlines()[-1]
+
+
+def test_smoke_plan_warm_start_then_grpo_in_the_plan_dialect(tmp_path):
+    """Plan's self-bootstrapping at a tiny budget: SFT on the noisy teacher's right plan-style episodes, then
+    grpo_ig.py trains that model in the plan dialect."""
+    out, _ = run_warm_start(tmp_path, "--dialect", "plan", "--keep-correct", "--accuracy", "0.7")
+    report = json.loads((tmp_path / "ws" / "warm_start.json").read_text())
+    assert report["args"]["dialect"] == "plan" and 0 < report["sft_episodes"] < 12  # the wrong ones were dropped
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "grpo_ig.py"), "--model", str(tmp_path / "ws"),
+                             "--dialect", "plan", "--total-steps", "1", "--questions-per-step", "2", "--group-size", "2",
+                             "--max-turns", "3", "--max-new-tokens", "40", "--eval-every", "1", "--eval-questions", "4",
+                             "--no-tensorboard", "--output-dir", str(tmp_path / "runs"), "--run-name", "plan"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "step    1" in result.stdout and (tmp_path / "runs" / "plan" / "metrics.csv").exists()
