@@ -97,7 +97,9 @@ class Args:
     distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens to the model reading its group's "
                                "hindsight block) | sibling (OFSD: forward KL on policy tokens to the model reading a "
                                "sibling that succeeded with fewer searches)")
-    distill_weight: float = arg(0.1, "weight of the self-distillation loss, added to the GRPO loss at every step")
+    distill_weight: float = arg(0.1, "weight of the self-distillation loss, added to the GRPO loss")
+    distill_every: int = arg(1, "add it every N steps (OFSD interleaves its rounds with GRPO's)")
+    distill_only: bool = arg(False, "those steps train on the self-distillation loss alone: separate OFSD rounds")
     # evaluation, checkpoints, logs
     eval_every: int = arg(10, "evaluate every N steps (and at the last step)")
     eval_questions: int = arg(64, "held-out questions per evaluation")
@@ -156,13 +158,15 @@ def credit(trajectories: list[Trajectory], args: Args, pad_id: int):
                          ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
 
 
-def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Timer, amp, distill=None) -> dict:
+def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Timer, amp, distill=None,
+                policy_loss: bool = True) -> dict:
     """PPO-clip loss plus ``kl_coef`` · k3 KL to the reference, averaged over all policy tokens of the batch.
 
     The token mean over the batch (DAPO, Search-R1) rather than GRPO's per-sequence 1/|o_i|: every generated
     token weighs the same, so a long trajectory counts more than a short one, and no sequence's tokens are
     up-weighted for being few. Log-probabilities are taken at ``args.temperature``, as the rollouts sampled.
-    ``distill``: :func:`distill_inputs`, whose loss (times ``distill_weight``) joins each gradient step."""
+    ``distill``: :func:`distill_inputs`, whose loss (times ``distill_weight``) joins each gradient step; without
+    ``policy_loss`` it is the only loss trained (the GRPO terms are still logged)."""
     mbs, size = [], args.micro_batch_size  # micro-batches, each cut to its own longest sequence
     for s in range(0, batch["input_ids"].shape[0], size):
         width = int(batch["attention_mask"][s : s + size].sum(1).max())
@@ -189,7 +193,8 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
                     log_ratio = (ref[k] - logp).clamp(-20, 20)
                     kl = torch.exp(log_ratio) - log_ratio - 1  # k3, "low_var_kl"
                 loss = ((pg + args.kl_coef * kl) * mask).sum() / n_tokens
-                loss.backward()
+                if policy_loss:
+                    loss.backward()
                 sums["loss/total"] += loss.item()
                 sums["loss/pg"] += ((pg * mask).sum() / n_tokens).item()
                 sums["loss/kl"] += ((kl * mask).sum() / n_tokens).item()
@@ -342,6 +347,8 @@ def main(argv=None) -> None:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
     if args.distill not in ("none", "hindsight", "sibling"):
         raise SystemExit(f"--distill {args.distill}: use none, hindsight or sibling")
+    if args.distill_every < 1:
+        raise SystemExit(f"--distill-every {args.distill_every}: use a positive number of steps")
     run_dir = Path(args.output_dir) / (args.run_name or f"{args.exp_name}__{Path(args.model).name}__ig{args.ig_weight:g}__s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
@@ -406,9 +413,11 @@ def main(argv=None) -> None:
         trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
                                          gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
         batch = credit(trajectories, args, tokenizer.pad_token_id)
-        distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if args.distill != "none" else None
+        distilling = args.distill != "none" and step % args.distill_every == 0
+        distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if distilling else None
         model.train()
-        metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp, distill)
+        metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp, distill,
+                              policy_loss=not (distilling and args.distill_only))
         metrics.update(step_metrics(batch, episodes, args))
         if step % args.eval_every == 0 or step == args.total_steps:
             model.eval()

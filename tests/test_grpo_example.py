@@ -306,6 +306,17 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
         metrics = example.grpo_update(model, None, optimizer, batch, args, example.Timer(torch.device("cpu")),
                                       nullcontext, distill)
         assert metrics["loss/distill"] > 0 and math.isfinite(metrics["loss/total"])
+        # A distillation-only round (--distill-only): the gradient is the distillation loss's alone.
+        for policy_loss in (True, False):
+            grads = []
+            for with_distill in (True, False):
+                model.zero_grad(set_to_none=True)
+                sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: read the gradients, keep the weights
+                example.grpo_update(model, None, sgd, batch, args, example.Timer(torch.device("cpu")), nullcontext,
+                                    distill if with_distill else None, policy_loss=policy_loss)
+                grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+            only_policy = any(g.abs().sum() > 0 for g in grads[1])
+            assert only_policy == policy_loss  # without the policy loss and without distillation: no gradient at all
 
 
 @pytest.mark.parametrize("kind", ["hindsight", "sibling"])
@@ -313,6 +324,14 @@ def test_smoke_run_with_distillation(tmp_path, kind):
     out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5")
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert "step    1" in out and "loss/distill" in rows[0] and math.isfinite(float(rows[0]["loss/distill"]))
+
+
+def test_smoke_run_with_separate_distillation_rounds(tmp_path):
+    """OFSD's interleaving: every 2nd step trains on the sibling KL alone; the others are plain GRPO."""
+    run_example(tmp_path, "--total-steps", "2", "--distill", "sibling", "--distill-every", "2", "--distill-only",
+                "--distill-weight", "1")
+    rows = read_rows(tmp_path / "smoke" / "metrics.csv")
+    assert rows[0].get("loss/distill", "") == "" and math.isfinite(float(rows[1]["loss/distill"]))
 
 
 def test_smoke_run_with_a_frozen_ig_scorer(tmp_path):
