@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
     build.add_argument("--output", help="directory to save the index in (default: the user cache, keyed by corpus hash)")
     build.add_argument("--encoder", help="dense only: Hugging Face encoder name or path (default: bundled all-MiniLM-L6-v2)")
+    build.add_argument("--mmap", action="store_true", help="read the corpus memory-mapped (built once, as serve --mmap "
+                                                           "uses it) instead of loading it into memory: for corpora of millions of passages")
     build.set_defaults(handler=cmd_index_build)
 
     serve = commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol)",
@@ -107,7 +109,7 @@ def cmd_demo(args) -> int:
 
 def cmd_index_build(args) -> int:
     start = time.perf_counter()
-    corpus = load_corpus(args.corpus)
+    corpus = load_corpus(args.corpus, mmap=args.mmap and args.corpus != "builtin")
     if args.retriever == "bm25":
         from search_env.retrieval.bm25 import BM25Retriever
 

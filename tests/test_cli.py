@@ -86,6 +86,10 @@ def test_index_build_and_info(qa_dir, tmp_path, capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "gymnasium" in out and "cache dir" in out
+    # --mmap: the corpus read from its mapped form; the same corpus fingerprint, so the index built above is found
+    assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--mmap"]) == 0
+    captured = capsys.readouterr()
+    assert "bm25 index over 39 passages" in captured.out and "Tokenize texts" not in captured.err
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["index", "build"], ["eval"], ["info"], ["serve"]])
