@@ -15,6 +15,16 @@ CITIES = ["Karvesh", "Omrith", "Dallowmere", "Sentavo", "Brisk Hollow", "Quenlar
 COUNTRIES = ["Veltrania", "Osmundia", "Harrowstan"]
 
 
+@pytest.fixture(autouse=True)
+def _mapped_corpora_under_tmp(monkeypatch, tmp_path_factory):
+    """Mapped corpora built by a test go to pytest's temporary folder, not the user's cache (whose other contents,
+    the converted bundled model above all, the tests do use)."""
+    import search_env.data.mapped as mapped
+
+    root = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setattr(mapped, "cache_dir", lambda *parts: root.joinpath(*parts))
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus() -> Corpus:
     passages = []
