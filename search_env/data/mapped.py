@@ -155,16 +155,11 @@ class MappedCorpus(Corpus):
         return type(self), (self.folder,)
 
     def _map_npy(self, file: str) -> np.ndarray:
-        with open(self.folder / file, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}.get(major)
-            if read_header is None:
-                raise ValueError(f"{self.folder}: {file} is a .npy of version {major}, not 1 or 2")
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
-        if fortran or len(shape) != 1:
-            raise ValueError(f"{self.folder}: {file} is not a 1-d array (corrupted)")
-        return _map_random(self.folder / file, dtype, offset, shape[0])
+        try:
+            dtype, count, offset = npy_layout(self.folder / file)
+        except ValueError as exc:
+            raise ValueError(f"{self.folder}: {exc} (corrupted)") from None
+        return _map_random(self.folder / file, dtype, offset, count)
 
     def __len__(self) -> int:
         return self._n
@@ -232,6 +227,24 @@ class MappedCorpus(Corpus):
 
 
 _seek_lock = threading.Lock()
+
+
+def npy_layout(path: str | os.PathLike) -> tuple[np.dtype, int, int]:
+    """``(dtype, length, offset of the data)`` of the 1-d array in the ``.npy`` file ``path``."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}.get(major)
+        if read_header is None:
+            raise ValueError(f"{path} is a .npy of version {major}, not 1 or 2")
+        shape, fortran, dtype = read_header(f)
+        if fortran or len(shape) != 1:
+            raise ValueError(f"{path} does not hold a 1-d array")
+        return dtype, shape[0], f.tell()
+
+
+def pread_array(file, dtype: np.dtype, offset: int, start: int, stop: int) -> np.ndarray:
+    """Items ``start:stop`` of the array of ``dtype`` stored at ``offset`` in the open ``file``, read (not mapped)."""
+    return np.frombuffer(_pread(file, (stop - start) * dtype.itemsize, offset + start * dtype.itemsize), dtype=dtype)
 
 
 def _pread(file, size: int, offset: int) -> bytes:

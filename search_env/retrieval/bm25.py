@@ -28,6 +28,7 @@ from bm25s.tokenization import Tokenizer
 
 from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
 from search_env.data.corpus import Corpus, Passage
+from search_env.data.mapped import npy_layout, pread_array
 from search_env.retrieval.base import Hit, check_queries
 
 __all__ = ["BM25Retriever", "RankBM25Retriever", "get_bm25"]
@@ -223,7 +224,7 @@ class BM25Retriever:
         if "" not in vocab:  # as bm25s's index does (create_empty_token)
             vocab[""] = max(vocab.values()) + 1
         bm.vocab_dict, bm.unique_token_ids_set, bm.nonoccurrence_array = vocab, set(vocab.values()), None
-        self._bm25 = bm
+        self._bm25, self._postings = bm, None
 
     def _build_into(self, directory: Path) -> None:
         if not self._spill_to_disk:
@@ -255,6 +256,7 @@ class BM25Retriever:
         self.params = meta["params"]
         self.analyzer = _Analyzer.load(directory, self.params["stemmer"])
         self._bm25 = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
+        self._postings = _Postings(directory, self._bm25.scores["indptr"]) if mmap else None
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the index, its vocabulary and the corpus fingerprint to ``directory`` (replaced atomically)."""
@@ -276,6 +278,11 @@ class BM25Retriever:
         ids = self.analyzer.query_ids(query)
         if not ids:
             return np.zeros(len(self.corpus), dtype=np.float32)
+        return self._scores(ids)
+
+    def _scores(self, ids: list[int]) -> np.ndarray:
+        if self._postings is not None:
+            return self._postings.scores(ids, len(self.corpus), np.dtype(self._bm25.dtype))
         return self._bm25.get_scores_from_ids(ids)
 
     def search(self, query: str, k: int) -> list[Hit]:
@@ -296,9 +303,38 @@ class BM25Retriever:
             if not ids:
                 results.append([])
                 continue
-            idx, sc = _top_k(self._bm25.get_scores_from_ids(ids), k)
+            idx, sc = _top_k(self._scores(ids), k)
             results.append([_hit(self.corpus[j], s) for j, s in zip(idx.tolist(), sc.tolist())])
         return results
+
+
+class _Postings:
+    """A memory-mapped index's posting lists, read with ``pread`` when a query needs them.
+
+    bm25s scores a query by slicing its memory-mapped ``data`` and ``indices`` arrays; every page that touches
+    stays mapped in the process (with ~64 KB of fault-around), so after a few hundred queries an env process's RSS
+    holds most of the index. Read instead, the pages are shared through the page cache and the process keeps only
+    the query's lists while it scores them. The sums are bm25s's own (``np.add.at`` term by term, in query order),
+    so the scores are equal bit for bit (``tests/test_bm25.py``)."""
+
+    def __init__(self, directory: Path, indptr: np.ndarray):
+        self.directory, self.indptr = Path(directory), indptr
+        self._arrays = {}
+        for name in (_DATA_FILE, _INDICES_FILE):
+            dtype, _, offset = npy_layout(self.directory / name)
+            self._arrays[name] = (open(self.directory / name, "rb", buffering=0), dtype, offset)
+
+    def __reduce__(self):  # a copy in another process opens the files again
+        return type(self), (self.directory, self.indptr)
+
+    def scores(self, ids: list[int], num_docs: int, dtype: np.dtype) -> np.ndarray:
+        scores = np.zeros(num_docs, dtype=dtype)
+        for term in ids:
+            start, stop = int(self.indptr[term]), int(self.indptr[term + 1])
+            rows, values = (pread_array(f, dt, offset, start, stop) for f, dt, offset in
+                            (self._arrays[_INDICES_FILE], self._arrays[_DATA_FILE]))
+            np.add.at(scores, rows, values)
+        return scores
 
 
 class _Pairs:
