@@ -12,7 +12,9 @@
    itself on its own input, added to the search-query tokens' advantages). Greedy held-out EM, answer rate,
    searches per episode and truncation rate at every evaluation; per step the share of groups whose rollouts all
    failed (where only IG gives a gradient). Runs go to ``--output-dir/runs/<arm>_s<seed>``; a finished run is
-   kept, an unfinished one resumed, so rerunning the command only aggregates.
+   kept, an unfinished one resumed, so rerunning the command only aggregates. ``--arms`` picks other arms:
+   ``hindsight`` and ``sibling`` add SD-Search's and OFSD's self-distillation losses (``--distill``) to outcome-only
+   GRPO; every arm is compared with the first listed.
 3. Aggregate: a table (mean ± sd over seeds per arm: final held-out EM, steps to a held-out EM threshold, answer,
    truncation and all-failed rates), ``ig_testbed.png`` (curves, mean ± sd), ``results.json`` / ``results.md``, and
    on the last line the ratio IG / outcome of steps to the threshold and of final EM (with a bootstrap interval

@@ -89,18 +89,21 @@ def test_smoke_study_runs_both_arms_aggregates_and_reruns_from_its_runs(tmp_path
     assert again.stdout.strip().splitlines()[-1] == last
 
 
-def test_self_distillation_options_run_in_the_testbed(tmp_path):
-    """Each of grpo_ig.py's --distill options through the testbed's own runner, at a tiny budget."""
+def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_first(tmp_path):
+    """--arms: the self-distillation arms (grpo_ig.py's --distill options) beside outcome, at a tiny budget."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    for kind in ("hindsight", "sibling"):
-        out = tmp_path / kind
-        cmd = [sys.executable, str(SCRIPT), "--tiny", "--seeds", "1", "--total-steps", "1", "--eval-every", "1",
-               "--eval-questions", "4", "--questions-per-step", "2", "--group-size", "2", "--output-dir", str(out),
-               "--warm-args", f"--output {tmp_path / 'warm'}", "--grpo-args", f"--distill {kind} --distill-weight 0.5"]
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        for arm in ("outcome", "ig"):
-            run = out / "runs" / f"{arm}_s1"
-            assert json.loads((run / "args.json").read_text())["distill"] == kind
-            assert "loss/distill" in read(run / "metrics.csv")[0]
+    cmd = [sys.executable, str(SCRIPT), "--tiny", "--seeds", "1", "--total-steps", "1", "--eval-every", "1",
+           "--eval-questions", "4", "--questions-per-step", "2", "--group-size", "2", "--output-dir", str(tmp_path),
+           "--warm-args", f"--output {tmp_path / 'warm'}", "--arms", "outcome", "hindsight", "sibling"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for arm, kind in (("outcome", "none"), ("hindsight", "hindsight"), ("sibling", "sibling")):
+        args = json.loads((tmp_path / "runs" / f"{arm}_s1" / "args.json").read_text())
+        assert args["distill"] == kind and args["ig_weight"] == 0.0
+        assert ("loss/distill" in read(tmp_path / "runs" / f"{arm}_s1" / "metrics.csv")[0]) == (kind != "none")
+    assert not (tmp_path / "runs" / "ig_s1").exists()
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("hindsight / outcome: ") and any(l.startswith("sibling / outcome: ") for l in lines)
+    table = (tmp_path / "results.md").read_text()
+    assert "| outcome + hindsight JSD (--distill hindsight) |" in table and "| outcome + sibling KL" in table
