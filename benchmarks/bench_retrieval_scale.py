@@ -18,7 +18,8 @@ words a passage) written as FlashRAG JSONL:
 At ``--old-at`` (the first size) also the code before the mapped corpus and the chunked build (the corpus as
 Python objects, bm25s's ``index`` over every passage's token list at once): its build peak, an env process's RSS,
 and whether the two indexes give the same top-10 on 200 queries. Then the growth from the smallest to the largest
-size, extrapolated linearly to 21M passages. The last line: an env process's RSS at ``--old-at`` passages, new /
+size, extrapolated linearly to 21M passages, and what a vocabulary of ``--vocab-words`` distinct words costs each
+process that loads the index (the generated corpora's vocabulary is far smaller than Wikipedia's). The last line: an env process's RSS at ``--old-at`` passages, new /
 old, with the build peaks beside it.
 """
 
@@ -100,7 +101,7 @@ def phase_build_new(n: int, workdir: Path) -> dict:
     top = [np.argsort(-retriever.get_scores(q), kind="stable")[:10].tolist() for q in singles]
     (workdir / f"top_new-{n}.json").write_text(json.dumps(top))
     return {"map_corpus_s": t_corpus, "build_s": t_build, "peak_mb": peak, "index_disk_mb": dir_mb(workdir / f"bm25-{n}"),
-            "mapped_disk_mb": dir_mb(corpus.folder)}
+            "mapped_disk_mb": dir_mb(corpus.folder), "vocab_words": len(retriever.analyzer.tokenizer.word_to_id)}
 
 
 def phase_build_old(n: int, workdir: Path) -> dict:
@@ -152,6 +153,35 @@ def phase_query(n: int, workdir: Path, mapped: bool, hold: bool = False) -> dict
         print(json.dumps(result), flush=True)
         sys.stdin.read()
     return result
+
+
+def phase_vocab_build(words: int, workdir: Path) -> dict:
+    """A corpus whose vocabulary has ``words`` distinct words (random letter strings, one passage each, with a
+    common word so that no passage is empty of known words) and its index."""
+    from search_env.data.corpus import Corpus, Passage
+    from search_env.retrieval.bm25 import BM25Retriever
+
+    rng = np.random.default_rng(5)
+    letters = np.array(list("bcdfghjklmnpqrstvwxz"))
+    vocab = {"".join(w) for w in letters[rng.integers(0, len(letters), (words + words // 10, 9))]}
+    corpus = Corpus([Passage(f"v{i}", "", f"{w} lexicon") for i, w in enumerate(sorted(vocab)[:words])], name="vocab")
+    BM25Retriever(corpus, cache=workdir / f"vocab-{words}", mmap=True)
+    corpus.to_jsonl(workdir / f"vocab-{words}.jsonl")
+    return {"words": len(corpus)}
+
+
+def phase_vocab_load(words: int, workdir: Path) -> dict:
+    """What loading that index (the analyzer's word, stem and id dictionaries, bm25s's vocabulary) costs a process
+    beyond the corpus: anonymous memory, per word."""
+    from search_env.data.corpus import load_corpus
+    from search_env.retrieval.bm25 import BM25Retriever
+
+    corpus = load_corpus(workdir / f"vocab-{words}.jsonl", mmap=True)
+    before = memory()["anon"]
+    retriever = BM25Retriever.load(workdir / f"vocab-{words}", corpus, mmap=True)
+    retriever.search("lexicon", 3)
+    anon = memory()["anon"] - before
+    return {"words": words, "vocab_anon_mb": anon, "bytes_per_word": anon * MB / words}
 
 
 # -- measured from this process ----------------------------------------------------------------------
@@ -260,6 +290,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=16, help="env processes alive at once, sharing the corpus")
     parser.add_argument("--old-at", type=int, help="size at which the old code is measured too (default: the first)")
     parser.add_argument("--workdir", help="keep indexes here (default: a temporary folder)")
+    parser.add_argument("--vocab-words", type=int, default=1_000_000,
+                        help="distinct words of the vocabulary whose per-process cost is measured (0: skip)")
     parser.add_argument("--json", help="also write every measurement here")
     parser.add_argument("--phase", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,7 +299,8 @@ def main() -> None:
         name, n, workdir = args.phase[0], int(args.phase[1]), Path(args.phase[2])
         run = {"generate": phase_generate, "build_new": phase_build_new, "build_old": phase_build_old,
                "query_memory": lambda n, w: phase_query(n, w, False), "query_mapped": lambda n, w: phase_query(n, w, True),
-               "query_mapped_hold": lambda n, w: phase_query(n, w, True, hold=True)}[name]
+               "query_mapped_hold": lambda n, w: phase_query(n, w, True, hold=True),
+               "vocab_build": phase_vocab_build, "vocab_load": phase_vocab_load}[name]
         print(json.dumps(run(n, workdir)))
         return
     old_at = args.old_at or args.passages[0]
@@ -278,12 +311,20 @@ def main() -> None:
         print(f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30):.0f} GiB; "
               f"load average before {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         results = {n: measure(n, workdir, args.processes, old=n == old_at) for n in args.passages}
+        vocab = None
+        if args.vocab_words:
+            run_phase("vocab_build", str(args.vocab_words), str(workdir))
+            vocab = run_phase("vocab_load", str(args.vocab_words), str(workdir))
         for n, r in results.items():
             report(n, r)
         if len(results) > 1:
             projection(results)
+        if vocab:
+            print(f"\nvocabulary: loading an index with {vocab['words']:,} distinct words costs a process "
+                  f"{vocab['vocab_anon_mb']:,.0f} MB of anonymous memory ({vocab['bytes_per_word']:.0f} bytes a word); "
+                  f"the corpora above have {results[min(results)]['build'].get('vocab_words', 0):,} distinct words")
         if args.json:
-            Path(args.json).write_text(json.dumps({str(n): r for n, r in results.items()}, indent=1))
+            Path(args.json).write_text(json.dumps({**{str(n): r for n, r in results.items()}, "vocab": vocab}, indent=1))
         print(f"\nload average after {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     r = results[old_at]
     new, old = r["env"], r["env_old"]
