@@ -14,8 +14,8 @@ folder of the cache (``cache_dir("corpora")``) or one you name:
 Every process that opens the folder reads the same files, so the operating system keeps one copy of their pages
 (the page cache) for all of them. The per-passage arrays are memory-mapped; a passage's text and id are read with
 ``pread`` rather than through a map, because a page fault on a map also maps ~64 KB around it (fault-around),
-so a few thousand random draws would put hundreds of MB of shared pages in every process's RSS. A folder whose source changed, or whose files do not have the
-sizes ``meta.json`` records, is rebuilt, never read. :class:`MappedCorpus` is a :class:`Corpus` (same length,
+so a few thousand random draws would put hundreds of MB of shared pages in every process's RSS. A folder whose
+source changed, or whose files do not have the sizes ``meta.json`` records, is rebuilt, never read. :class:`MappedCorpus` is a :class:`Corpus` (same length,
 indexing, id lookup, iteration and fingerprint), so the env, the vector env, IG's random draws, the retrievers and
 the server use it unchanged.
 """
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import os
 import threading
 from array import array
@@ -156,10 +155,9 @@ class MappedCorpus(Corpus):
 
     def _map_npy(self, file: str) -> np.ndarray:
         try:
-            dtype, count, offset = npy_layout(self.folder / file)
+            return np.load(self.folder / file, mmap_mode="r")
         except ValueError as exc:
-            raise ValueError(f"{self.folder}: {exc} (corrupted)") from None
-        return _map_random(self.folder / file, dtype, offset, count)
+            raise ValueError(f"{self.folder}: {file}: {exc} (corrupted)") from None
 
     def __len__(self) -> int:
         return self._n
@@ -254,17 +252,6 @@ def _pread(file, size: int, offset: int) -> bytes:
     with _seek_lock:  # Windows: no pread
         file.seek(offset)
         return file.read(size)
-
-
-def _map_random(path: Path, dtype: np.dtype, offset: int, count: int) -> np.ndarray:
-    """``count`` items of ``dtype`` at ``offset`` in ``path``, mapped read-only and advised as randomly accessed."""
-    if count == 0:
-        return np.zeros(0, dtype)
-    with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mmap, "MADV_RANDOM"):  # Linux and the BSDs; elsewhere the default read-ahead stays
-        mapped.madvise(mmap.MADV_RANDOM)
-    return np.frombuffer(mapped, dtype=dtype, count=count, offset=offset)
 
 
 def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | None = None) -> MappedCorpus:
