@@ -42,6 +42,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,12 @@ try:  # the estimator and the row helpers work without skyrl-gym
 except ImportError:  # pragma: no cover - exercised where skyrl-gym is not installed
     BaseTextEnv, BaseTextEnvStepOutput = object, dict
 
-__all__ = ["ENV_ID", "SETTINGS_VARIABLE", "SearchQATextEnv", "dataset_rows", "ig_advantage", "register",
+__all__ = ["ENV_ID", "SETTINGS_VARIABLE", "TURN_MARK", "SearchQATextEnv", "dataset_rows", "ig_advantage", "register",
            "register_advantage_estimator"]
 
 ENV_ID = "search_env"
 SETTINGS_VARIABLE = "SEARCH_ENV_SKYRL"
+TURN_MARK = -1e-30  # the reward of a non-final turn that earned 0: marks where the turn ends for ig_advantage
 DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
             "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
             "ig_clip": 1.0, "seed": None}
@@ -149,6 +151,7 @@ class SearchQATextEnv(BaseTextEnv):
         else:
             ig, clip = info.get("ig"), self.settings["ig_clip"]
             reward = parts["format"] + (self.settings["ig_weight"] * float(np.clip(ig, -clip, clip)) if ig is not None else 0.0)
+            reward = reward or TURN_MARK
         return BaseTextEnvStepOutput(observations=[] if done else [{"role": "user", "content": obs}], reward=float(reward),
                                      done=done, metadata=_jsonable(info), postprocessed_action=None)
 
@@ -208,67 +211,133 @@ def dataset_rows(questions: Any = None, *, topk: int = 3, dialect: str = "search
 # ------------------------------------------------------------------------------------------- estimator
 
 
-def _turns(mask: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Per row, the ``[start, end)`` runs of ``mask == 1``."""
+def _turn_ends(rewards: np.ndarray, mask: np.ndarray) -> list[list[int]]:
+    """Per row, the last token of each turn: every non-zero reward inside the response, every end of a run of
+    ``mask == 1``, and the response's last token (the final turn's end)."""
     out = []
-    for row in mask:
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], (row != 0).astype(np.int8), [0]])))
-        out.append(list(zip(edges[::2].tolist(), edges[1::2].tolist())))
+    for row_rewards, row_mask in zip(rewards, mask):
+        inside = row_mask != 0
+        if not inside.any():
+            out.append([])
+            continue
+        run_ends = np.flatnonzero(inside & ~np.concatenate([inside[1:], [False]]))
+        ends = set(np.flatnonzero(inside & (row_rewards != 0)).tolist()) | set(run_ends.tolist())
+        out.append(sorted(e for e in ends if e <= run_ends[-1]))
     return out
 
 
 def ig_advantage(token_level_rewards: Any, response_mask: Any, index: Any, *, ig_weight: float = 1.0,
-                 norm_adv_by_std_in_grpo: bool = True, epsilon: float = 1e-6, **_: Any) -> tuple[Any, Any]:
-    """SkyRL custom advantage estimator: group-normalised outcome everywhere, plus each non-final turn's reward
-    (``ig_weight`` times it) on that turn's tokens. ``(advantages, returns)``, both ``(B, L)``, of the input's kind.
+                 grpo_norm_by_std: bool | None = None, norm_adv_by_std_in_grpo: bool | None = None,
+                 epsilon: float = 1e-6, config: Any = None, **_: Any) -> tuple[Any, Any]:
+    """SkyRL custom advantage estimator: group-normalised outcome on every response token, plus each non-final
+    turn's reward (``ig_weight`` times it) on that turn's tokens. ``(advantages, returns)``, both ``(B, L)``, of
+    the input's kind.
+
+    A turn ends at its last token, where SkyRL puts the turn's reward; the final turn ends at the response's
+    last token. Turns are found from the rewards SkyRL hands the estimator: a non-zero reward (this env marks a
+    turn whose reward would be 0 with :data:`TURN_MARK`) or the end of a run of ``response_mask == 1`` ends a
+    turn. A turn's tokens run from just after the previous turn's end, so the observation tokens before a turn
+    (masked out of SkyRL's loss by ``loss_mask``) take that turn's value.
 
     Args:
         token_level_rewards: ``(B, L)``: each turn's reward on its last token (SkyRL's per-turn rewards).
-        response_mask: ``(B, L)``: 1 on the policy's tokens; its runs of ones are the turns.
+        response_mask: ``(B, L)``: 1 on the response's tokens (in SkyRL, observations included), 0 on padding.
         index: ``(B,)`` group ids (rollouts of the same prompt share one).
         ig_weight: scales the turn rewards (1: as the env gave them, already ``ig_weight * clip(IG)``).
-        norm_adv_by_std_in_grpo: divide by the group's std (GRPO); False: only centre (Dr. GRPO).
+        grpo_norm_by_std: divide by the group's std (GRPO, the default); False: only centre (Dr. GRPO).
+            SkyRL passes ``trainer.algorithm.grpo_norm_by_std``.
+        norm_adv_by_std_in_grpo: verl's name for ``grpo_norm_by_std``.
         epsilon: added to the std.
+        config: SkyRL's algorithm config; ``use_kl_in_reward`` must be off (a KL term on every token's reward
+            would hide where the turns end).
+
+    Raises:
+        ValueError: the shapes differ, the two std flags disagree, or ``config.use_kl_in_reward`` is on.
     """
-    rewards = token_level_rewards.detach().cpu().double().numpy() if hasattr(token_level_rewards, "detach") else np.asarray(token_level_rewards, np.float64)
+    if config is not None and bool(getattr(config, "use_kl_in_reward", False)):
+        raise ValueError("ig_advantage finds turns by their rewards; set trainer.algorithm.use_kl_in_reward=false "
+                         "(use the KL loss, use_kl_loss, instead)")
+    flags = {f for f in (grpo_norm_by_std, norm_adv_by_std_in_grpo) if f is not None}
+    if len(flags) > 1:
+        raise ValueError("grpo_norm_by_std and norm_adv_by_std_in_grpo disagree; set only SkyRL's "
+                         "trainer.algorithm.grpo_norm_by_std")
+    scale = bool(flags.pop()) if flags else True
+    torch_in = hasattr(token_level_rewards, "detach")
+    rewards = token_level_rewards.detach().cpu().double().numpy() if torch_in else np.asarray(token_level_rewards,
+                                                                                              np.float64)
     mask = response_mask.detach().cpu().numpy() if hasattr(response_mask, "detach") else np.asarray(response_mask)
     if rewards.shape != mask.shape or rewards.ndim != 2:
         raise ValueError(f"token_level_rewards {rewards.shape} and response_mask {mask.shape} must be the same (B, L)")
-    turns = _turns(mask)
-    n_turns = max([len(t) for t in turns] + [1])
+    ends = _turn_ends(rewards, mask)
+    n_turns = max([len(e) for e in ends] + [1])
     outcome = np.zeros(len(rewards))
     step = np.full((len(rewards), n_turns), np.nan)
     token_turns = np.full(rewards.shape, -1, dtype=np.int64)
-    for i, spans in enumerate(turns):
-        for t, (start, end) in enumerate(spans):
-            if t == len(spans) - 1:
-                outcome[i] = rewards[i, end - 1]
+    for i, row_ends in enumerate(ends):
+        start = 0
+        for t, end in enumerate(row_ends):
+            if t == len(row_ends) - 1:
+                outcome[i] = rewards[i, end]
             else:
-                step[i, t] = rewards[i, end - 1]
-                token_turns[i, start:end] = t
+                step[i, t] = rewards[i, end]
+                token_turns[i, start:end + 1] = t
+            start = end + 1
     keys = index.tolist() if hasattr(index, "tolist") else list(index)
-    advantages = group_advantages(outcome, keys, scale=norm_adv_by_std_in_grpo, eps=epsilon)
+    advantages = group_advantages(outcome, keys, scale=scale, eps=epsilon)
     out = token_advantages(advantages, token_turns, step, ig_weight=ig_weight, ig_clip=None, mask=mask)
-    if hasattr(token_level_rewards, "detach"):
+    if torch_in:
         import torch
 
         out = torch.as_tensor(out, device=token_level_rewards.device, dtype=token_level_rewards.dtype)
     return out, out
 
 
-def register_advantage_estimator(name: str = "search_env_ig", **defaults: Any) -> None:
-    """Register :func:`ig_advantage` (with ``defaults``, e.g. ``ig_weight``) in SkyRL's
-    ``AdvantageEstimatorRegistry``; then set ``trainer.algorithm.advantage_estimator`` to ``name``."""
-    import importlib
-    from functools import partial
+REGISTRIES = ("skyrl.backends.skyrl_train.utils.ppo_utils", "skyrl_train.utils.ppo_utils")  # skyrl, skyrl-train
 
-    for module in ("skyrl.backends.skyrl_train.utils.ppo_utils", "skyrl_train.utils.ppo_utils"):  # skyrl >= 0.3, skyrl-train
+
+def _ours(func: Any) -> tuple | None:
+    """``(ig_advantage, defaults)`` if ``func`` is :func:`ig_advantage` or a partial of it, else None."""
+    if func is ig_advantage:
+        return ig_advantage, {}
+    if isinstance(func, partial) and func.func is ig_advantage and not func.args:
+        return ig_advantage, dict(func.keywords)
+    return None
+
+
+def register_advantage_estimator(name: str = "search_env_ig", **defaults: Any) -> None:
+    """Register :func:`ig_advantage` (with ``defaults``, e.g. ``ig_weight``) under ``name`` in the
+    ``AdvantageEstimatorRegistry`` of every SkyRL installed (``skyrl``, ``skyrl-train``); then set
+    ``trainer.algorithm.advantage_estimator`` to ``name``.
+
+    Call it in the driver before SkyRL's ``validate_cfg`` (at the top of the module that runs ``main()``, as
+    SkyRL's custom-estimator example does): ``initialize_ray`` then copies the registry to its Ray actor, from
+    which the trainer reads it. Calling it again is safe: the same registration is a no-op, other ``defaults``
+    replace the earlier ones.
+
+    Raises:
+        ImportError: no SkyRL is installed (or its ``ppo_utils`` does not import).
+        ValueError: ``name`` is registered to an estimator that is not :func:`ig_advantage`.
+    """
+    import importlib
+
+    func = partial(ig_advantage, **defaults) if defaults else ig_advantage
+    errors, done = [], 0
+    for module in REGISTRIES:
         try:
             registry = importlib.import_module(module).AdvantageEstimatorRegistry
-            break
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError) as e:
+            errors.append(f"{module}: {type(e).__name__}: {e}")
             continue
-    else:
-        raise ImportError("SkyRL's AdvantageEstimatorRegistry was not found (skyrl.backends.skyrl_train.utils.ppo_utils in "
-                          "skyrl >= 0.3, skyrl_train.utils.ppo_utils in skyrl-train); install SkyRL")
-    registry.register(name, partial(ig_advantage, **defaults) if defaults else ig_advantage)
+        if name in registry.list_available():
+            existing = _ours(registry.get(name))
+            if existing is None:
+                raise ValueError(f"advantage estimator {name!r} is already registered in {module} to another function")
+            if existing == _ours(func):
+                done += 1
+                continue
+            registry.unregister(name)
+        registry.register(name, func)
+        done += 1
+    if not done:
+        raise ImportError("SkyRL's AdvantageEstimatorRegistry did not import (pip install skyrl, Python >= 3.12; "
+                          "or skyrl-train): " + "; ".join(errors))
