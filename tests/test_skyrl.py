@@ -59,15 +59,16 @@ def test_estimator_finds_turns_by_their_rewards_when_the_mask_is_all_ones():
     mask = np.array([[1] * 9, [0, 0] + [1] * 7])
     rewards = np.zeros(mask.shape)
     rewards[0, 1], rewards[0, 4], rewards[0, 8] = 0.2, adapter.TURN_MARK, 1.0  # IG turn, a turn with 0, outcome
-    rewards[1, 3], rewards[1, 8] = -0.1, 0.0  # an invalid turn, then a wrong answer
+    rewards[1, 3], rewards[1, 8] = 0.2, 0.0  # an IG turn, then a wrong answer: the module docstring's example
     a = 0.5 / (np.sqrt(0.5) + 1e-6)
     for flags in ({}, {"grpo_norm_by_std": True}, {"norm_adv_by_std_in_grpo": True}):
         advantages, _ = adapter.ig_advantage(rewards, mask, ["g", "g"], **flags)
         assert advantages[0].tolist() == pytest.approx([a + 0.2] * 2 + [a] * 7, abs=1e-12)
-        assert advantages[1].tolist() == pytest.approx([0, 0] + [-a - 0.1] * 2 + [-a] * 5, abs=1e-12)
+        assert advantages[1].tolist() == pytest.approx([0, 0] + [-a + 0.2] * 2 + [-a] * 5, abs=1e-12)
+        assert np.round(advantages[:, [0, 8, 3]], 4).tolist() == [[0.9071, 0.7071, 0.7071], [0.0, -0.7071, -0.5071]]
     for flags in ({"grpo_norm_by_std": False}, {"norm_adv_by_std_in_grpo": False}):  # Dr. GRPO
         advantages, _ = adapter.ig_advantage(rewards, mask, ["g", "g"], **flags)
-        assert advantages[0, 0] == pytest.approx(0.7) and advantages[1, 8] == pytest.approx(-0.5)
+        assert np.allclose(advantages[:, [0, 8, 3]], [[0.7, 0.5, 0.5], [0.0, -0.5, -0.3]], atol=1e-6)
     with pytest.raises(ValueError, match="disagree"):
         adapter.ig_advantage(rewards, mask, ["g", "g"], grpo_norm_by_std=False, norm_adv_by_std_in_grpo=True)
     with pytest.raises(ValueError, match="use_kl_in_reward"):
@@ -100,7 +101,8 @@ def made(fake_scorer):
     def make(row=None, **config):
         row = row or adapter.dataset_rows(limit=1)[0]
         env_config = {"scorer": fake_scorer, "ig": {"n_random": 2}, **config}
-        return skyrl_gym.make("search_env", env_config=env_config, extras={k: v for k, v in row.items() if k != "prompt"}), row
+        extras = {k: v for k, v in row.items() if k != "prompt"}
+        return skyrl_gym.make("search_env", env_config=env_config, extras=extras), row
 
     return make
 
@@ -221,9 +223,10 @@ def skyrl_release(release: str) -> types.SimpleNamespace:
     if importlib.util.find_spec(release) is None:
         if os.environ.get("CI"):
             pytest.fail(f"{release} is not installed (scripts/setup.sh installs it)")
-        pytest.skip(f"{release} is not installed (scripts/setup.sh installs it with --no-deps --ignore-requires-python)")
+        pytest.skip(f"{release} is not installed (scripts/setup.sh installs it, --no-deps --ignore-requires-python)")
     with _cpu_import_shims():
-        return types.SimpleNamespace(name=release, **{k: importlib.import_module(m) for k, m in RELEASES[release].items()})
+        modules = {key: importlib.import_module(name) for key, name in RELEASES[release].items()}
+    return types.SimpleNamespace(name=release, **modules)
 
 
 class ScriptedClient:
@@ -334,7 +337,8 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
     pad = tokenizer.pad_token_id
     args = (output["prompt_token_ids"], output["response_ids"], output["rewards"], output["loss_masks"])
     if sky.name == "skyrl":
-        _, _, response_mask, rewards, loss_mask, *_ = sky.preprocess.convert_prompts_responses_to_batch_tensors(pad, *args)
+        convert = sky.preprocess.convert_prompts_responses_to_batch_tensors
+        _, _, response_mask, rewards, loss_mask, *_ = convert(pad, *args)
     else:
         _, _, response_mask, rewards, loss_mask, _ = sky.preprocess.convert_prompts_responses_to_batch_tensors(
             types.SimpleNamespace(pad_token_id=pad), *args)
@@ -404,3 +408,19 @@ def test_registration_is_idempotent():
         adapter.register_advantage_estimator("grpo")
     assert registry.get("grpo") is not adapter.ig_advantage
     registry.unregister("search_env_ig_test")
+
+
+def test_skyrl_main_validates_the_estimator_registered_in_the_driver():
+    sky = skyrl_release("skyrl")
+    with _cpu_import_shims():
+        from skyrl.train.utils.utils import validate_cfg
+    registry = sky.ppo_utils.AdvantageEstimatorRegistry
+    if "search_env_ig" in registry.list_available():
+        registry.unregister("search_env_ig")
+    cfg = sky.config.SkyRLTrainConfig.from_cli_overrides(
+        ["trainer.algorithm.advantage_estimator=search_env_ig", "environment.env_class=search_env",
+         "trainer.logger=console", "generator.max_turns=4"])
+    with pytest.raises(AssertionError, match="invalid advantage_estimator: search_env_ig"):
+        validate_cfg(cfg)  # what SkyRL's main() runs in the driver, before Ray starts
+    adapter.register_advantage_estimator("search_env_ig")
+    validate_cfg(cfg)

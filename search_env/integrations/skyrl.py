@@ -6,10 +6,12 @@ trajectory, ``SearchQATextEnv(env_config=..., extras=<the dataset row's other co
 ``init(prompt)`` and ``step(response)`` until ``done``. The question comes from the row (``extra_info.question``,
 ``reward_spec.ground_truth.target``, ``extra_info.question_id``), as :func:`dataset_rows` writes it, so rows may
 come from any QA set. Observations are user messages; ``metadata`` is the env's ``info`` (JSON-safe, with
-``ig_request`` as a dict under deferred IG). Rewards, per turn (SkyRL puts each on the turn's last token):
+``ig_request`` as a dict under deferred IG). Rewards, per turn (SkyRL puts each on the last token of the turn's
+response):
 
 - a turn that does not end the episode: ``ig_weight * clip(IG, -ig_clip, ig_clip)`` (0 when it has no IG) plus
-  the format penalty of an invalid turn;
+  the format penalty of an invalid turn; a turn whose reward would be exactly 0 gets :data:`TURN_MARK` (-1e-30)
+  instead, so that the estimator still sees where it ends;
 - the last turn: the outcome (EM by default; 0 when cut off at ``max_turns``) plus its format penalty.
 
 SkyRL's built-in GRPO sums a trajectory's token rewards, so with it IG only shifts the trajectory's scalar; for
@@ -29,11 +31,19 @@ server (``scorer``: its URL, scoring with the weights being trained), or deferre
 the requests ride in ``metadata`` for a custom generator to score in the trainer's own forward pass.
 
 **The estimator** (:func:`ig_advantage`, SkyRL's custom-estimator signature
-``(token_level_rewards, response_mask, index, **kwargs) -> (advantages, returns)``): turns are the runs of
-``response_mask == 1`` (with ``use_conversation_multi_turn`` the observation tokens are masked); a trajectory's
-outcome is the reward on its last turn's last token, group-normalised over rollouts of the same ``index``
-(:func:`search_env.credit.group_advantages`); each earlier turn's reward (this env's ``ig_weight * clip(IG)``)
-is added to that turn's tokens (:func:`search_env.credit.token_advantages`).
+``(token_level_rewards, response_mask, index, **kwargs) -> (advantages, returns)``). SkyRL's trainer hands it the
+per-token rewards, ``response_mask`` (1 on every response token, observations included: only ``loss_mask``, which
+the estimator does not get, separates the turns), the group ids, ``grpo_norm_by_std`` and its algorithm config.
+So a turn ends where a reward sits (or where a run of ``response_mask == 1`` ends), and the final turn at the
+response's last token. The trajectory's outcome is the reward on that last token, group-normalised over rollouts
+of the same ``index`` (:func:`search_env.credit.group_advantages`; ``grpo_norm_by_std=False`` is Dr. GRPO); each
+earlier turn's reward (this env's ``ig_weight * clip(IG)``) is added to that turn's tokens
+(:func:`search_env.credit.token_advantages`). For two rollouts of a question, one right (outcome 1) and one wrong
+(0), whose first turns earned 0.2: the right one's turn-1 tokens get ``0.5 / (std + 1e-6) + 0.2 = 0.9071``, its
+last turn's ``0.7071``; the wrong one's ``-0.5071`` and ``-0.7071`` (Dr. GRPO: ``0.7, 0.5, -0.3, -0.5``). It needs
+``trainer.algorithm.use_kl_in_reward=false`` (a KL term on every token's reward would hide where turns end) and
+per-trajectory rows (``generator.step_wise_trajectories=false``: step-wise, SkyRL keeps only the last step's
+reward).
 """
 
 from __future__ import annotations
@@ -94,13 +104,15 @@ def _shared(s: dict) -> tuple[Any, Any, Any]:
         corpus = load_corpus(s["corpus"])
         retriever = make_retriever(s["retriever"], corpus)
         scorer = s["scorer"]
-        if isinstance(scorer, (list, tuple)) or (isinstance(scorer, str) and scorer.startswith(("http://", "https://"))):
+        urls = isinstance(scorer, str) and scorer.startswith(("http://", "https://"))
+        if isinstance(scorer, (list, tuple)) or urls:
             from search_env.server_scorers import VLLMScorer
 
             scorer = VLLMScorer(scorer, s["scorer_tokenizer"] or "bundled")
         return corpus, retriever, scorer
 
-    key = json.dumps({k: s[k] for k in ("corpus", "retriever", "scorer", "scorer_tokenizer")}, sort_keys=True, default=repr)
+    key = json.dumps({k: s[k] for k in ("corpus", "retriever", "scorer", "scorer_tokenizer")}, sort_keys=True,
+                     default=repr)
     return built_once("skyrl-shared", key, build)
 
 
@@ -123,7 +135,9 @@ class SearchQATextEnv(BaseTextEnv):
         if not question or answers is None:
             raise ValueError("a search_env row needs extra_info.question and reward_spec.ground_truth.target "
                              "(search_env.integrations.skyrl.dataset_rows writes them)")
-        answers = [answers] if isinstance(answers, str) else [str(a) for a in (answers.tolist() if hasattr(answers, "tolist") else answers)]
+        if isinstance(answers, str):
+            answers = [answers]
+        answers = [str(a) for a in (answers.tolist() if hasattr(answers, "tolist") else answers)]
         record = {"id": str(info.get("question_id", "q")), "question": str(question), "golden_answers": answers}
         corpus, retriever, scorer = _shared(s)
         ig = IGConfig(**s["ig"]) if isinstance(s["ig"], Mapping) else bool(s["ig"])
@@ -150,9 +164,11 @@ class SearchQATextEnv(BaseTextEnv):
             reward = parts["outcome"] + parts["format"]
         else:
             ig, clip = info.get("ig"), self.settings["ig_clip"]
-            reward = parts["format"] + (self.settings["ig_weight"] * float(np.clip(ig, -clip, clip)) if ig is not None else 0.0)
+            gain = self.settings["ig_weight"] * float(np.clip(ig, -clip, clip)) if ig is not None else 0.0
+            reward = parts["format"] + gain
             reward = reward or TURN_MARK
-        return BaseTextEnvStepOutput(observations=[] if done else [{"role": "user", "content": obs}], reward=float(reward),
+        return BaseTextEnvStepOutput(observations=[] if done else [{"role": "user", "content": obs}],
+                                     reward=float(reward),
                                      done=done, metadata=_jsonable(info), postprocessed_action=None)
 
     def get_metrics(self) -> dict[str, float]:
@@ -182,7 +198,8 @@ def _jsonable(info: Mapping) -> dict:
 
 
 def register(env_id: str = ENV_ID) -> None:
-    """Register :class:`SearchQATextEnv` with ``skyrl_gym`` (call it inside SkyRL's Ray entrypoint)."""
+    """Register :class:`SearchQATextEnv` with ``skyrl_gym``; call it inside SkyRL's Ray entrypoint, the process whose
+    generator makes the envs (``skyrl_gym``'s registry is per process)."""
     import skyrl_gym
 
     if env_id not in skyrl_gym.registry:
