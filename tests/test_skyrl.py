@@ -155,13 +155,15 @@ def test_settings_from_the_environment_and_bad_rows(made, monkeypatch):
 
 # ------------------------------------------------------------------------------- through SkyRL's own code
 
-RELEASES = {  # what each release calls its generator, dataset, batch layout, estimators and config
+RELEASES = {  # where each release keeps its generator, dataset, batch layout, estimators, config and trainer
     "skyrl": {"generator": "skyrl.train.generators.skyrl_gym_generator", "utils": "skyrl.train.generators.utils",
               "dataset": "skyrl.train.dataset.dataset", "preprocess": "skyrl.train.dataset.preprocess",
-              "ppo_utils": "skyrl.backends.skyrl_train.utils.ppo_utils", "config": "skyrl.train.config"},
+              "ppo_utils": "skyrl.backends.skyrl_train.utils.ppo_utils", "config": "skyrl.train.config",
+              "trainer": "skyrl.train.trainer"},
     "skyrl_train": {"generator": "skyrl_train.generators.skyrl_gym_generator", "utils": "skyrl_train.generators.utils",
                     "dataset": "skyrl_train.dataset", "preprocess": "skyrl_train.dataset.preprocess",
-                    "ppo_utils": "skyrl_train.utils.ppo_utils", "config": "skyrl_train.config"},
+                    "ppo_utils": "skyrl_train.utils.ppo_utils", "config": "skyrl_train.config",
+                    "trainer": "skyrl_train.trainer"},
 }
 CPU_STUBS = ("ray", "pybase64")  # Ray (driver-side registry actor, workers) and a C base64 codec: not used on this path
 
@@ -277,27 +279,39 @@ def _scripts(questions):
             "1_1": [f"<search> {t1[0]} </search>", "<answer> Nowhere </answer>"]}
 
 
-def _generator_configs(sky, multi_turn: bool):
-    """(generator config, skyrl_gym config, algorithm config) as each release builds them, with defaults."""
+def _trainer_config(sky, multi_turn: bool):
+    """The trainer's config as each release builds it (its defaults), for 2 prompts of 2 rollouts, 4 turns."""
+    overrides = {"generator.max_turns": 4, "generator.max_input_length": 8192, "generator.n_samples_per_prompt": 2,
+                 "generator.use_conversation_multi_turn": multi_turn, "trainer.train_batch_size": 2,
+                 "trainer.policy_mini_batch_size": 2, "trainer.logger": "console"}
     if sky.name == "skyrl":
-        generator = sky.config.GeneratorConfig()
-        generator.sampling_params.logprobs = None
-        generator.max_turns, generator.max_input_length = 4, 8192
-        generator.use_conversation_multi_turn = multi_turn
-        return generator, sky.config.SkyRLGymConfig(), sky.config.AlgorithmConfig()
+        cfg = sky.config.SkyRLTrainConfig.from_cli_overrides([f"{k}={str(v).lower()}" for k, v in overrides.items()])
+        cfg.generator.sampling_params.logprobs = None
+        return cfg
     from omegaconf import OmegaConf
 
     root = Path(sky.config.__file__).parent
-    base = OmegaConf.load(root / "ppo_base_config.yaml")
-    base.generator.max_turns, base.generator.max_input_length = 4, 8192
-    base.generator.use_conversation_multi_turn = multi_turn
-    return base.generator, OmegaConf.load(root / "skyrl_gym_config" / "default.yaml"), base.trainer.algorithm
+    cfg = OmegaConf.load(root / "ppo_base_config.yaml")  # what hydra composes, with its skyrl_gym defaults
+    cfg.environment.skyrl_gym = OmegaConf.load(root / "skyrl_gym_config" / "default.yaml")
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def _trainer(sky, cfg, tokenizer):
+    """SkyRL's RayPPOTrainer without its Ray workers (not built: only its batch and advantage methods run)."""
+    trainer = object.__new__(sky.trainer.RayPPOTrainer)
+    trainer.cfg, trainer.tokenizer, trainer.all_metrics = cfg, tokenizer, {}
+    one_rank = types.SimpleNamespace(actor_infos=[types.SimpleNamespace(rank=types.SimpleNamespace(dp_size=1))])
+    trainer.policy_model, trainer.critic_model, trainer.ref_model = one_rank, None, None  # skyrl-train 0.3.1
+    trainer.dispatch = types.SimpleNamespace(get_lcm_dp_size=lambda: 1)  # skyrl 0.4.0: one data-parallel rank
+    return trainer
 
 
 def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
-    """Rows -> parquet -> SkyRL's PromptDataset -> prepare_generator_input -> SkyRLGymGenerator.generate ->
-    convert_prompts_responses_to_batch_tensors, as SkyRL's trainer chains them. Returns the batch tensors, the
-    uids and, per trajectory, the rewards the env gave its turns."""
+    """Rows -> parquet -> SkyRL's PromptDataset -> prepare_generator_input -> SkyRLGymGenerator.generate -> the
+    trainer's postprocess_generator_output and convert_to_training_input, as SkyRL's training step chains them.
+    Returns the trainer, its batch, the uids and, per trajectory, the rewards the env gave its turns."""
     import pandas
     from transformers import AutoTokenizer
 
@@ -326,26 +340,23 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
     prompts = dataset.collate_fn([dataset[i] for i in range(len(dataset))])
     generator_input, uids = sky.utils.prepare_generator_input(prompts, 2, None, "search_env", "train", 0)
     scripts = _scripts(questions)
-    generator_cfg, gym_cfg, algorithm = _generator_configs(sky, multi_turn)
+    cfg = _trainer_config(sky, multi_turn)
     client = ScriptedClient(tokenizer, scripts)
-    if sky.name == "skyrl":
-        generator = sky.generator.SkyRLGymGenerator(generator_cfg, gym_cfg, client, tokenizer)
-    else:
-        generator = sky.generator.SkyRLGymGenerator(generator_cfg, gym_cfg, client, tokenizer, model_name="policy")
+    extra = {} if sky.name == "skyrl" else {"model_name": "policy"}
+    generator = sky.generator.SkyRLGymGenerator(cfg.generator, cfg.environment.skyrl_gym, client, tokenizer, **extra)
     output = asyncio.run(generator.generate(generator_input, disable_tqdm=True))
-    assert all(isinstance(r, list) for r in output["rewards"])  # per-token rewards: SkyRL's trainer keeps them
-    pad = tokenizer.pad_token_id
-    args = (output["prompt_token_ids"], output["response_ids"], output["rewards"], output["loss_masks"])
+    assert all(isinstance(r, list) for r in output["rewards"])  # per-token rewards
+    trainer = _trainer(sky, cfg, tokenizer)
     if sky.name == "skyrl":
-        convert = sky.preprocess.convert_prompts_responses_to_batch_tensors
-        _, _, response_mask, rewards, loss_mask, *_ = convert(pad, *args)
+        output, uids = trainer.postprocess_generator_output(output, uids)
     else:
-        _, _, response_mask, rewards, loss_mask, _ = sky.preprocess.convert_prompts_responses_to_batch_tensors(
-            types.SimpleNamespace(pad_token_id=pad), *args)
+        output = trainer.postprocess_generator_output(output, uids)
+    batch = trainer.convert_to_training_input(output, uids)
+    batch["values"] = None  # fwd_logprobs_values_reward's value without a critic
     by_first_action = {turns[0][0].removesuffix(tokenizer.eos_token): [r for _, r in turns] for turns in given.values()}
     turn_rewards = [by_first_action[scripts[f"{t.instance_id}_{t.repetition_id}"][0]]
                     for t in generator_input["trajectory_ids"]]
-    return response_mask, rewards, loss_mask, uids, turn_rewards, algorithm
+    return trainer, batch, uids, turn_rewards
 
 
 def _runs(row):
@@ -359,8 +370,8 @@ def _runs(row):
 def test_per_turn_credit_through_skyrl(release, multi_turn, tmp_path, monkeypatch, fake_scorer):
     sky = skyrl_release(release)
     torch = pytest.importorskip("torch")
-    response_mask, rewards, loss_mask, uids, turn_rewards, algorithm = _run_skyrl(
-        sky, tmp_path, monkeypatch, fake_scorer, multi_turn)
+    trainer, batch, uids, turn_rewards = _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn)
+    response_mask, rewards, loss_mask = batch["response_mask"], batch["rewards"], batch["loss_mask"]
     assert (response_mask.sum(-1) > loss_mask.sum(-1)).all()  # observations are in SkyRL's response mask
     assert [len(t) for t in turn_rewards] == [3, 3, 3, 2]
     assert turn_rewards[1][0] == adapter.TURN_MARK and turn_rewards[2][0] == pytest.approx(-0.1)
@@ -371,12 +382,14 @@ def test_per_turn_credit_through_skyrl(release, multi_turn, tmp_path, monkeypatc
     assert registry.get("search_env_ig") is adapter.ig_advantage
     outcomes = np.array([t[-1] for t in turn_rewards])
     assert outcomes.tolist() == [1.0, 0.0, 1.0, 0.0] and uids == ["0", "0", "1", "1"]
+    algorithm = trainer.cfg.trainer.algorithm
+    algorithm.advantage_estimator = "search_env_ig"
     for norm_by_std in (True, False):
         algorithm.grpo_norm_by_std = norm_by_std
+        batch = trainer.compute_advantages_and_returns(batch)  # the trainer's own call of the estimator
+        advantages, returns = batch["advantages"], batch["returns"]
         call = dict(response_mask=response_mask, index=uids, config=algorithm, values=None, gamma=algorithm.gamma,
-                    lambd=algorithm.lambd, grpo_norm_by_std=algorithm.grpo_norm_by_std)  # as SkyRL's trainer calls it
-        advantages, returns = sky.ppo_utils.compute_advantages_and_returns(
-            token_level_rewards=rewards, adv_estimator="search_env_ig", **call)
+                    lambd=algorithm.lambd, grpo_norm_by_std=norm_by_std)
         assert advantages.shape == rewards.shape and torch.equal(advantages, returns)
         a = 0.5 / (np.std([1.0, 0.0], ddof=1) + 1e-6) if norm_by_std else 0.5  # each group: outcomes 1 and 0
         only_outcome = torch.zeros_like(rewards)
