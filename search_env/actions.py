@@ -1,5 +1,5 @@
-"""Action parsing: how one turn's text becomes Search, Answer or Invalid (what the env writes back is in
-:mod:`search_env.dialects`).
+"""Action parsing, the one place that reads agent text: how one turn's text becomes Search, Answer or Invalid,
+and, in a dialect with ``<plan>``, the turn's plan (what the env writes back is in :mod:`search_env.dialects`).
 
 How a turn's text becomes an action (every case has one outcome, tested in ``tests/test_actions.py``):
 
@@ -15,6 +15,12 @@ How a turn's text becomes an action (every case has one outcome, tested in ``tes
   (``bad_type``).
 - Tags are lower case and exact (``<search>``, not ``<Search>`` or ``< search >``).
 - Control characters and lone surrogates in the content become spaces, runs of whitespace become one space.
+
+Plans (:func:`parse_plan`, :func:`parse_turn` with ``plan_tag="plan"``): the ``<plan>`` block of a turn (outside
+``<think>``), one sub-question per line, numbering (``1.``, ``2)``, ``-``, ``*``) dropped. Malformed plans are
+invalid turns with the reason codes above (``unclosed_tag``, ``nested_tags`` for any tag inside, ``empty``,
+``content_too_long`` for a line over the content limit) or ``plan_too_long`` (over ``MAX_PLAN_STEPS`` lines). A
+plan counts only with a valid action after it in the same turn; a search before any plan is ``no_plan``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 
 MAX_ACTION_CHARS = 1 << 20
 MAX_CONTENT_CHARS = 2000
+MAX_PLAN_STEPS = 10
 _NESTABLE_TAGS = ("<search>", "<answer>", "</search>", "</answer>", "<think>", "</think>")
 
 
@@ -49,6 +56,14 @@ class Invalid:
 
 
 Action = Search | Answer | Invalid
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One parsed turn: its action and, in a dialect with ``<plan>``, the plan it writes (None: no new plan)."""
+
+    action: Action
+    plan: list[str] | None = None
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0/C1 controls, lone surrogates
@@ -139,3 +154,60 @@ def _first_tag(text: str, kind: str, thinking: list[int]) -> tuple[str, int, int
             return kind, start, text.find(closing, start + len(opening))
         pos = thinking[bisect_right(thinking, start)]  # jump past the enclosing <think> span
     return None
+
+
+_NUMBERING = re.compile(r"^\s*(?:\d+\s*[.)]|[-*•])\s*")
+_PLAN_INNER_TAGS = re.compile(r"</?\s*(?:search|answer|think|plan|information|documents|refine)\s*>", re.IGNORECASE)
+
+
+def parse_plan(text: object) -> tuple[list[str] | None, Invalid | None]:
+    """``(sub-questions, None)`` for a turn with a well-formed ``<plan>``, ``(None, None)`` for a turn without one,
+    ``(None, Invalid)`` for a malformed one (see the module docstring)."""
+    if not isinstance(text, str):
+        return None, None
+    span = _first_tag(text, "plan", _think_spans(text))
+    if span is None:
+        return None, None
+    _, start, close = span
+    if close < 0:
+        return None, Invalid("unclosed_tag", "<plan> is never closed with </plan>", text)
+    raw = text[start + len("<plan>") : close]
+    if _PLAN_INNER_TAGS.search(raw):
+        return None, Invalid("nested_tags", "another tag inside <plan>", text)
+    if len(raw) > 4 * MAX_CONTENT_CHARS * MAX_PLAN_STEPS:
+        return None, Invalid("content_too_long", "the plan is too long", text)
+    steps = [clean_content(_NUMBERING.sub("", line)) for line in raw.splitlines()]
+    steps = [s for s in steps if s]
+    if not steps:
+        return None, Invalid("empty", "the plan is empty", text)
+    if len(steps) > MAX_PLAN_STEPS:
+        return None, Invalid("plan_too_long", f"the plan has {len(steps)} sub-questions, over {MAX_PLAN_STEPS}", text)
+    if any(len(s) > MAX_CONTENT_CHARS for s in steps):
+        return None, Invalid("content_too_long", f"a sub-question is over {MAX_CONTENT_CHARS:,} characters", text)
+    return steps, None
+
+
+def parse_turn(
+    action: object,
+    *,
+    plan_tag: str | None = None,
+    planned: bool = False,
+    max_action_chars: int = MAX_ACTION_CHARS,
+) -> Turn:
+    """One turn's action and plan. Without ``plan_tag`` this is :func:`parse_action`; with it, a malformed plan makes
+    the turn invalid, a plan after the action is not read, and a search is ``no_plan`` unless the turn writes a
+    plan or one was written before (``planned``)."""
+    parsed = parse_action(action, max_action_chars=max_action_chars)
+    if not plan_tag or isinstance(parsed, Invalid) and parsed.reason in ("action_too_long", "bad_type"):
+        return Turn(parsed)
+    plan, bad = parse_plan(action)
+    if bad is not None:
+        return Turn(bad)
+    if isinstance(parsed, Invalid):  # a plan counts only with a valid action after it
+        return Turn(parsed)
+    if plan is not None and f"</{plan_tag}>" not in parsed.text:  # a plan after the action is not read
+        plan = None
+    if isinstance(parsed, Search) and plan is None and not planned:
+        message = f"write your sub-questions between <{plan_tag}> and </{plan_tag}> before the first search"
+        return Turn(Invalid("no_plan", message, parsed.text))
+    return Turn(parsed, plan)

@@ -10,12 +10,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, parse_action
+from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, Turn, parse_turn
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
-from search_env.info_gain import DeferredIG, IGConfig, IGPlan, SearchStep, gold_answer, plan_step_gain
-from search_env.plan import match_sub_question, parse_plan
+from search_env.info_gain import IGConfig, InformationGain, PendingIG, SearchStep
+from search_env.plan import match_sub_question
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
 from search_env.spaces import UnicodeText
@@ -30,18 +30,17 @@ class PendingStep:
     action: Search | Answer | Invalid
     step: SearchStep | None = None  # for a search: what it adds to the IG contexts
     history: list[SearchStep] = field(default_factory=list)  # earlier steps, refine blocks attached
-    ig_plan: IGPlan | None = None
+    ig: PendingIG | None = None
     plan: list[str] | None = None  # sub-questions of a <plan> block this turn (the plan dialect)
-    deferred: bool = False  # the plan's pairs are scored outside the env (IGConfig(deferred=True))
 
     @property
     def hits(self) -> list[Hit]:
         return list(self.step.hits) if self.step else []
 
     @property
-    def requests(self) -> list[tuple[str, str]]:
+    def pairs(self) -> list[tuple[str, str]]:
         """The pairs to score before ``complete_step`` (none when they are deferred)."""
-        return self.ig_plan.requests if self.ig_plan and not self.deferred else []
+        return self.ig.pairs if self.ig else []
 
 
 class SearchQAEnv(gym.Env[str, str]):
@@ -178,9 +177,9 @@ class SearchQAEnv(gym.Env[str, str]):
         self.topk, self.max_turns = topk, max_turns
         self.dialect = get_dialect(dialect)
         self.reward_config = reward or RewardConfig()
-        self.ig_config = IGConfig() if ig is True else (ig or None)
-        if self.ig_config is not None and self.corpus is None and self.ig_config.baseline == "random":
-            raise ValueError("IG with random-passage baselines needs `corpus`; pass one, or ig=False")
+        config = IGConfig() if ig is True else (ig or None)
+        self.ig = config and InformationGain(config, corpus=self.corpus, dialect=self.dialect, scorer=scorer,
+                                             ig_weight=self.reward_config.ig_weight)
         self._scorer = scorer
         self.max_action_chars = max_action_chars
         self.render_mode = render_mode
@@ -197,13 +196,13 @@ class SearchQAEnv(gym.Env[str, str]):
         self._plan_answered: list[int] = []
 
     @property
+    def ig_config(self) -> IGConfig | None:
+        return self.ig.config if self.ig else None
+
+    @property
     def scorer(self):
         """The IG scorer, loaded on first use so that ``gym.make(..., ig=False)`` never loads a model."""
-        if self.ig_config is not None and (self._scorer is None or isinstance(self._scorer, str)):
-            from search_env.scorers import default_scorer
-
-            self._scorer = default_scorer(self._scorer or "bundled")
-        return self._scorer
+        return self.ig.scorer if self.ig else self._scorer
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
@@ -213,45 +212,47 @@ class SearchQAEnv(gym.Env[str, str]):
         self.plan, self._plan_answered = None, []
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
-        if self.ig_config is not None and self.ig_config.score_start:
-            answer = gold_answer(self.item.golden_answers, self.ig_config)
-            info["logp_start"] = float(self.scorer.score([self._prefix_from("")], [answer])[0])
+        if self.ig:
+            info.update(self.ig.start(self.ig.render_prefix(self._prompt, ""), self.item.golden_answers))
         return self.transcript, info
 
     def step(self, action: str | Mapping) -> tuple[str, float, bool, bool, dict]:
         state = self.np_random.bit_generator.state
         pending = self.prepare_step(action)
         try:
-            scores = self.scorer.score(*zip(*pending.requests)) if pending.requests else np.empty(0)
+            scores = self.scorer.score(*zip(*pending.pairs)) if pending.pairs else np.empty(0)
         except BaseException:  # e.g. ScorerUnavailable: the episode stays as it was, IG's draws included
             self.np_random.bit_generator.state = state
             raise
         return self.complete_step(pending, scores)
 
+    def parse(self, action: str | Mapping) -> Turn:
+        """The turn's action (and, in a dialect with ``<plan>``, its plan), as this episode reads it now."""
+        return parse_turn(action, plan_tag=self.dialect.plan_tag, planned=self.plan is not None,
+                          max_action_chars=self.max_action_chars)
+
     def prepare_step(
-        self, action: str | Mapping, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None
+        self, action: str | Mapping | Turn, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None
     ) -> PendingStep:
-        """Parse the turn, retrieve (unless ``hits`` are given) and draw the IG counterfactuals.
+        """Parse the turn (unless it is a :class:`Turn` from :meth:`parse`), retrieve (unless ``hits`` are given)
+        and draw the IG counterfactuals.
 
         Nothing about the episode changes here, so a step whose retrieval raised can simply be retried.
         ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option).
         """
         if self._done:
             raise RuntimeError("the episode is over; call reset() before step()")
-        parsed, plan = self._parse(action)
-        pending = PendingStep(parsed, history=self._history_with_refine(parsed.text), plan=plan)
+        turn = action if isinstance(action, Turn) else self.parse(action)
+        parsed = turn.action
+        pending = PendingStep(parsed, history=self._history_with_refine(parsed.text), plan=turn.plan)
         if isinstance(parsed, Search):
             if hits is None:
                 hits = self.retriever.search(parsed.query, self.topk)
             pending.step = SearchStep(parsed.query, self.dialect.documents_block(hits), tuple(hits))
             # A search on the last turn truncates the episode: its passages are never read, so it gains nothing.
-            if self.ig_config is not None and self.turn + 1 < self.max_turns:
-                pending.ig_plan = plan_step_gain(
-                    self._prefix_for(parsed), pending.history, pending.step, self.item.golden_answers,
-                    config=self.ig_config, corpus=self.corpus, dialect=self.dialect, rng=self.np_random, pool=pool,
-                )
-                # A plan with nothing to score (a fixed gain) is finished here, deferred or not.
-                pending.deferred = bool(self.ig_config.deferred and pending.ig_plan and pending.ig_plan.requests)
+            if self.ig and self.turn + 1 < self.max_turns:
+                pending.ig = self.ig.prepare(self._prefix_for(parsed), pending.history, pending.step,
+                                             self.item.golden_answers, rng=self.np_random, pool=pool)
         return pending
 
     def complete_step(self, pending: PendingStep, scores: np.ndarray) -> tuple[str, float, bool, bool, dict]:
@@ -268,25 +269,18 @@ class SearchQAEnv(gym.Env[str, str]):
         terminated = False
         self.steps = pending.history
         if isinstance(action, Search):
-            self._prefix = self._prefix_for(action)
+            if self.ig:
+                self._prefix = self._prefix_for(action)
             self.steps.append(pending.step)
             obs = self.dialect.observation(pending.hits)
-            ig_result = pending.ig_plan.finish(scores) if pending.ig_plan and not pending.deferred else None
-            ig = ig_result.ig if ig_result else None
-            components = rc.components(ig=ig)
             info.update(
                 action_type="search",
                 query=action.query,
                 doc_ids=[h.doc_id for h in pending.hits],
                 doc_scores=[float(h.score) for h in pending.hits],
-                ig=ig,
             )
-            if ig_result is not None:
-                info["ig_detail"] = ig_result.detail
-                if ig_result.doc_gains is not None:
-                    info["doc_gains"] = ig_result.doc_gains
-            if pending.deferred:
-                info["ig_request"] = self._deferred(pending.ig_plan)
+            info.update(self.ig.finish(pending.ig, scores) if self.ig else {"ig": None})
+            components = rc.components(ig=info["ig"])
         elif isinstance(action, Answer):
             golds = self.item.golden_answers
             components = rc.components(outcome=rc.outcome_score(action.answer, golds))
@@ -332,45 +326,12 @@ class SearchQAEnv(gym.Env[str, str]):
             return self.questions[index]
         return self.questions[int(self.np_random.integers(len(self.questions)))]
 
-    def _parse(self, action: str | Mapping) -> tuple[Search | Answer | Invalid, list[str] | None]:
-        """The turn's action, and in a dialect with ``<plan>`` its plan (a malformed one makes the turn invalid, and
-        so does a search before any plan)."""
-        parsed = parse_action(action, max_action_chars=self.max_action_chars)
-        if not self.dialect.plan_tag or isinstance(parsed, Invalid) and parsed.reason in ("action_too_long", "bad_type"):
-            return parsed, None
-        plan, bad = parse_plan(action) if isinstance(action, str) else (None, None)
-        if bad is not None:
-            return bad, None
-        if isinstance(parsed, Invalid):  # a plan counts only with a valid action after it
-            return parsed, None
-        if plan is not None and "</plan>" not in parsed.text:  # a plan after the action is not read
-            plan = None
-        if isinstance(parsed, Search) and plan is None and self.plan is None:
-            return Invalid("no_plan", "write your sub-questions between <plan> and </plan> before the first search",
-                           parsed.text), None
-        return parsed, plan
-
-    def _deferred(self, plan: IGPlan) -> DeferredIG:
-        config = self.ig_config
-        request = DeferredIG(plan, config.score_format, ig_weight=self.reward_config.ig_weight)
-        if config.tokenizer is not None:
-            encoded = config.score_format.encode(config.tokenizer, plan.requests)
-            request.token_ids, request.answer_starts = [ids for ids, _ in encoded], [start for _, start in encoded]
-        return request
-
     def _prefix_for(self, action: Search) -> str:
-        """The IG context prefix: the prompt plus the agent's text before its first ``<search>`` (rendered by
-        ``IGConfig.render_prefix`` when it is set)."""
-        if self._prefix is not None:
-            return self._prefix
-        return self._prefix_from(action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else "")
-
-    def _prefix_from(self, before: str) -> str:
-        """The IG context prefix if the agent's first search came after ``before`` (its text in that turn)."""
-        render = self.ig_config.render_prefix if self.ig_config is not None else None
-        if render is None:
-            return (self.transcript + before).rstrip()
-        return render(self._prompt, self.transcript[len(self._prompt) :] + before).rstrip()
+        """The IG context prefix: the prompt plus the agent's text before its first ``<search>``."""
+        if self._prefix is None:
+            before = action.text.rsplit("<search>", 1)[0] if "<search>" in action.text else ""
+            return self.ig.render_prefix(self._prompt, self.transcript[len(self._prompt) :] + before)
+        return self._prefix
 
     def _history_with_refine(self, text: str) -> list[SearchStep]:
         """The steps so far; in the autorefine dialect the last one gets the ``<refine>`` of this turn."""

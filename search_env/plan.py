@@ -1,10 +1,8 @@
 """Planned sub-questions (the "Plan" dialect): before any retrieval the agent writes its ordered sub-questions in
 a ``<plan>`` block, and each search is anchored to one of them.
 
-- :func:`parse_plan` reads the ``<plan>`` block of a turn (outside ``<think>``): one sub-question per line,
-  numbering (``1.``, ``2)``, ``-``, ``*``) dropped. Malformed plans are invalid turns, with the action parser's
-  reason codes: ``unclosed_tag``, ``nested_tags`` (any tag inside), ``empty``, ``content_too_long`` (a line over
-  the content limit), ``plan_too_long`` (over ``MAX_PLAN_STEPS`` lines).
+- The ``<plan>`` block is read by the one parser of agent text, :func:`search_env.actions.parse_turn`
+  (:func:`~search_env.actions.parse_plan`, also importable from here).
 - In the ``plan`` dialect (:data:`search_env.dialects.DIALECTS`) the env requires a plan before the first search
   (a search without one is invalid, ``no_plan``); the plan comes in the same turn as an action, before it. A later
   ``<plan>`` replaces the plan. ``info["plan"]`` reports the plan on the turn that set it, ``info["sub_question"]``
@@ -19,41 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from search_env.actions import MAX_CONTENT_CHARS, Invalid, _think_spans, _first_tag, clean_content
+from search_env.actions import MAX_PLAN_STEPS, parse_plan
 from search_env.rewards import f1_score, normalize_answer
 
 __all__ = ["MAX_PLAN_STEPS", "match_sub_question", "parse_plan", "plan_quality"]
-
-MAX_PLAN_STEPS = 10
-_NUMBERING = re.compile(r"^\s*(?:\d+\s*[.)]|[-*•])\s*")
-_TAGS = re.compile(r"</?\s*(?:search|answer|think|plan|information|documents|refine)\s*>", re.IGNORECASE)
-
-
-def parse_plan(text: str) -> tuple[list[str] | None, Invalid | None]:
-    """``(sub-questions, None)`` for a turn with a well-formed ``<plan>``, ``(None, None)`` for a turn without one,
-    ``(None, Invalid)`` for a malformed one (see the module docstring)."""
-    if not isinstance(text, str):
-        return None, None
-    span = _first_tag(text, "plan", _think_spans(text))
-    if span is None:
-        return None, None
-    _, start, close = span
-    if close < 0:
-        return None, Invalid("unclosed_tag", "<plan> is never closed with </plan>", text)
-    raw = text[start + len("<plan>") : close]
-    if _TAGS.search(raw):
-        return None, Invalid("nested_tags", "another tag inside <plan>", text)
-    if len(raw) > 4 * MAX_CONTENT_CHARS * MAX_PLAN_STEPS:
-        return None, Invalid("content_too_long", "the plan is too long", text)
-    steps = [clean_content(_NUMBERING.sub("", line)) for line in raw.splitlines()]
-    steps = [s for s in steps if s]
-    if not steps:
-        return None, Invalid("empty", "the plan is empty", text)
-    if len(steps) > MAX_PLAN_STEPS:
-        return None, Invalid("plan_too_long", f"the plan has {len(steps)} sub-questions, over {MAX_PLAN_STEPS}", text)
-    if any(len(s) > MAX_CONTENT_CHARS for s in steps):
-        return None, Invalid("content_too_long", f"a sub-question is over {MAX_CONTENT_CHARS:,} characters", text)
-    return steps, None
 
 
 def match_sub_question(query: str, plan: Sequence[str], answered: Sequence[int] = ()) -> int:

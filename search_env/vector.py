@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from search_env.actions import Search, parse_action
+from search_env.actions import Search
 from search_env.env import SearchQAEnv
 
 
@@ -104,7 +104,7 @@ class SearchQAVectorEnv(VectorEnv):
 
         states = {i: self.envs[i].np_random.bit_generator.state for i in to_step}
         pending = self._prepare(to_step, actions)
-        requests = [r for i in to_step for r in pending[i].requests]
+        requests = [pair for i in to_step for pair in pending[i].pairs]
         try:
             scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
         except BaseException:  # the episodes stay as they were, IG's draws included, so the step can be retried
@@ -113,7 +113,7 @@ class SearchQAVectorEnv(VectorEnv):
             raise
         offset = 0
         for i in to_step:
-            k = len(pending[i].requests)
+            k = len(pending[i].pairs)
             obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].complete_step(pending[i], scores[offset : offset + k])
             offset += k
             done = terminated[i] or truncated[i]
@@ -127,12 +127,9 @@ class SearchQAVectorEnv(VectorEnv):
         return tuple(observations), rewards, terminated, truncated, infos
 
     def _prepare(self, indices: list[int], actions: Sequence[Any]) -> dict:
-        """Parse, batch-retrieve and draw IG counterfactuals for the sub-envs in ``indices``."""
-        searches = {}
-        for i in indices:
-            parsed = parse_action(actions[i], max_action_chars=self.envs[i].max_action_chars)
-            if isinstance(parsed, Search):
-                searches[i] = parsed.query
+        """Parse (once), batch-retrieve and draw IG counterfactuals for the sub-envs in ``indices``."""
+        turns = {i: self.envs[i].parse(actions[i]) for i in indices}
+        searches = {i: turn.action.query for i, turn in turns.items() if isinstance(turn.action, Search)}
         topks = {self.envs[i].topk for i in searches}
         hits = {}
         for k in topks:  # one batch per distinct topk (normally one)
@@ -146,7 +143,7 @@ class SearchQAVectorEnv(VectorEnv):
             if self.ig_pool == "batch" and i in searches:
                 qid = self.envs[i].item.id
                 pool = [b for j, b in blocks.items() if j != i and self.envs[j].item.id != qid] or None
-            pending[i] = self.envs[i].prepare_step(actions[i], hits=hits.get(i), pool=pool)
+            pending[i] = self.envs[i].prepare_step(turns[i], hits=hits.get(i), pool=pool)
         return pending
 
     def render(self) -> tuple[str | None, ...]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from search_env.env import SearchQAEnv
-from search_env.info_gain import DeferredIG, IGConfig, finish_deferred
+from search_env.info_gain import Deferred, DeferredIG, IGConfig, finish_deferred
 from search_env.rewards import RewardConfig
 from search_env.score_format import ScoreFormat
 from search_env.vector import SearchQAVectorEnv
@@ -48,7 +48,7 @@ CONFIGS = [dict(baseline="random"), dict(baseline="random", per_document=True), 
 
 def make(tiny_corpus, tiny_questions, deferred: bool, ig_weight=0.0, **config):
     scorer = ToyScorer()
-    ig = IGConfig(deferred=True, tokenizer=CharTokenizer(), score_format=FORMAT, **config) if deferred else IGConfig(**config)
+    ig = IGConfig(deferred=Deferred(CharTokenizer(), FORMAT), **config) if deferred else IGConfig(**config)
     env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=ig, max_turns=6,
                       reward=RewardConfig(ig_weight=ig_weight))
     return env, scorer
@@ -123,7 +123,7 @@ def test_json_round_trip_and_batch_finish(tiny_corpus, tiny_questions):
 def test_vector_env_defers_too(tiny_corpus, tiny_questions):
     def venv(deferred):
         scorer = ToyScorer()
-        ig = IGConfig(deferred=True, tokenizer=CharTokenizer(), score_format=FORMAT) if deferred else IGConfig()
+        ig = IGConfig(deferred=Deferred(CharTokenizer(), FORMAT)) if deferred else IGConfig()
         return SearchQAVectorEnv(3, questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=ig, ig_pool="batch"), scorer
 
     (scored, _), (deferred, deferred_by) = venv(False), venv(True)
@@ -148,8 +148,12 @@ def test_no_request_for_a_search_on_the_last_turn(tiny_corpus, tiny_questions):
 def test_config_errors():
     with pytest.raises(ValueError, match="score_start"):
         IGConfig(deferred=True, score_start=True)
-    with pytest.raises(ValueError, match="deferred=True"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="for deferred requests"):
         IGConfig(tokenizer=CharTokenizer())
+    with pytest.warns(DeprecationWarning, match="Deferred"):  # the old spelling still works
+        old = IGConfig(deferred=True, tokenizer=CharTokenizer(), score_format=FORMAT)
+    assert old == IGConfig(deferred=Deferred(CharTokenizer(), FORMAT)) and old.deferred.score_format == FORMAT
+    assert IGConfig(deferred=True).deferred == Deferred() and IGConfig(deferred=False).deferred is None
     with pytest.raises(ValueError, match="max_context_tokens"):
         ScoreFormat(max_context_tokens=0)
     with pytest.raises(ValueError, match="empty"):
@@ -173,7 +177,7 @@ def test_a_trainers_own_forward_pass_gives_the_in_env_ig(tiny_corpus, tiny_quest
                                          num_key_value_heads=2, intermediate_size=64, initializer_range=0.5)).eval()
     scorer = TransformersScorer(model, tokenizer)
     envs = [SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=config)
-            for config in (IGConfig(), IGConfig(deferred=True, tokenizer=tokenizer, score_format=scorer.score_format))]
+            for config in (IGConfig(), IGConfig(deferred=Deferred(tokenizer, scorer.score_format)))]
     for env in envs:
         env.reset(seed=2, options={"question_id": "q3"})
     in_env, deferred = [env.step("<search> Sentavo </search>")[4] for env in envs]
@@ -190,7 +194,7 @@ def test_a_trainers_own_forward_pass_gives_the_in_env_ig(tiny_corpus, tiny_quest
 
 def test_requests_use_the_trainers_rendering_of_the_prompt(tiny_corpus, tiny_questions):
     render = lambda prompt, agent_text: "<|system|>policy input\n" + prompt + agent_text  # noqa: E731
-    ig = IGConfig(deferred=True, tokenizer=CharTokenizer(), score_format=FORMAT, render_prefix=render)
+    ig = IGConfig(deferred=Deferred(CharTokenizer(), FORMAT), render_prefix=render)
     env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=ig)
     prompt, _ = env.reset(seed=0, options={"question_id": "q0"})
     request = env.step("<think>look it up</think><search> Karvesh </search>")[4]["ig_request"]

@@ -4,7 +4,7 @@ import pytest
 from search_env import IGConfig, SearchQAEnv
 from search_env.data.corpus import Corpus, Passage
 from search_env.dialects import get_dialect
-from search_env.info_gain import IGPlan, SearchStep, build_context, plan_step_gain
+from search_env.info_gain import IGRequests, SearchStep, build_context, step_requests
 from search_env.retrieval.base import Hit
 
 R1 = get_dialect("search-r1")
@@ -27,7 +27,7 @@ def test_build_context_layout():
 
 
 def plan(baseline, history, current, corpus, **kw):
-    return plan_step_gain("P", history, current, ["gold"], config=IGConfig(baseline=baseline, **kw), corpus=corpus,
+    return step_requests("P", history, current, ["gold"], config=IGConfig(baseline=baseline, **kw), corpus=corpus,
                           dialect=R1, rng=np.random.default_rng(0))
 
 
@@ -36,8 +36,8 @@ def test_random_baseline_replaces_only_the_last_documents(tiny_corpus):
     s2 = SearchStep("q2", R1.documents_block([Hit("c1", "Omrith", "x", 1.0), Hit("c2", "D", "y", 1.0)]),
                     (Hit("c1", "Omrith", "x", 1.0), Hit("c2", "D", "y", 1.0)))
     p = plan("random", [s1], s2, tiny_corpus, n_random=3)
-    real, *randoms = [c for c, _ in p.requests]
-    assert len(randoms) == 3 and all(a == "gold" for _, a in p.requests)
+    real, *randoms = [c for c, _ in p.pairs]
+    assert len(randoms) == 3 and all(a == "gold" for _, a in p.pairs)
     for c in randoms:
         head, docs = c.rsplit("<search> q2 </search>\n", 1)
         assert head == real.rsplit("<search> q2 </search>\n", 1)[0]  # history untouched
@@ -50,22 +50,22 @@ def test_random_baseline_replaces_only_the_last_documents(tiny_corpus):
 def test_other_baselines(tiny_corpus):
     s1, s2 = step("q1", "a"), step("q2", "b")
     none = plan("none", [s1], s2, tiny_corpus)
-    assert [c for c, _ in none.requests] == [build_context("P", [s1, s2]), build_context("P", [s1, s2], "")]
+    assert [c for c, _ in none.pairs] == [build_context("P", [s1, s2]), build_context("P", [s1, s2], "")]
     prev = plan("previous", [s1], s2, tiny_corpus)
-    assert prev.requests[1][0] == build_context("P", [s1])
+    assert prev.pairs[1][0] == build_context("P", [s1])
     assert prev.finish([1.0, 1.5]).ig == pytest.approx(-0.5)  # a step can lose information
     best = plan("best", [s1], s2, tiny_corpus)
-    assert [c for c, _ in best.requests[1:]] == [build_context("P", []), build_context("P", [s1])]
+    assert [c for c, _ in best.pairs[1:]] == [build_context("P", []), build_context("P", [s1])]
     assert best.finish([1.0, 0.2, 1.5]).ig == 0.0  # below the best so far counts 0
     assert best.finish([2.0, 0.2, 1.5]).ig == pytest.approx(0.5)
     repeat = plan("best", [s1, s2], step("q2 again", "b", "a"), tiny_corpus)
-    assert repeat.requests == [] and repeat.finish([]).ig == 0.0  # nothing new retrieved: no gain
+    assert repeat.pairs == [] and repeat.finish([]).ig == 0.0  # nothing new retrieved: no gain
 
 
 def test_per_document_gains(tiny_corpus):
     current = step("q", "a", "b")
     p = plan("random", [], current, tiny_corpus, n_random=2, per_document=True)
-    contexts = [c for c, _ in p.requests]
+    contexts = [c for c, _ in p.pairs]
     assert len(contexts) == 1 + 2 + 2 + 1
     assert contexts[3].endswith(R1.documents_block([current.hits[0]])) and contexts[-1].endswith("<search> q </search>")
     result = p.finish([3.0, 1.0, 1.0, 2.5, 0.5, 1.0])
@@ -75,7 +75,7 @@ def test_per_document_gains(tiny_corpus):
 def test_unscorable_steps(tiny_corpus):
     assert plan("random", [], SearchStep("q", R1.documents_block([]), ()), tiny_corpus) is None
     with pytest.raises(ValueError, match="expected 2 scores"):
-        IGPlan("none", requests=[("a", "b"), ("c", "d")], n_baseline=1).finish([1.0])
+        IGRequests("none", pairs=[("a", "b"), ("c", "d")], n_baseline=1).finish([1.0])
     with pytest.raises(ValueError, match="baseline"):
         IGConfig(baseline="oracle")
 
@@ -84,7 +84,7 @@ def test_counterfactual_draws_follow_the_env_seed(tiny_questions, tiny_corpus, f
     def contexts(seed):
         env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=fake_scorer)
         env.reset(seed=seed, options={"index": 0})
-        return env.prepare_step("<search>Karvesh</search>").requests
+        return env.prepare_step("<search>Karvesh</search>").pairs
 
     assert contexts(5) == contexts(5)
     assert contexts(5) != contexts(6)
@@ -125,7 +125,7 @@ def test_random_counterfactuals_never_hold_a_retrieved_passage():
     corpus = Corpus(passages, name="four")
     hits = tuple(Hit(p.id, p.title, p.text, 1.0) for p in passages[:3])
     current = SearchStep("q", R1.documents_block(hits), hits)
-    requests = plan("random", [], current, corpus, n_random=40).requests
+    requests = plan("random", [], current, corpus, n_random=40).pairs
     assert len(requests) == 41
     only_unretrieved = R1.documents_block([Hit("d3", "Title3", "text number 3", 0.0)])
     for context, _ in requests[1:]:
@@ -136,9 +136,9 @@ def test_random_counterfactuals_from_a_pool_skip_the_step_own_block():
     hits = (Hit("d0", "Title0", "text", 1.0),)
     current = SearchStep("q", R1.documents_block(hits), hits)
     other = R1.documents_block([Hit("d9", "Other", "elsewhere", 1.0)])
-    got = plan_step_gain("P", [], current, ["gold"], config=IGConfig(n_random=20), corpus=None, dialect=R1,
+    got = step_requests("P", [], current, ["gold"], config=IGConfig(n_random=20), corpus=None, dialect=R1,
                          rng=np.random.default_rng(0), pool=[current.documents, other, current.documents])
-    assert all(context.endswith(other) for context, _ in got.requests[1:])
+    assert all(context.endswith(other) for context, _ in got.pairs[1:])
 
 
 class RecordingScorer:

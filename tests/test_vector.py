@@ -82,7 +82,7 @@ def test_batch_pool_draws_other_questions_blocks(tiny_questions, tiny_corpus, fa
         env.reset(options={"index": i})
     obs, rew, term, trunc, info = venv.step(["<search>Karvesh</search>", "<search>Omrith</search>", "<search>Dallowmere</search>"])
     # the pool holds the other two envs' blocks: the Karvesh env's random contexts contain their passages
-    karvesh_random = [c for c, _ in venv.envs[0].prepare_step("<search>Karvesh</search>", pool=["<information>Doc 1(Title: Z) zz\n</information>"]).requests[1:]]
+    karvesh_random = [c for c, _ in venv.envs[0].prepare_step("<search>Karvesh</search>", pool=["<information>Doc 1(Title: Z) zz\n</information>"]).pairs[1:]]
     assert all("Title: Z" in c for c in karvesh_random)
 
 
@@ -93,3 +93,37 @@ def test_make_vec_uses_the_vector_entry_point(tiny_questions, tiny_corpus):
     obs, infos = envs.reset(seed=0)
     assert len(obs) == 3 and all("Question:" in o for o in obs)
     envs.close()
+
+
+class CountingRetriever:
+    """Wraps a retriever, counting the queries it is asked."""
+
+    def __init__(self, inner):
+        self.inner, self.queries = inner, []
+
+    def search(self, query, k):
+        self.queries.append(query)
+        return self.inner.search(query, k)
+
+    def batch_search(self, queries, k):
+        self.queries += list(queries)
+        return self.inner.batch_search(queries, k)
+
+
+def test_vector_env_parses_once_and_retrieves_only_accepted_searches(tiny_questions, tiny_corpus, monkeypatch):
+    import search_env.env as env_module
+    from search_env.retrieval import make_retriever
+
+    retriever = CountingRetriever(make_retriever("bm25", tiny_corpus))
+    venv = SearchQAVectorEnv(3, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus,
+                             retriever=retriever, ig=False, dialect="plan")
+    venv.reset(seed=0)
+    calls = []
+    real_parse = env_module.parse_turn
+    monkeypatch.setattr(env_module, "parse_turn", lambda *a, **k: calls.append(a) or real_parse(*a, **k))
+    plan = "<plan>\n1. Where is Karvesh?\n</plan>"
+    _, _, _, _, infos = venv.step([f"{plan}<search> Karvesh </search>", "<search> Omrith </search>", "no tag"])
+    assert len(calls) == 3  # one parse per sub-env
+    assert retriever.queries == ["Karvesh"]  # the search before any plan (no_plan) retrieves nothing
+    assert list(infos["action_type"]) == ["search", "invalid", "invalid"]
+    assert infos["invalid_reason"][1] == "no_plan"

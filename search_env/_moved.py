@@ -1,0 +1,32 @@
+"""Modules that moved, importable under their old names for one release (with a ``DeprecationWarning``)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+MOVED: dict[str, str] = {}
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module name as the module it moved to (the same object, so patches reach it)."""
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in MOVED else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        name = module.__spec__.name
+        warnings.warn(f"{name} moved to {MOVED[name]}; the old name will be removed", DeprecationWarning,
+                      stacklevel=4)
+        sys.modules[name] = importlib.import_module(MOVED[name])  # what the import statement hands out
+
+
+def install() -> None:
+    if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
+        sys.meta_path.append(_MovedFinder())

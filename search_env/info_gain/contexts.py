@@ -1,0 +1,179 @@
+"""The contexts IG scores for one search step, and the gain from their scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from search_env.data.corpus import Corpus
+from search_env.dialects import Dialect, search_block
+from search_env.info_gain.config import IGConfig
+from search_env.retrieval.base import Hit
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One search as it enters IG contexts."""
+
+    query: str
+    documents: str  # the documents block as the agent saw it, tags included
+    hits: Sequence[Hit] = ()
+    refine: str = ""  # the agent's <refine>…</refine> block after these documents (autorefine)
+
+
+@dataclass(frozen=True)
+class IGResult:
+    ig: float | None
+    detail: dict
+    doc_gains: list[float] | None = None
+
+
+@dataclass
+class IGRequests:
+    """The (context, answer) pairs to score for one step, and how to turn their scores into IG."""
+
+    baseline: str
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    n_baseline: int = 0  # pairs[1 : 1 + n_baseline] are the baseline contexts
+    n_docs: int = 0  # then n_docs single-passage contexts and one no-passage context
+    fixed_ig: float | None = None  # set when the gain is known without scoring
+
+    def finish(self, scores: Sequence[float]) -> IGResult:
+        scores = np.asarray(scores, dtype=np.float64)
+        if len(scores) != len(self.pairs):
+            raise ValueError(f"expected {len(self.pairs)} scores, got {len(scores)}")
+        if self.fixed_ig is not None:
+            detail = {"baseline": self.baseline, "logp_real": None, "logp_random": [], "logp_baseline": None}
+            return IGResult(self.fixed_ig, detail)
+        real, base = float(scores[0]), scores[1 : 1 + self.n_baseline]
+        if self.baseline == "best":
+            baseline_score = float(base.max())
+            ig = max(0.0, real - baseline_score)
+        else:
+            baseline_score = float(base.mean())
+            ig = real - baseline_score
+        detail = {
+            "baseline": self.baseline,
+            "logp_real": real,
+            "logp_random": base.tolist() if self.baseline == "random" else [],
+            "logp_baseline": baseline_score,
+        }
+        doc_gains = None
+        if self.n_docs:
+            singles = scores[1 + self.n_baseline : 1 + self.n_baseline + self.n_docs]
+            doc_gains = (singles - scores[-1]).tolist()
+        return IGResult(ig, detail, doc_gains)
+
+
+def build_context(prefix: str, steps: Sequence[SearchStep], last_documents: str | None = None) -> str:
+    """``prefix`` then each step's search, documents and refine blocks, joined by newlines.
+
+    ``last_documents`` replaces the last step's documents block (``""`` drops it).
+    """
+    parts = [prefix]
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        parts.append(search_block(step.query))
+        documents = last_documents if last and last_documents is not None else step.documents
+        if documents:
+            parts.append(documents)
+        if step.refine and not last:
+            parts.append(step.refine)
+    return "\n".join(parts)
+
+
+def gold_answer(golden_answers: Sequence[str], config: IGConfig) -> str:
+    """The golden answer IG scores: ``config.answer_index``, or the last one when there are fewer."""
+    return golden_answers[min(config.answer_index, len(golden_answers) - 1)]
+
+
+def step_requests(
+    prefix: str,
+    history: Sequence[SearchStep],
+    step: SearchStep,
+    golden_answers: Sequence[str],
+    *,
+    config: IGConfig,
+    corpus: Corpus | None,
+    dialect: Dialect,
+    rng: np.random.Generator,
+    pool: Sequence[str] | None = None,
+) -> IGRequests | None:
+    """What to score for ``step`` (after ``history``).
+
+    Args:
+        prefix: the context before the first search (the prompt and the agent's text before ``<search>``).
+        history: the earlier search steps of the episode.
+        step: this search.
+        golden_answers: the answers; ``config.answer_index`` picks the one scored.
+        config: the baseline and its settings.
+        corpus: where random passages come from (``baseline="random"`` without ``pool``).
+        dialect: renders random passages as a documents block.
+        rng: draws the random passages.
+        pool: documents blocks to draw random baselines from instead of the corpus (the authors' variant:
+            other questions' retrieved blocks in the same batch).
+
+    Returns:
+        An :class:`IGRequests` (its ``pairs`` to score, then ``finish(scores)``), or None when the step cannot
+        be scored (nothing retrieved, or no random passages to draw).
+    """
+    if not step.hits:
+        return None
+    answer = gold_answer(golden_answers, config)
+    steps = [*history, step]
+    requests = IGRequests(config.baseline)
+    if config.baseline == "random":
+        blocks = _random_blocks(step, config.n_random, corpus, dialect, rng, pool)
+        if not blocks:
+            return None
+        baseline_contexts = [build_context(prefix, steps, b) for b in blocks]
+    elif config.baseline == "none":
+        baseline_contexts = [build_context(prefix, steps, "")]
+    elif config.baseline == "previous":
+        baseline_contexts = [build_context(prefix, history)]
+    else:  # best
+        seen = {h.doc_id for s in history for h in s.hits}
+        if all(h.doc_id in seen for h in step.hits):
+            requests.fixed_ig = 0.0
+            return requests
+        baseline_contexts = [build_context(prefix, history[:i]) for i in range(len(history) + 1)]
+    contexts = [build_context(prefix, steps), *baseline_contexts]
+    requests.n_baseline = len(baseline_contexts)
+    if config.per_document:
+        contexts += [build_context(prefix, steps, dialect.documents_block([h])) for h in step.hits]
+        contexts.append(build_context(prefix, steps, ""))
+        requests.n_docs = len(step.hits)
+    requests.pairs = [(c, answer) for c in contexts]
+    return requests
+
+
+def _random_blocks(
+    step: SearchStep,
+    n: int,
+    corpus: Corpus | None,
+    dialect: Dialect,
+    rng: np.random.Generator,
+    pool: Sequence[str] | None,
+) -> list[str]:
+    """``n`` documents blocks of random passages, as many as the step retrieved, none of them retrieved."""
+    if pool is not None:
+        candidates = [b for b in pool if b != step.documents]
+        if not candidates:
+            return []
+        picks = rng.choice(len(candidates), size=n, replace=len(candidates) < n)
+        return [candidates[int(i)] for i in picks]
+    if corpus is None:
+        raise ValueError("random IG baselines need a corpus (or a pool of documents blocks)")
+    retrieved = {h.doc_id for h in step.hits}
+    size = min(len(step.hits), len(corpus) - len(retrieved))
+    if size <= 0:
+        return []
+    blocks = []
+    for _ in range(n):
+        # Draw a few extra without replacement so that, after dropping retrieved ones, `size` remain.
+        draw = rng.choice(len(corpus), size=min(len(corpus), size + len(retrieved)), replace=False)
+        passages = [corpus[int(i)] for i in draw if corpus[int(i)].id not in retrieved][:size]
+        blocks.append(dialect.documents_block([Hit(p.id, p.title, p.text, 0.0) for p in passages]))
+    return blocks
