@@ -10,6 +10,8 @@ import importlib
 
 import gymnasium as gym
 
+from search_env import _moved
+
 from search_env.actions import Answer, Invalid, Search, parse_action
 from search_env.data import Corpus, QADataset, load_corpus, load_questions
 from search_env.env import SearchQAEnv
@@ -18,6 +20,8 @@ from search_env.retrieval import Hit, Retriever, RetrieverUnavailable
 from search_env.rewards import RewardConfig, exact_match, f1_score
 
 __version__ = "0.1.0"
+
+_moved.install()  # old module paths (search_env.policy, ...) keep working for one release, with a warning
 
 gym.register(
     id="SearchQA-v0",

@@ -8,7 +8,13 @@ import importlib.util
 import sys
 import warnings
 
-MOVED: dict[str, str] = {}
+MOVED: dict[str, str] = {
+    "search_env.numeric": "search_env.wrappers.numeric",
+    "search_env.policy": "search_env.agents.policy",
+    "search_env.bundled": "search_env.agents.models",
+    "search_env.credit": "search_env.training.credit",
+    "search_env.distill": "search_env.training.distill",
+}
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -29,4 +35,4 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 def install() -> None:
     if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
-        sys.meta_path.append(_MovedFinder())
+        sys.meta_path.insert(0, _MovedFinder())  # before any finder that might still see the old file

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from search_env.credit import (
+from search_env.training.credit import (
     Segment,
     Trajectory,
     assign_credit,

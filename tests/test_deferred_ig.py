@@ -168,7 +168,7 @@ def test_a_trainers_own_forward_pass_gives_the_in_env_ig(tiny_corpus, tiny_quest
     torch = pytest.importorskip("torch")
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from search_env.bundled import bundled_model_dir
+    from search_env.agents.models import bundled_model_dir
     from search_env.scorers import TransformersScorer
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())

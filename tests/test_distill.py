@@ -1,11 +1,11 @@
-"""search_env.distill: the hindsight block and the sibling choice on fixed groups, and the JSD and forward-KL
+"""search_env.training.distill: the hindsight block and the sibling choice on fixed groups, and the JSD and forward-KL
 losses on small logits, checked against values computed by hand, exactly where the masks say."""
 
 import math
 
 import pytest
 
-from search_env.distill import (Attempt, choose_sibling, forward_kl, hindsight_block, masked_jsd, with_hindsight,
+from search_env.training.distill import (Attempt, choose_sibling, forward_kl, hindsight_block, masked_jsd, with_hindsight,
                                 with_sibling)
 
 torch = pytest.importorskip("torch")
@@ -87,7 +87,7 @@ def tiny_model():
 
 
 def test_distill_loss_reads_the_same_tokens_after_a_longer_prompt():
-    from search_env.distill import distill_loss
+    from search_env.training.distill import distill_loss
 
     model = tiny_model()
     prompt, hint, completion = [3, 4, 5], [9, 9, 8, 7], [11, 12, 13, 14]
@@ -114,8 +114,8 @@ def test_distill_loss_reads_the_same_tokens_after_a_longer_prompt():
 
 
 def test_teacher_rows():
-    from search_env.credit import Trajectory
-    from search_env.distill import teacher_rows
+    from search_env.training.credit import Trajectory
+    from search_env.training.distill import teacher_rows
 
     a = Trajectory([1, 2], group="q")
     a.add_policy([10, 11, 12, 13], query_span=(1, 3))
@@ -133,7 +133,7 @@ def test_teacher_rows():
 
 
 def test_teacher_prompts_per_group():
-    from search_env.distill import teacher_prompts
+    from search_env.training.distill import teacher_prompts
 
     attempts = GROUP + GROUP[:2]  # two groups: of 4, and of 2
     prompts = [f"P{i}" for i in range(6)]

@@ -1,4 +1,4 @@
-"""search_env.numeric: the mentions found in passages and the numeric view for small policies.
+"""search_env.wrappers.numeric: the mentions found in passages and the numeric view for small policies.
 
 Fast: FakeScorer or ig=False everywhere, the bundled model is never loaded."""
 
@@ -8,7 +8,7 @@ import pytest
 from search_env.data.qa import QADataset
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.numeric import NumericSearchView, TitleMentions
+from search_env.wrappers.numeric import NumericSearchView, TitleMentions
 from search_env.retrieval.base import Hit
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG
 

@@ -316,7 +316,7 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
     import pandas
     from transformers import AutoTokenizer
 
-    from search_env.bundled import bundled_model_dir
+    from search_env.agents.models import bundled_model_dir
     from search_env.data import load_questions
 
     monkeypatch.setitem(adapter.DEFAULTS, "scorer", fake_scorer)

@@ -50,7 +50,7 @@ def tool_tokenizer():
     from transformers import AutoTokenizer
     from trl.chat_template_utils import qwen2_5_chat_template
 
-    from search_env.bundled import bundled_model_dir
+    from search_env.agents.models import bundled_model_dir
 
     tok = AutoTokenizer.from_pretrained(bundled_model_dir())  # SmolLM2: no tool support in its own template
     tok.chat_template = qwen2_5_chat_template  # TRL knows how to parse its tool calls; same <|im_*|> tokens

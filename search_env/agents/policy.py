@@ -2,7 +2,7 @@
 
 - :func:`chat_prompt`: the model input for a turn: the env's prompt as the user message of the model's chat
   template (with a worked example in front), then the episode so far as the assistant's words.
-- :class:`LMPolicy`: generates each turn with a causal LM (:func:`search_env.bundled.load_causal_lm` loads one),
+- :class:`LMPolicy`: generates each turn with a causal LM (:func:`search_env.agents.models.load_causal_lm` loads one),
   stopping after ``</search>`` or ``</answer>``.
 - :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling); with
   ``accuracy`` < 1, a noisy teacher that sometimes searches another entity it has read about.

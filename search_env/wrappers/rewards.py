@@ -9,7 +9,7 @@
 
 They only transform the reward, from what the env reports in ``info``: which IG the env computes (its baseline,
 its draws) is set where the env is made, ``SearchQAEnv(ig=IGConfig(...))``. The numeric view for small policies
-is :class:`search_env.numeric.NumericSearchView`.
+is :class:`search_env.wrappers.numeric.NumericSearchView`.
 """
 
 from __future__ import annotations
