@@ -17,7 +17,7 @@ import torch
 
 from search_env import _cache
 from search_env._cache import built_once, forget
-from search_env.score_cache import DiskScoreCache, MemoryScoreCache
+from search_env.score_cache import DiskScoreCache
 from search_env.scorers import TransformersScorer
 from tests.test_scorers import tiny_model
 
@@ -144,6 +144,8 @@ def test_concurrent_scoring_keeps_eval_mode_and_restores_train_mode(tokenizer):
 
 
 def test_memory_cache_drops_scores_looked_up_before_a_clear():
+    from search_env.score_cache import MemoryScoreCache
+
     cache = MemoryScoreCache(4)
     _, generation = cache.get([("c", "a")])
     cache.clear()  # the weights changed while ("c", "a") was being scored
@@ -204,7 +206,7 @@ def test_vllm_scorer_replicas_and_cache_under_32_threads(tokenizer):
         for replica in replicas:
             replica.requests.clear()
         scorer = VLLMScorer([r.url for r in replicas], tokenizer, timeout=30, retries=0, cache_size=6)
-        order = calls(len(groups), repeats=8)
+        order = calls(len(groups), repeats=6)
         results, errors = run_threads(lambda i: scorer.score(*groups[i]), order)
         assert not errors, summary(errors)
         wrong = sum(not np.array_equal(got, reference[i]) for i, got in zip(order, results))
@@ -223,18 +225,18 @@ QUERIES = ["In which country is Karvesh?", "capital of Osmundia", "river cities 
            "zzz unknown", "Brisk Hollow", "towers and quarries", "Veltrania capitals", "orchards mills", "Quenlar"]
 
 
-def check_retriever(retriever, threads: int = THREADS) -> None:
-    """search and batch_search from ``threads`` threads equal their single-threaded results."""
+def check_retriever(retriever, rounds: int = 3) -> None:
+    """``rounds`` calls a thread of search and batch_search, from 32 threads, equal their single-threaded results."""
     single = {q: retriever.search(q, 3) for q in QUERIES}
     batch = retriever.batch_search(QUERIES, 3)
     assert sum(map(bool, batch)) >= len(QUERIES) - 1  # all but "zzz unknown" find something
-    tasks = [("search", QUERIES[i % len(QUERIES)]) if i % 3 else ("batch", None) for i in range(4 * threads)]
+    tasks = [("search", QUERIES[i % len(QUERIES)]) if i % 3 else ("batch", None) for i in range(rounds * THREADS)]
 
     def call(task):
         kind, query = task
         return retriever.search(query, 3) if kind == "search" else retriever.batch_search(QUERIES, 3)
 
-    results, errors = run_threads(call, tasks, threads)
+    results, errors = run_threads(call, tasks)
     assert not errors, summary(errors)
     for (kind, query), got in zip(tasks, results):
         assert got == (single[query] if kind == "search" else batch)
@@ -273,7 +275,7 @@ def test_dense_under_32_threads(tiny_corpus, index):
 
     encoder = get_encoder()
     embeddings = encoder.encode([p.contents for p in tiny_corpus], "passage")
-    check_retriever(DenseRetriever.from_embeddings(tiny_corpus, embeddings, encoder, index=index))
+    check_retriever(DenseRetriever.from_embeddings(tiny_corpus, embeddings, encoder, index=index), rounds=1)
 
 
 def test_http_retriever_with_two_replicas_under_32_threads(tiny_corpus):
@@ -365,7 +367,7 @@ def test_skyrl_envs_stepped_from_32_threads_share_one_scorer_and_retriever(token
 
     alone_config = config()
     alone = [episode(alone_config, row)[1] for row in rows]
-    tasks = [rows[i % len(rows)] for i in range(2 * THREADS)]
+    tasks = [rows[i % len(rows)] for i in range(THREADS)]
     shared_config = config()
     try:
         results, errors = run_threads(lambda row: episode(shared_config, row), tasks)
