@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from search_env import _cache
 from search_env._cache import built_once, forget
 from search_env.score_cache import DiskScoreCache
 from search_env.scorers import TransformersScorer
@@ -44,6 +43,7 @@ def tokenizer():
 
 def run_threads(call, tasks, threads: int = THREADS) -> tuple[list, list[BaseException]]:
     """``call(task)`` for every task on ``threads`` threads released together: (results in task order, errors)."""
+    threads = min(threads, len(tasks))
     start = threading.Barrier(threads)
 
     def first(task):
@@ -66,9 +66,11 @@ def run_threads(call, tasks, threads: int = THREADS) -> tuple[list, list[BaseExc
 
 
 def summary(errors: list[BaseException]) -> str:
+    """How many errors of each kind (for an assertion message)."""
     kinds: dict[str, int] = {}
     for error in errors:
-        kinds[f"{type(error).__name__}: {error}"[:120]] = kinds.get(f"{type(error).__name__}: {error}"[:120], 0) + 1
+        kind = f"{type(error).__name__}: {error}"[:120]
+        kinds[kind] = kinds.get(kind, 0) + 1
     return f"{len(errors)} errors: {kinds}"
 
 
@@ -206,7 +208,7 @@ def test_vllm_scorer_replicas_and_cache_under_32_threads(tokenizer):
         for replica in replicas:
             replica.requests.clear()
         scorer = VLLMScorer([r.url for r in replicas], tokenizer, timeout=30, retries=0, cache_size=6)
-        order = calls(len(groups), repeats=6)
+        order = calls(len(groups), repeats=4)
         results, errors = run_threads(lambda i: scorer.score(*groups[i]), order)
         assert not errors, summary(errors)
         wrong = sum(not np.array_equal(got, reference[i]) for i, got in zip(order, results))
@@ -319,9 +321,10 @@ def test_built_once_builds_once_under_32_threads():
 
 def test_built_once_builds_other_keys_meanwhile():
     """A build that waits for another key's build finishes only if the two are not serialised."""
-    other_built = threading.Event()
+    started, other_built = threading.Event(), threading.Event()
 
     def slow():
+        started.set()
         assert other_built.wait(timeout=30), "the other key waited for this build"
         return "slow"
 
@@ -332,8 +335,7 @@ def test_built_once_builds_other_keys_meanwhile():
     try:
         with ThreadPoolExecutor(1) as pool:
             first = pool.submit(built_once, "test-threads", "slow", slow)
-            while not _cache._KEY_LOCKS.get(("test-threads", "slow"), threading.Lock()).locked():
-                time.sleep(0.001)
+            assert started.wait(timeout=30)
             assert built_once("test-threads", "fast", fast) == "fast"
             assert first.result(timeout=60) == "slow"
     finally:
@@ -361,8 +363,9 @@ def test_skyrl_envs_stepped_from_32_threads_share_one_scorer_and_retriever(token
         env = SearchQATextEnv(env_config=env_config, extras=row)
         env.init(None)
         question = row["extra_info"]["question"]
-        out = [env.step(f"<search> {question} </search>"), env.step(f"<search> {question.split()[-1]} capital </search>"),
-               env.step(f"<answer> {row['reward_spec']['ground_truth']['target'][0]} </answer>")]
+        actions = [f"<search> {question} </search>", f"<search> {question.split()[-1]} capital </search>",
+                   f"<answer> {row['reward_spec']['ground_truth']['target'][0]} </answer>"]
+        out = [env.step(action) for action in actions]
         return env, [(o["reward"], o["done"], o["metadata"]) for o in out]
 
     alone_config = config()
