@@ -61,7 +61,7 @@ class TransformersScorer:
 
     Args:
         model: a causal LM (``AutoModelForCausalLM``); used on its own device and dtype, without
-            gradients and in eval mode (its train/eval mode is restored after each call).
+            gradients and in eval mode (its train/eval mode is restored once no call is scoring with it).
         tokenizer: its tokenizer. No special tokens are added: contexts are raw text.
         max_context_tokens: context tokens (including ``answer_prefix``) beyond this are cut from the left.
         head_tokens, head_weight: the first ``head_tokens`` answer tokens weigh ``head_weight``, the rest 1.
