@@ -12,6 +12,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -47,13 +48,14 @@ class JSONClient:
         timeout: seconds per attempt, for connecting and for each read.
         retries: further attempts after a failed one, each on the next URL.
         backoff: seconds before the first retry, doubled each time up to ``max_backoff``.
-        pool_size: pooled keep-alive connections per server.
+        pool_size: pooled keep-alive connections per server, in each thread.
         error: the exception class raised when every attempt failed.
         what: names the service in that error ("retrieval", "scoring").
 
     A call tries at most ``retries + 1`` times, so it returns or raises within about
-    ``(retries + 1) * timeout + retries * max_backoff`` seconds. Picklable (the session is made again after
-    unpickling or a fork).
+    ``(retries + 1) * timeout + retries * max_backoff`` seconds. Safe to call from many threads at once: the round
+    robin is locked and each thread has its own ``requests.Session`` (requests does not promise that one Session is
+    thread-safe). Picklable (sessions are made again after unpickling or a fork).
     """
 
     def __init__(self, urls: Sequence[str], *, timeout: float, retries: int, backoff: float, max_backoff: float,
@@ -71,12 +73,13 @@ class JSONClient:
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._next = itertools.count()
-        self._session = None
-        self._pid = None
+        self._local = threading.local()
+        self._sessions: weakref.WeakSet = weakref.WeakSet()  # for close(); a finished thread's session is dropped
+        self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_lock", "_next", "_session", "_pid"):
+        for key in ("_lock", "_next", "_local", "_sessions", "_pid"):
             del state[key]
         return state
 
@@ -86,8 +89,11 @@ class JSONClient:
 
     @property
     def session(self):
-        """A pooled ``requests.Session``, made on first use and again after a fork."""
-        if self._session is None or self._pid != os.getpid():
+        """This thread's pooled ``requests.Session``, made on its first use and again after a fork."""
+        if self._pid != os.getpid():
+            self._init_runtime()  # a forked child shares no connections (nor a lock held at the fork) with its parent
+        session = getattr(self._local, "session", None)
+        if session is None:
             import requests
             from requests.adapters import HTTPAdapter
 
@@ -95,20 +101,25 @@ class JSONClient:
             adapter = HTTPAdapter(pool_connections=len(self.urls), pool_maxsize=self.pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            self._session, self._pid = session, os.getpid()
-        return self._session
+            self._local.session = session
+            with self._lock:
+                self._sessions.add(session)
+        return session
 
     def close(self) -> None:
-        """Close pooled connections (a later call opens new ones)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        """Close every thread's pooled connections (a later call opens new ones)."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions), weakref.WeakSet()
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
 
     def post(self, payload: Any, parse: Callable[[Any], T]) -> T:
         """``parse(decoded JSON body)`` of the first attempt that succeeds; ``parse`` raises
         :class:`MalformedResponse` for a body of the wrong shape (retried like a failed attempt)."""
         import requests
 
+        session = self.session
         with self._lock:
             first = next(self._next)
         failures: list[str] = []
@@ -117,7 +128,7 @@ class JSONClient:
             if attempt:
                 time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             try:
-                response = self.session.post(url, json=payload, timeout=self.timeout)
+                response = session.post(url, json=payload, timeout=self.timeout)
                 if response.status_code != 200:
                     reason = f"HTTP {response.status_code}: {excerpt(response.text)}"
                     if response.status_code not in _RETRYABLE_STATUS:

@@ -1,5 +1,6 @@
-"""A persistent on-disk cache of answer scores, shared by processes: reruns and extra seeds of a study with a
-frozen scorer do not run the model again for a (context, answer) pair it has scored before.
+"""Caches of answer scores: :class:`MemoryScoreCache`, the scorers' in-memory LRU cache (safe to share between
+threads), and :class:`DiskScoreCache`, a persistent on-disk cache shared by processes: reruns and extra seeds of a
+study with a frozen scorer do not run the model again for a (context, answer) pair it has scored before.
 
 Entries are keyed by a **model fingerprint** (:func:`model_fingerprint`: a digest of the weights, the model's
 config, the tokenizer and the scoring settings, so any change to one of them gives new keys), the context and the
@@ -23,13 +24,14 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from search_env._cache import cache_dir
 
-__all__ = ["DiskScoreCache", "model_fingerprint"]
+__all__ = ["DiskScoreCache", "MemoryScoreCache", "model_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,66 @@ def pair_key(context: str, answer: str) -> bytes:
     digest.update(ctx)
     digest.update(answer.encode("utf-8", "surrogatepass"))
     return digest.digest()
+
+
+class MemoryScoreCache:
+    """The ``size`` most recently used scores by (context, answer), in memory; one lock makes it safe to share
+    between threads (each call holds it only for dictionary operations, never while a score is computed).
+
+    :meth:`get` also returns the cache's generation, which :meth:`clear` advances; :meth:`put` drops scores looked
+    up in an older generation, so scores computed before a ``clear`` (for weights since changed) are never kept.
+    ``size`` 0 keeps nothing.
+    """
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self._data: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, pairs: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], float], int]:
+        """(the cached scores of those ``pairs`` that have one, marked most recently used; the generation)."""
+        found: dict[tuple[str, str], float] = {}
+        with self._lock:
+            if self._data:
+                for pair in pairs:
+                    value = self._data.get(pair)
+                    if value is not None:
+                        self._data.move_to_end(pair)
+                        found[pair] = value
+            return found, self._generation
+
+    def put(self, scores: Mapping[tuple[str, str], float], generation: int) -> None:
+        """Keep ``scores`` (evicting the least recently used) unless :meth:`clear` ran since ``generation``."""
+        if self.size <= 0 or not scores:
+            return
+        with self._lock:
+            if generation != self._generation:
+                return
+            for pair, value in scores.items():
+                self._data[pair] = value
+                self._data.move_to_end(pair)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every score and start a new generation."""
+        with self._lock:
+            self._data.clear()
+            self._generation += 1
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getstate__(self) -> dict:
+        with self._lock:
+            state = {**self.__dict__, "_data": OrderedDict(self._data)}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class DiskScoreCache:

@@ -9,7 +9,8 @@ tokenization and weighting of :class:`~search_env.score_format.ScoreFormat`, sha
 computes logits only at answer positions, runs a prefix shared by several sequences (the history of an
 IG step and its counterfactuals) once, and keeps an LRU cache of scores that is dropped whenever the
 model's weights change; with ``disk_cache`` it also keeps scores on disk for other processes and later runs
-(:mod:`search_env.score_cache`).
+(:mod:`search_env.score_cache`). One scorer may be called from many threads at once (the envs of a process share
+it): the caches are locked only around lookups and updates, and the forward passes run concurrently.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import copy
 import inspect
 import logging
 import os
-from collections import OrderedDict
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from search_env._cache import built_once
-from search_env.score_cache import DiskScoreCache, model_fingerprint
+from search_env.score_cache import DiskScoreCache, MemoryScoreCache, model_fingerprint
 from search_env.score_format import ScoreFormat
 
 __all__ = ["Scorer", "TransformersScorer", "default_scorer"]
@@ -60,7 +61,7 @@ class TransformersScorer:
 
     Args:
         model: a causal LM (``AutoModelForCausalLM``); used on its own device and dtype, without
-            gradients and in eval mode (its train/eval mode is restored after each call).
+            gradients and in eval mode (its train/eval mode is restored once no call is scoring with it).
         tokenizer: its tokenizer. No special tokens are added: contexts are raw text.
         max_context_tokens: context tokens (including ``answer_prefix``) beyond this are cut from the left.
         head_tokens, head_weight: the first ``head_tokens`` answer tokens weigh ``head_weight``, the rest 1.
@@ -99,8 +100,8 @@ class TransformersScorer:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.share_prefix = share_prefix
-        self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._cache = MemoryScoreCache(cache_size)
+        self._lock = threading.Lock()  # guards _weights_seen and _fingerprint
         self._weights_seen = self._weights_fingerprint()
         if disk_cache is True or isinstance(disk_cache, (str, os.PathLike)):
             disk_cache = DiskScoreCache(None if disk_cache is True else disk_cache)
@@ -119,6 +120,7 @@ class TransformersScorer:
     head_tokens = property(lambda self: self.score_format.head_tokens)
     head_weight = property(lambda self: self.score_format.head_weight)
     answer_prefix = property(lambda self: self.score_format.answer_prefix)
+    cache_size = property(lambda self: self._cache.size)
 
     @classmethod
     def from_pretrained(
@@ -150,54 +152,64 @@ class TransformersScorer:
         if not contexts:
             return np.zeros(0, dtype=np.float64)
 
-        fingerprint = self._weights_fingerprint()
-        if not _same_fingerprint(fingerprint, self._weights_seen):
-            self.clear_cache()
-            self._weights_seen = fingerprint
-
         keys = list(zip(contexts, answers))
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        unique = list(dict.fromkeys(keys))
+        weights = self._weights_fingerprint()
+        with self._lock:  # the weight check, the lookup and the disk key belong to one state of the model
+            if not _same_fingerprint(weights, self._weights_seen):
+                self._clear_locked()
+                self._weights_seen = weights
+            known, generation = self._cache.get(unique)
+            missing = [k for k in unique if k not in known]
+            disk_key = self._model_fingerprint() if missing and self.disk_cache is not None else None
         fresh = {}
-        if missing and self.disk_cache is not None:
-            fresh = self.disk_cache.get(self.fingerprint, missing)
+        if disk_key is not None:
+            fresh = self.disk_cache.get(disk_key, missing)
             missing = [k for k in missing if k not in fresh]
         if missing:
             computed = dict(zip(missing, self._score_uncached(missing)))
-            if self.disk_cache is not None:
-                self.disk_cache.put(self.fingerprint, computed)
+            if disk_key is not None:
+                self.disk_cache.put(disk_key, computed)
             fresh.update(computed)
-        out = np.empty(len(keys), dtype=np.float64)
-        for i, key in enumerate(keys):
-            if key in fresh:
-                out[i] = fresh[key]
-            else:
-                out[i] = self._cache[key]
-                self._cache.move_to_end(key)
-        if self.cache_size > 0:
-            for key, value in fresh.items():
-                self._cache[key] = value
-                self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return out
+        self._cache.put(fresh, generation)
+        known.update(fresh)
+        return np.array([known[key] for key in keys], dtype=np.float64)
 
     def clear_cache(self) -> None:
         """Forget all scores cached in memory, and the model's :attr:`fingerprint` (it is computed again when the
         disk cache is next used, so scores on disk are never those of older weights)."""
-        self._cache.clear()
-        self._fingerprint = None
+        with self._lock:
+            self._clear_locked()
 
     @property
     def fingerprint(self) -> str:
         """The digest of the weights, config, tokenizer and scoring settings that keys the disk cache
         (:func:`~search_env.score_cache.model_fingerprint`); computed on first use."""
+        with self._lock:
+            return self._model_fingerprint()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------------------------------- internals
+
+    def _clear_locked(self) -> None:
+        self._cache.clear()
+        self._fingerprint = None
+
+    def _model_fingerprint(self) -> str:
+        """:attr:`fingerprint`, with ``_lock`` held (so threads that need it at once hash the weights once)."""
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(
                 self.model, self.tokenizer, max_context_tokens=self.max_context_tokens, head_tokens=self.head_tokens,
                 head_weight=self.head_weight, answer_prefix=self.answer_prefix)
         return self._fingerprint
-
-    # --------------------------------------------------------------------------------------- internals
 
     def _weights_fingerprint(self) -> tuple[int, int, torch.Tensor | None]:
         """Cheap signature of the weights, to tell when cached scores are stale.
@@ -351,16 +363,29 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(diff[0]) if diff.size else m
 
 
+_MODES_LOCK = threading.Lock()
+_IN_EVAL: dict[int, list] = {}  # id(model) -> [callers inside _eval_mode, the modes to restore]
+
+
 @contextmanager
 def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) inside; every submodule's own mode restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+    """Eval mode (no dropout) inside; every submodule's own mode restored when the last of the threads inside
+    (for this model) leaves, so no thread's forward pass runs in a mode another thread restored."""
+    with _MODES_LOCK:
+        entry = _IN_EVAL.get(id(model))
+        if entry is None:
+            entry = _IN_EVAL[id(model)] = [0, [(m, m.training) for m in model.modules()]]
+            model.eval()
+        entry[0] += 1
     try:
         yield
     finally:
-        for module, training in modes:
-            module.training = training
+        with _MODES_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _IN_EVAL[id(model)]
+                for module, training in entry[1]:
+                    module.training = training
 
 
 def default_scorer(name: str = "bundled") -> TransformersScorer:

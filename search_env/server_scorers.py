@@ -24,13 +24,13 @@ weights change during training without the client knowing.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from search_env._http import JSONClient, MalformedResponse, endpoint
+from search_env.score_cache import MemoryScoreCache
 from search_env.score_format import ScoreFormat
 
 __all__ = ["SGLangScorer", "ScorerUnavailable", "VLLMScorer", "parse_sglang_logprobs", "parse_vllm_logprobs"]
@@ -121,8 +121,10 @@ class _ServerScorer:
         if isinstance(tokenizer, str):
             tokenizer = _load_tokenizer(tokenizer)
         self.tokenizer, self.score_format = tokenizer, score_format
-        self.batch_size, self.cache_size = int(batch_size), int(cache_size)
-        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.batch_size = int(batch_size)
+        self._cache = MemoryScoreCache(cache_size)
+
+    cache_size = property(lambda self: self._cache.size)
 
     @property
     def urls(self) -> list[str]:
@@ -138,19 +140,18 @@ class _ServerScorer:
         pairs = list(zip(contexts, answers))
         if len(contexts) != len(answers):
             raise ValueError(f"got {len(contexts)} contexts but {len(answers)} answers")
-        missing = list(dict.fromkeys(p for p in pairs if p not in self._cache))
+        unique = list(dict.fromkeys(pairs))
+        known, generation = self._cache.get(unique)
+        missing = [p for p in unique if p not in known]
         encoded = self.score_format.encode(self.tokenizer, missing)
         fresh = {}
         for s in range(0, len(missing), self.batch_size):
             batch = encoded[s : s + self.batch_size]
             logprobs = self.client.post(self.payload(batch), lambda body, b=batch: self.parse(body, b))
             fresh.update(zip(missing[s : s + self.batch_size], map(self.score_format.combine, logprobs)))
-        out = np.array([fresh[p] if p in fresh else self._cache[p] for p in pairs], dtype=np.float64)
-        if self.cache_size > 0:
-            self._cache.update(fresh)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return out
+        self._cache.put(fresh, generation)
+        known.update(fresh)
+        return np.array([known[p] for p in pairs], dtype=np.float64)
 
     def payload(self, batch: Sequence[tuple[list[int], int]]) -> dict:
         raise NotImplementedError

@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import shutil
+import threading
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,10 +66,11 @@ def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Analyzer:
-    """One bm25s ``Tokenizer``: fitted on the corpus once, then read-only for queries."""
+    """One bm25s ``Tokenizer``: fitted on the corpus once, then read-only for queries (safe from many threads)."""
 
     def __init__(self, stemmer: str | None = "english", stopwords: str | Sequence[str] | None = "en"):
         self._stemmer = Stemmer.Stemmer(stemmer) if stemmer else None
+        self._stem_lock = threading.Lock()  # a PyStemmer stemmer "must not be called concurrently" (its docs)
         self.tokenizer = Tokenizer(
             lower=True,
             stopwords=stopwords if stopwords else [],
@@ -78,7 +80,8 @@ class _Analyzer:
 
     def _stem(self, word: str) -> str:
         try:
-            return self._stemmer.stemWord(word)
+            with self._stem_lock:
+                return self._stemmer.stemWord(word)
         except UnicodeError:  # lone surrogates: PyStemmer cannot encode them; keep the word as is
             return word
 

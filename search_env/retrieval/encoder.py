@@ -106,7 +106,7 @@ class Encoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # tokenizing with padding and truncation writes to the fast tokenizer's settings
 
     def config(self) -> dict[str, Any]:
         """What determines the vectors; stored with an index and compared when it is loaded."""
@@ -134,7 +134,8 @@ class Encoder:
         """Float32 vectors ``(len(texts), dim)`` for ``kind`` ``"query"`` or ``"passage"`` (its prefix).
 
         Texts are encoded longest first so that each batch pads little; ``out`` (for example a
-        memory-mapped array) receives the rows instead of a new array.
+        memory-mapped array) receives the rows instead of a new array. Safe from several threads at once: only the
+        tokenizer is locked, the forward passes run concurrently.
         """
         import torch
 
@@ -148,7 +149,7 @@ class Encoder:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=f"encoding {len(texts)} {kind}s", unit="batch")
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for batch in batches:
                 vectors = self._forward([prefix + texts[i] for i in batch])
                 out[np.asarray(batch)] = vectors
@@ -157,7 +158,9 @@ class Encoder:
     def _forward(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with self._lock:
+            inputs = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="pt")
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
         hidden = self.model(**inputs).last_hidden_state.float()
         if self.pooling == "cls":

@@ -81,7 +81,7 @@ class HTTPRetriever:
         timeout: seconds per attempt, for connecting and for each read.
         retries: further attempts after a failed one, each on the next URL.
         backoff: seconds before the first retry, doubled each time up to ``max_backoff``.
-        pool_size: pooled keep-alive connections per server.
+        pool_size: pooled keep-alive connections per server, in each thread.
         batch_size: queries per request; larger batches are split into several requests.
         return_scores: ask for scores (Search-R1's ``return_scores``); without them hits score 0.
 
