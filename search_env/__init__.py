@@ -11,13 +11,13 @@ import importlib
 import gymnasium as gym
 
 from search_env import _moved
-
 from search_env.actions import Answer, Invalid, Search, parse_action
 from search_env.data import Corpus, QADataset, load_corpus, load_questions
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.retrieval import Hit, Retriever, RetrieverUnavailable
 from search_env.rewards import RewardConfig, exact_match, f1_score
+from search_env.scoring import ScorerUnavailable
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,7 @@ gym.register(
 _LAZY = {  # imported on first use: they pull in torch, transformers or the world generator
     "SearchQAVectorEnv": "search_env.vector",
     "build_world": "search_env.data.synthetic",
-    "TransformersScorer": "search_env.scorers",
+    "TransformersScorer": "search_env.scoring.transformers_scorer",
 }
 
 
@@ -61,6 +61,7 @@ __all__ = [
     "Retriever",
     "Hit",
     "RetrieverUnavailable",
+    "ScorerUnavailable",
     # rewards and scoring
     "RewardConfig",
     "IGConfig",

@@ -14,6 +14,10 @@ MOVED: dict[str, str] = {
     "search_env.bundled": "search_env.agents.models",
     "search_env.credit": "search_env.training.credit",
     "search_env.distill": "search_env.training.distill",
+    "search_env.scorers": "search_env.scoring.transformers_scorer",
+    "search_env.server_scorers": "search_env.scoring.servers",
+    "search_env.score_format": "search_env.scoring.score_format",
+    "search_env.score_cache": "search_env.scoring.cache",
 }
 
 

@@ -131,7 +131,7 @@ def cmd_info(args) -> int:
 
     import search_env
     from search_env._cache import cache_dir
-    from search_env.bundled import bundled_model_status
+    from search_env.agents.models import bundled_model_status
 
     print(f"search_env {search_env.__version__} (Python {platform.python_version()}, {platform.machine()})")
     print(f"cache dir: {cache_dir()}  (set SEARCH_ENV_CACHE to move it)")
@@ -194,7 +194,7 @@ def _read_done(output: Path) -> dict[tuple[str, str], dict]:
 
 def _make_policy(args):
     """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
-    from search_env.bundled import load_causal_lm
+    from search_env.agents.models import load_causal_lm
     from search_env.policy import LMPolicy
 
     if args.policy == "oracle":

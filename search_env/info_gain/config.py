@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal
 
-from search_env.score_format import ScoreFormat
+from search_env.scoring.score_format import ScoreFormat
 
 BASELINES = ("random", "none", "previous", "best")
 

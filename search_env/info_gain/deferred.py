@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from search_env.info_gain.contexts import IGRequests
-from search_env.score_format import ScoreFormat
+from search_env.scoring.score_format import ScoreFormat
 
 
 @dataclass

@@ -13,6 +13,7 @@ from search_env.dialects import Dialect
 from search_env.info_gain.config import IGConfig
 from search_env.info_gain.contexts import IGRequests, SearchStep, gold_answer, step_requests
 from search_env.info_gain.deferred import DeferredIG
+from search_env.scoring import make_scorer
 
 
 @dataclass
@@ -35,8 +36,8 @@ class InformationGain:
         config: what IG measures, where it is scored and how contexts are rendered.
         corpus: where random passages are drawn from.
         dialect: renders those passages as a documents block.
-        scorer: the model that scores in the env: ``None`` (the bundled model), a model name or folder (loaded on
-            first use, once per process), or a scorer object.
+        scorer: the model that scores in the env, anything :func:`~search_env.scoring.make_scorer` takes (``None``:
+            the bundled model; a model name or folder; vLLM server URLs; a scorer object), built on first use.
         ig_weight: the reward's IG weight, carried by deferred requests for the reward term they finish into.
 
     Raises:
@@ -53,10 +54,8 @@ class InformationGain:
     @property
     def scorer(self):
         """The scorer, loaded on first use."""
-        if self._scorer is None or isinstance(self._scorer, str):
-            from search_env.scorers import default_scorer
-
-            self._scorer = default_scorer(self._scorer or "bundled")
+        if not callable(getattr(self._scorer, "score", None)):
+            self._scorer = make_scorer(self._scorer)
         return self._scorer
 
     def render_prefix(self, prompt: str, agent_text: str) -> str:

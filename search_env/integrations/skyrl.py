@@ -67,6 +67,7 @@ from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.retrieval import make_retriever
 from search_env.rewards import RewardConfig
+from search_env.scoring import make_scorer
 
 try:  # the estimator and the row helpers work without skyrl-gym
     from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
@@ -103,12 +104,7 @@ def _shared(s: dict) -> tuple[Any, Any, Any]:
     def build():
         corpus = load_corpus(s["corpus"])
         retriever = make_retriever(s["retriever"], corpus)
-        scorer = s["scorer"]
-        urls = isinstance(scorer, str) and scorer.startswith(("http://", "https://"))
-        if isinstance(scorer, (list, tuple)) or urls:
-            from search_env.server_scorers import VLLMScorer
-
-            scorer = VLLMScorer(scorer, s["scorer_tokenizer"] or "bundled")
+        scorer = None if s["scorer"] is None else make_scorer(s["scorer"], tokenizer=s["scorer_tokenizer"])
         return corpus, retriever, scorer
 
     key = json.dumps({k: s[k] for k in ("corpus", "retriever", "scorer", "scorer_tokenizer")}, sort_keys=True,

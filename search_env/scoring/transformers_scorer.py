@@ -2,14 +2,14 @@
 
 ``score(a | C)`` is the weighted mean log-probability (nats per token) of the answer tokens after
 ``C + "\\n<answer>"``; the first ``head_tokens`` tokens weigh ``head_weight`` (weights rescaled to mean 1): the
-tokenization and weighting of :class:`~search_env.score_format.ScoreFormat`, shared by every scorer.
+tokenization and weighting of :class:`~search_env.scoring.score_format.ScoreFormat`, shared by every scorer.
 :mod:`search_env.info_gain` turns it into the IG reward ``score(a | C_real) - mean_j score(a | C_rand_j)``.
 
 :class:`TransformersScorer` works with any Hugging Face causal LM (pass the trainer's policy itself). It
 computes logits only at answer positions, runs a prefix shared by several sequences (the history of an
 IG step and its counterfactuals) once, and keeps an LRU cache of scores that is dropped whenever the
 model's weights change; with ``disk_cache`` it also keeps scores on disk for other processes and later runs
-(:mod:`search_env.score_cache`). One scorer may be called from many threads at once (the envs of a process share
+(:mod:`search_env.scoring.cache`). One scorer may be called from many threads at once (the envs of a process share
 it): the caches are locked only around lookups and updates, and the forward passes run concurrently.
 """
 
@@ -22,16 +22,17 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 
 from search_env._cache import built_once
-from search_env.score_cache import DiskScoreCache, MemoryScoreCache, model_fingerprint
-from search_env.score_format import ScoreFormat
+from search_env.scoring import Scorer  # noqa: F401  (its home before search_env.scoring)
+from search_env.scoring.cache import DiskScoreCache, MemoryScoreCache, model_fingerprint
+from search_env.scoring.score_format import ScoreFormat
 
-__all__ = ["Scorer", "TransformersScorer", "default_scorer"]
+__all__ = ["TransformersScorer", "default_scorer"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,8 @@ _MAX_GROUP = 256
 _SAMPLES_PER_PARAM = 8
 
 
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores answers given contexts."""
-
-    def score(self, contexts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-        """Float64 array, one score per (context, answer) pair, in input order."""
-        ...
-
-
 class TransformersScorer:
-    """:class:`Scorer` backed by a Hugging Face causal language model.
+    """:class:`~search_env.scoring.Scorer` backed by a Hugging Face causal language model.
 
     The context tokens are those of ``context + answer_prefix``; the answer tokens, those of
     ``" " + answer.strip()`` tokenized on its own, so the leading space belongs to the first answer token
@@ -72,7 +64,7 @@ class TransformersScorer:
             automatically when the model's parameters are updated in place (``optimizer.step()``,
             ``load_state_dict``) or replaced; call :meth:`clear_cache` after any other kind of change.
         disk_cache: also keep scores on disk, shared with other processes and later runs
-            (:class:`~search_env.score_cache.DiskScoreCache`, keyed by :attr:`fingerprint`, the context and the
+            (:class:`~search_env.scoring.cache.DiskScoreCache`, keyed by :attr:`fingerprint`, the context and the
             answer): ``True`` for the default file under ``cache_dir("scores")``, a path (a file, or a folder),
             or a ``DiskScoreCache``; ``False`` (default) for none. Worth it for a frozen scorer whose pairs
             recur across runs; the fingerprint hashes every weight, once per scorer and again after each change
@@ -137,7 +129,7 @@ class TransformersScorer:
 
         ``kwargs`` go to :class:`TransformersScorer`; ``model_kwargs`` to ``AutoModelForCausalLM.from_pretrained``.
         """
-        from search_env.bundled import load_causal_lm
+        from search_env.agents.models import load_causal_lm
 
         model, tokenizer = load_causal_lm(name_or_path, dtype=dtype, device=device, **(model_kwargs or {}))
         return cls(model, tokenizer, **kwargs)
@@ -184,7 +176,7 @@ class TransformersScorer:
     @property
     def fingerprint(self) -> str:
         """The digest of the weights, config, tokenizer and scoring settings that keys the disk cache
-        (:func:`~search_env.score_cache.model_fingerprint`); computed on first use."""
+        (:func:`~search_env.scoring.cache.model_fingerprint`); computed on first use."""
         with self._lock:
             return self._model_fingerprint()
 

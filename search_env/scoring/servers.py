@@ -1,10 +1,10 @@
 """Scorers on inference servers: the answer log-probabilities IG needs, from the vLLM or SGLang server that
 already serves a trainer's rollouts (or a frozen scorer model), instead of a model in the env's process.
 
-Both send token ids built client-side by :class:`~search_env.score_format.ScoreFormat` with the served model's
+Both send token ids built client-side by :class:`~search_env.scoring.score_format.ScoreFormat` with the served model's
 tokenizer, never text (the server would tokenize the context and the answer together, differently), read the
 log-probability of each answer token, and apply the head weighting here, so their scores are those of
-:class:`~search_env.scorers.TransformersScorer` on the same model.
+:class:`~search_env.scoring.transformers_scorer.TransformersScorer` on the same model.
 
 - :class:`VLLMScorer`: ``POST /v1/completions`` (OpenAI-compatible) with token-id prompts, ``max_tokens: 1`` and
   ``prompt_logprobs: 0``; ``choices[i].prompt_logprobs[j]`` is ``{"<token id>": {"logprob": …}}`` for prompt
@@ -30,18 +30,13 @@ from typing import Any
 import numpy as np
 
 from search_env._http import JSONClient, MalformedResponse, endpoint
-from search_env.score_cache import MemoryScoreCache
-from search_env.score_format import ScoreFormat
+from search_env.scoring import ScorerUnavailable
+from search_env.scoring.cache import MemoryScoreCache
+from search_env.scoring.score_format import ScoreFormat
 
 __all__ = ["SGLangScorer", "ScorerUnavailable", "VLLMScorer", "parse_sglang_logprobs", "parse_vllm_logprobs"]
 
 VLLM_NEG_INF = -9999.0  # what vLLM sends for -inf (clamp_prompt_logprobs)
-
-
-class ScorerUnavailable(RuntimeError):
-    """Every attempt to score on the server(s) failed; ``failures`` lists each URL and why."""
-
-    failures: list[str]
 
 
 def _logprob(value: Any, where: str) -> float:
@@ -161,7 +156,7 @@ class _ServerScorer:
 
 
 class VLLMScorer(_ServerScorer):
-    """A :class:`~search_env.scorers.Scorer` on vLLM's OpenAI-compatible server(s) (see the module docstring).
+    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on vLLM's OpenAI-compatible server(s) (see the module docstring).
 
     Args:
         urls: ``http://host:port`` (``/v1/completions`` is added) or full endpoint URLs; several are replicas.
@@ -186,7 +181,7 @@ class VLLMScorer(_ServerScorer):
 
 
 class SGLangScorer(_ServerScorer):
-    """A :class:`~search_env.scorers.Scorer` on SGLang's native ``/generate`` (see the module docstring); the
+    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on SGLang's native ``/generate`` (see the module docstring); the
     arguments are :class:`VLLMScorer`'s, without ``model``."""
 
     default_path = "/generate"
@@ -201,7 +196,7 @@ def _load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     if name == "bundled":
-        from search_env.bundled import bundled_model_dir
+        from search_env.agents.models import bundled_model_dir
 
         name = str(bundled_model_dir())
     return AutoTokenizer.from_pretrained(name)
