@@ -60,14 +60,6 @@ from typing import Any
 from uuid import uuid4
 
 import numpy as np
-from verl.experimental.agent_loop.agent_loop import (
-    AgentLoopBase,
-    AgentLoopManager,
-    AgentLoopMetrics,
-    AgentLoopOutput,
-    AgentLoopWorker,
-    register,
-)
 
 from search_env.data.qa import load_questions
 from search_env.dialects import get_dialect
@@ -75,6 +67,22 @@ from search_env.env import SearchQAEnv
 from search_env.info_gain import DeferredIG, IGConfig
 from search_env.integrations import skyrl
 from search_env.rewards import RewardConfig
+
+try:  # the row helpers and the estimator work without verl
+    from verl.experimental.agent_loop.agent_loop import (
+        AgentLoopBase,
+        AgentLoopManager,
+        AgentLoopMetrics,
+        AgentLoopOutput,
+        AgentLoopWorker,
+        register,
+    )
+except ImportError:  # pragma: no cover - exercised where verl (or ray) is not installed
+    AgentLoopBase = AgentLoopManager = AgentLoopWorker = object
+    AgentLoopMetrics = AgentLoopOutput = None
+
+    def register(name):
+        return lambda cls: cls
 
 __all__ = ["AGENT_NAME", "ADVANTAGE_ESTIMATOR", "SearchEnvAgentLoop", "SearchEnvAgentLoopManager",
            "SearchEnvAgentLoopWorker", "dataset_rows", "ig_advantage", "place_turn_rewards", "score_requests",
@@ -301,7 +309,8 @@ def _register_advantage_estimator(name: str = ADVANTAGE_ESTIMATOR) -> None:
         register_adv_est(name)(ig_advantage)
 
 
-_register_advantage_estimator()
+if AgentLoopOutput is not None:
+    _register_advantage_estimator()
 
 
 def dataset_rows(questions: Any = None, *, topk: int = 3, dialect: str = "search-r1", agent_name: str = AGENT_NAME,
