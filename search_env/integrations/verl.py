@@ -224,15 +224,15 @@ class SearchEnvAgentLoop(AgentLoopBase):
             logprobs = logprobs + list(out.log_probs)[: len(tokens)] if logprobs is not None and out.log_probs else None
             text = prefix + self.tokenizer.decode(tokens, skip_special_tokens=True)
             obs, _, terminated, truncated, info = await self.loop.run_in_executor(None, env.step, text)
-            request = info.pop("ig_request", None)
-            if request is not None and s["scorer"] == "server":
-                finished = request.finish(await score_requests(self.server_manager, [request]))
-                info.update({k: v for k, v in finished.items() if k != "ig_reward"})
-            elif request is not None:
-                requests.append({"position": len(response_ids) - 1, "request": request.to_dict()})
             obs_ids = [] if terminated or truncated else self.tokenizer.encode(obs, add_special_tokens=False)
             room = self.response_length - len(response_ids) - len(prefix_ids)
             final = terminated or truncated or len(obs_ids) >= room
+            request = info.pop("ig_request", None)
+            if request is not None and not final and s["scorer"] == "server":
+                finished = request.finish(await score_requests(self.server_manager, [request]))
+                info.update({k: v for k, v in finished.items() if k != "ig_reward"})
+            elif request is not None and not final:
+                requests.append({"position": len(response_ids) - 1, "request": request.to_dict()})
             turns.append([len(response_ids) - 1, self.turn_reward(info, final, s)])
             infos.append(info)
             actions.append(text)
