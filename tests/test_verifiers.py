@@ -66,7 +66,7 @@ def episodes(server, tmp_path_factory):
     # the harness's chat program runs through uv (installed beside vf-eval); the checkout's search_env comes first
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return [json.loads(line) for line in (out / "t" / "traces.jsonl").read_text().splitlines()]
 
@@ -83,8 +83,7 @@ def test_vf_eval_plays_the_env_by_name_with_per_turn_ig_and_the_env_return_as_re
                           reward=RewardConfig(ig_weight=IG_WEIGHT))
         prompt, _ = env.reset(seed=data["seed"], options={"index": 0})
         messages = [n["message"] for n in trace["nodes"]]
-        assert messages[0] == {"role": "user", "content": prompt} | {k: messages[0][k] for k in messages[0]
-                                                                     if k not in ("role", "content")}
+        assert (messages[0]["role"], messages[0]["content"]) == ("user", prompt)  # the env's own prompt opens it
         replies = [m["content"].strip() for m in messages if m["role"] == "assistant"]
         users = [m["content"] for m in messages[1:] if m["role"] == "user"]
         assert 1 <= len(replies) <= MAX_TURNS and len(users) == len(replies) - 1
