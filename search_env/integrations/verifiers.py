@@ -6,8 +6,8 @@
 ``run(task, agents)`` drives ``agents.<role>.interaction(task)`` turn by turn (``await interaction.turn(text)``
 returns the model's reply); rewards are named scalars on the trace (``trace.record_reward``) and
 ``trace.reward`` is their weighted sum, metrics are named floats (``trace.record_metric``). verifiers finds
-both by id: ``vf-eval search_env_verifiers`` (or ``--env.taskset.id search_env_verifiers`` in any v1 entry
-point: eval, serve, prime-rl) imports the module of that name, takes its exported ``Taskset`` subclass and its
+both by id: ``vf-eval search_env_verifiers`` (or ``--env.taskset.id search_env_verifiers`` wherever a v1 env
+config is read) imports the module of that name, takes its exported ``Taskset`` subclass and its
 exported ``Env`` subclass (``verifiers/v1/utils/loaders.py``). The top-level module ``search_env_verifiers``
 re-exports this module for that; :func:`load_environment` builds the env through the same loader.
 
@@ -26,8 +26,9 @@ run's OpenAI-compatible client. What lands on the trace:
 - ``trace.info["search_env"]``: ``question_id``, ``golden_answers``, ``ig`` (one value or ``None`` per turn)
   and ``steps`` (each step's ``info``, JSON-safe).
 
-verifiers 0.4 trainers (prime-rl) take one scalar per trace, so per-turn credit has to come from the
-``ig_turn_<t>`` metrics in a custom advantage step; verifiers <= 0.3 (classic ``MultiTurnEnv``) is not supported.
+A v1 trace has one reward (a trainer writes the advantages onto its message nodes), so per-turn credit has to
+come from the ``ig_turn_<t>`` metrics in the trainer's advantage step; verifiers <= 0.3 (the classic
+``MultiTurnEnv`` API) is not supported: importing this module there raises ``ImportError``.
 
 **Settings** (``SearchQAConfig``, as ``--env.taskset.<name>`` flags or keyword arguments of
 :func:`load_environment`): ``questions`` (FlashRAG JSONL; default the built-in world), ``corpus``,
