@@ -1,0 +1,125 @@
+"""verifiers 0.4 end to end: ``vf-eval search_env_verifiers`` (verifiers' own CLI, loader by name, rollout loop,
+chat harness and OpenAI-compatible client) plays two episodes against a real vLLM CPU server (``.venv-vllm``) on the
+bundled SmolLM2, IG scored on the same server; each trace's messages, per-turn IG and reward equal a replay of the
+model's replies through ``SearchQAEnv``. The server starts once for the file (~40-60 s), the eval takes ~1-2 min."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search_env.bundled import bundled_model_dir
+from search_env.data.corpus import load_corpus
+from search_env.data.qa import load_questions
+from search_env.env import SearchQAEnv
+from search_env.rewards import RewardConfig
+from search_env.server_scorers import VLLMScorer
+from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+# vLLM's structured outputs make the 135M model search every turn (left free, it answers at once), so the episodes
+# get IG on their searches before the last turn and are cut off at MAX_TURNS (outcome 0)
+SEARCH_ONLY = "<search> [A-Za-z ]{1,40} </search>"
+MAX_TURNS = 3
+IG_WEIGHT = 0.5
+
+
+def vf_eval() -> Path:
+    """verifiers' ``vf-eval`` beside this interpreter (``pip install 'search_env[verifiers]'``); in CI its absence
+    fails, elsewhere it skips."""
+    path = Path(sys.executable).parent / "vf-eval"
+    if importlib.util.find_spec("verifiers") is None or importlib.util.find_spec("verifiers.v1") is None \
+            or not path.exists() or not (path.parent / "uv").exists():
+        message = "verifiers >= 0.4 (with vf-eval and uv) is not installed: pip install -e '.[verifiers]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    vf_eval()
+    vllm_python()
+    port = free_port()
+    process = start_vllm(bundled_model_dir(), port)
+    yield f"http://127.0.0.1:{port}"
+    stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def episodes(server, tmp_path_factory):
+    """The episodes ``vf-eval`` wrote (its traces.jsonl), two questions of the built-in world, one rollout each."""
+    out = tmp_path_factory.mktemp("vf-eval")
+    cmd = [str(vf_eval()), "search_env_verifiers", "-m", str(bundled_model_dir()), "-n", "2", "-r", "1",
+           "--env.taskset.max-turns", str(MAX_TURNS), "--env.taskset.scorer", server,
+           "--env.taskset.ig-weight", str(IG_WEIGHT),
+           "--client.base-url", f"{server}/v1", "--sampling.max-tokens", "48", "--sampling.temperature", "0",
+           "--sampling.structured-outputs.regex", SEARCH_ONLY, "--no-push", "--no-rich", "-o", str(out),
+           "--run.name", "t"]
+    # the harness's chat program runs through uv (installed beside vf-eval); the checkout's search_env comes first
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return [json.loads(line) for line in (out / "t" / "traces.jsonl").read_text().splitlines()]
+
+
+def test_vf_eval_plays_the_env_by_name_with_per_turn_ig_and_the_env_return_as_reward(server, episodes):
+    assert len(episodes) == 2 and all(e["ok"] and len(e["traces"]) == 1 for e in episodes)
+    scorer = VLLMScorer(server, "bundled")
+    igs_seen = []
+    for episode in episodes:
+        trace, data = episode["traces"][0], episode["task"]["data"]
+        env = SearchQAEnv(questions=load_questions([{"id": data["question_id"], "question": data["question"],
+                                                     "golden_answers": data["golden_answers"]}]),
+                          corpus=load_corpus(None), max_turns=MAX_TURNS, scorer=scorer,
+                          reward=RewardConfig(ig_weight=IG_WEIGHT))
+        prompt, _ = env.reset(seed=data["seed"], options={"index": 0})
+        messages = [n["message"] for n in trace["nodes"]]
+        assert (messages[0]["role"], messages[0]["content"]) == ("user", prompt)  # the env's own prompt opens it
+        replies = [m["content"].strip() for m in messages if m["role"] == "assistant"]
+        users = [m["content"] for m in messages[1:] if m["role"] == "user"]
+        assert 1 <= len(replies) <= MAX_TURNS and len(users) == len(replies) - 1
+        returns, igs, info = 0.0, [], {}
+        for t, reply in enumerate(replies):
+            obs, reward, terminated, truncated, info = env.step(reply)
+            returns += reward
+            igs.append(info.get("ig"))
+            if t < len(users):
+                assert users[t] == obs  # the env's observation is the next user message, as the env wrote it
+        assert terminated or truncated  # the env, not verifiers, ended the episode
+        recorded = trace["info"]["search_env"]["ig"]
+        assert [g is None for g in recorded] == [g is None for g in igs]
+        assert all(abs(a - b) < 1e-3 for a, b in zip(recorded, igs) if a is not None)
+        for t, g in enumerate(recorded, 1):  # per-turn IG as named metrics
+            assert (f"ig_turn_{t}" in trace["metrics"]) == (g is not None)
+            assert g is None or trace["metrics"][f"ig_turn_{t}"] == g
+        rewards = {name: r["score"] * r["weight"] for name, r in trace["rewards"].items()}
+        scored = [g for g in recorded if g is not None]
+        assert set(rewards) == {"outcome", "format", "ig"} and abs(rewards["ig"] - IG_WEIGHT * sum(scored)) < 1e-9
+        assert rewards["outcome"] == info["reward_components"]["outcome"] == float(info.get("em", 0.0))
+        assert abs(sum(rewards.values()) - returns) < 1e-3  # trace.reward is the env's episode return
+        assert trace["metrics"]["ig_steps"] == len(scored) and trace["metrics"]["searches"] == len(replies)
+        igs_seen += scored
+    assert len(igs_seen) >= 2 and len(set(igs_seen)) > 1  # the episodes searched and got distinct IG values
+
+
+def test_load_environment_builds_the_env_through_verifiers_loader():
+    vf_eval()
+    from search_env.integrations.verifiers import SearchQAVerifiersEnv, load_environment
+
+    env = load_environment(limit=2, topk=2, ig=False, player={"max_turns": 5})
+    tasks = list(env.taskset)
+    assert isinstance(env, SearchQAVerifiersEnv) and env.config.player.max_turns == 5 and len(tasks) == 2
+    world = SearchQAEnv(topk=2, ig=False)
+    for i, task in enumerate(tasks):
+        prompt, info = world.reset(options={"index": i})
+        assert task.data.prompt == prompt and task.data.golden_answers == info["golden_answers"]
+        assert task.data.seed == i
