@@ -6,8 +6,7 @@ Bad arguments and bad files end with one clear line on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import hashlib
 import sys
 import time
 from collections import defaultdict
@@ -18,6 +17,7 @@ from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
 from search_env._args import OneLineParser, positive_int
+from search_env._jsonl import ResumableJSONL, ResumeRefused
 
 
 class CLIError(Exception):
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a missing file or model
         from search_env.data.errors import DataFileError
 
-        kind = "" if isinstance(e, (CLIError, DataFileError)) else f"{type(e).__name__}: "
+        kind = "" if isinstance(e, (CLIError, DataFileError, ResumeRefused)) else f"{type(e).__name__}: "
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"search-env: error: {kind}{message}", file=sys.stderr)
         return 2
@@ -76,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl next to each QA file; 'builtin' for the built-in world)")
     ev.add_argument("--policy", default="bundled", help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path")
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
-    ev.add_argument("--output", required=True, help="trajectories JSONL; an existing file is resumed, not redone")
-    ev.add_argument("--limit", type=positive_int, help="questions per dataset (default: all)")
+    ev.add_argument("--output", required=True, help="trajectories JSONL (a settings line, then one episode a line); "
+                    "an existing file made with the same settings is resumed, not redone; one made otherwise is refused")
+    ev.add_argument("--limit", type=positive_int, help="the first N questions of each dataset (default: all); a resumed "
+                    "file may hold more, which are not counted")
     ev.add_argument("--max-turns", type=positive_int, default=4)
     ev.add_argument("--topk", type=positive_int, default=3)
     ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
@@ -88,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)")
     dig.add_argument("--questions", required=True, help="FlashRAG QA JSONL, or 'builtin'")
     dig.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl beside the QA file)")
-    dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows; an existing file is resumed")
+    dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows after a settings line; "
+                     "an existing file made with the same settings is resumed; one made otherwise is refused")
     dig.add_argument("--topk", type=positive_int, default=5, help="passages retrieved for each question")
-    dig.add_argument("--limit", type=positive_int, help="questions (default: all)")
+    dig.add_argument("--limit", type=positive_int, help="the first N questions (default: all)")
     dig.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     dig.add_argument("--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder")
     dig.add_argument("--seed", type=int, default=0)
@@ -170,26 +173,38 @@ def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
     return out
 
 
-def _read_done(output: Path) -> dict[tuple[str, str], dict]:
-    """Finished records of an earlier run; a torn last line (a crash mid-write) is dropped from the file."""
-    done: dict[tuple[str, str], dict] = {}
-    if not output.exists():
-        return done
-    good_bytes = 0
-    with open(output, "rb") as f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                break
-            if not raw.endswith(b"\n"):
-                break
-            done[(record["dataset"], record["id"])] = record
-            good_bytes += len(raw)
-    if good_bytes != output.stat().st_size:
-        with open(output, "r+b") as f:
-            f.truncate(good_bytes)
-    return done
+def _identity(collection) -> str | None:
+    """A dataset's content as a setting: its size and the start of its fingerprint (``None``: no local corpus)."""
+    if collection is None:
+        return None
+    return f"{len(collection)} {collection.kind}, sha256 {collection.fingerprint[:16]}"
+
+
+def _model_identity(spec: str) -> str:
+    """A model as a setting: the name as given, or for a local folder its absolute path and a digest of its files'
+    names, sizes and modification times (retrained weights in the same folder are another model)."""
+    path = Path(spec)
+    if spec in ("bundled", "oracle") or not path.is_dir():
+        return spec
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        line = f"{file.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+        digest.update(line.encode("utf-8", "surrogatepass"))
+    return f"{path.resolve()} (files {digest.hexdigest()[:16]})"
+
+
+def _eval_settings(args, datasets) -> dict:
+    """What an eval record depends on, the settings header of ``--output``. ``--limit`` is not one of them: it
+    chooses how many of each dataset's questions are run, and a question's record does not depend on it."""
+    oracle = args.policy == "oracle"
+    settings = {"policy": _model_identity(args.policy), "retriever": args.retriever, "topk": args.topk,
+                "max_turns": args.max_turns, "dialect": args.dialect,
+                "max_new_tokens": None if oracle else args.max_new_tokens, "temperature": None if oracle else 0.0}
+    for name, questions, corpus in datasets:
+        settings[f"questions[{name}]"] = _identity(questions)
+        settings[f"corpus[{name}]"] = _identity(corpus)
+    return settings
 
 
 def _make_policy(args):
@@ -212,27 +227,32 @@ def cmd_eval(args) -> int:
     from search_env.policy import OraclePolicy, play_episode
     from search_env.retrieval.http import is_url
 
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(output)
     datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))
-    policy = _make_policy(args)
-    resumed = len(done)
-    with open(output, "a", encoding="utf-8") as out:
+    output = ResumableJSONL(args.output, "eval", _eval_settings(args, datasets))
+    done = {(r["dataset"], r["id"]): r for [r] in output.units}
+    chosen = {name: list(questions)[: args.limit] for name, questions, _ in datasets}
+    policy = None
+    if any((name, item.id) not in done for name, items in chosen.items() for item in items):
+        policy = _make_policy(args)  # before the file is opened: a bad --policy leaves no header behind
+    ran = 0
+    with output:
         for name, questions, corpus in datasets:
+            todo = [item for item in chosen[name] if (name, item.id) not in done]
+            if not todo:
+                continue
             env = gym.make("search_env:SearchQA-v0", questions=questions, corpus=corpus, retriever=args.retriever,
                            ig=False, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect)
             agent = policy or OraclePolicy(questions, think=False)
-            for item in list(questions)[: args.limit]:
-                if (name, item.id) in done:
-                    continue
+            for item in todo:
                 record = {**play_episode(env, agent, options={"question_id": item.id}), "dataset": name}
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                output.append([record])
                 done[(name, item.id)] = record
-    _print_table(done.values(), [d[0] for d in datasets])
-    print(f"{len(done) - resumed} episodes run, {resumed} resumed from {output}")
+                ran += 1
+    records = [done[(name, item.id)] for name, items in chosen.items() for item in items]
+    _print_table(records, [d[0] for d in datasets])
+    beyond = len(done) - len(records)
+    print(f"{ran} episodes run, {len(records) - ran} resumed from {args.output}"
+          + (f" ({beyond} more there, beyond --limit, not counted)" if beyond else ""))
     return 0
 
 
@@ -242,13 +262,15 @@ def cmd_dig(args) -> int:
     from search_env.info_gain import IGConfig
 
     [(name, questions, corpus)] = _datasets([args.questions], args.corpus)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     env = SearchQAEnv(questions=questions, corpus=corpus, retriever=args.retriever, topk=args.topk, max_turns=2,
                       ig=IGConfig(per_document=True), scorer=args.scorer)
-    done, resumed = label(list(questions)[: args.limit], env, output, seed=args.seed, progress=not args.no_progress)
+    settings = {"questions": _identity(questions), "corpus": _identity(corpus), "retriever": args.retriever,
+                "scorer": _model_identity(args.scorer)}
+    done, resumed = label(list(questions)[: args.limit], env, args.output, seed=args.seed, settings=settings,
+                          progress=not args.no_progress)
     rows = [row for group in done.values() for row in group]
-    print(f"{name}: {len(done)} questions, {len(rows)} (question, passage) rows in {output} ({resumed} questions resumed)")
+    print(f"{name}: {len(done)} questions, {len(rows)} (question, passage) rows in {args.output} "
+          f"({resumed} questions resumed)")
     (dig_auc, pairs), (bm25_auc, _) = ranking_auc(rows, "dig"), ranking_auc(rows, "bm25")
     if pairs:
         print(f"gold passages ranked above the other retrieved ones (AUC over {pairs} pairs): DIG {dig_auc:.3f}, "

@@ -7,7 +7,8 @@ gold answer with that passage alone as the search's documents minus the score wi
 (:mod:`search_env.info_gain`), scored by the model the env is given. One JSONL row per (question, passage):
 ``question_id``, ``question``, ``doc_id``, ``title``, ``rank`` (BM25's, from 0), ``n_passages``, ``bm25`` (the
 retriever's score), ``dig`` and ``gold`` (the passage is one of the question's ``supporting_doc_ids``; null when
-the set has none).
+the set has none). The file starts with a settings header and is resumed only by a run with the same settings
+(:mod:`search_env._jsonl`): the questions and corpus, retriever, scorer, ``topk``, seed and IG settings.
 
 :func:`ranking_auc` measures a ranking of each question's retrieved passages against its gold ones: over every
 (gold, non-gold) pair of passages retrieved for the same question, the share that the score orders right (ties
@@ -16,22 +17,21 @@ count one half), pooled over questions that have both kinds.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
+from search_env._jsonl import ResumableJSONL, read_units
 from search_env.data.qa import QAItem
 from search_env.env import SearchQAEnv
-from search_env.info_gain import search_block
+from search_env.info_gain import IGConfig, search_block
 
 __all__ = ["dig_rows", "finished_questions", "label", "ranking_auc"]
 
 
 def dig_rows(env: SearchQAEnv, item: QAItem, *, seed: int = 0) -> list[dict]:
     """The DIG rows of one question (see the module docstring); ``env`` must score IG with ``per_document=True``."""
-    if env.ig_config is None or not env.ig_config.per_document:
-        raise ValueError("DIG labels need an env made with ig=IGConfig(per_document=True)")
+    _require_per_document(env)
     env.reset(seed=seed, options={"question_id": item.id})
     info = env.step(search_block(item.question))[4]
     gains = info.get("doc_gains") or [None] * len(info["doc_ids"])
@@ -42,31 +42,22 @@ def dig_rows(env: SearchQAEnv, item: QAItem, *, seed: int = 0) -> list[dict]:
                                                                   env.steps[-1].hits))]
 
 
+def _require_per_document(env: SearchQAEnv) -> None:
+    if env.ig_config is None or not env.ig_config.per_document:
+        raise ValueError("DIG labels need an env made with ig=IGConfig(per_document=True)")
+
+
+def _question_complete(rows: list[dict]) -> bool:
+    return len(rows) == rows[-1]["n_passages"]
+
+
 def finished_questions(path: str | os.PathLike) -> dict[str, list[dict]]:
-    """The rows of an earlier run, by question, keeping only questions whose rows are all there; the file is cut
-    back to the end of the last complete question (a crash mid-write leaves a torn or partial tail)."""
-    path = Path(path)
-    done: dict[str, list[dict]] = {}
-    if not path.exists():
-        return done
-    good, offset, group = 0, 0, []
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                row = json.loads(raw) if raw.endswith(b"\n") else None
-            except ValueError:
-                row = None
-            if row is None:
-                break
-            group.append(row)
-            offset += len(raw)
-            if len(group) == row["n_passages"] or row["n_passages"] == 0:
-                done[row["question_id"]] = group
-                good, group = offset, []
-    if good != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return done
+    """The rows of an earlier run, by question, keeping only questions whose rows are all there (a crash mid-write
+    leaves a torn or partial tail, which the next :func:`label` cuts off); the file is neither checked nor changed."""
+    if not os.path.exists(path):
+        return {}
+    _, units, _ = read_units(path, _question_complete)
+    return {rows[0]["question_id"]: rows for rows in units}
 
 
 def ranking_auc(rows: Iterable[dict], key: str) -> tuple[float, int]:
@@ -87,18 +78,33 @@ def ranking_auc(rows: Iterable[dict], key: str) -> tuple[float, int]:
     return (right / pairs if pairs else float("nan")), pairs
 
 
-def write_rows(out, rows: Sequence[dict]) -> None:
-    """Append one question's rows in one write, then flush to disk (a crash loses at most this question)."""
-    out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    out.flush()
-    os.fsync(out.fileno())
+def ig_settings(config: IGConfig) -> dict:
+    """An IG configuration as plain values, for a settings header (functions by their qualified names)."""
+    def plain(value):
+        if callable(value):
+            return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+        return repr(value) if dataclasses.is_dataclass(value) else value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.repr}
 
 
 def label(questions: Iterable[QAItem], env: SearchQAEnv, output: str | os.PathLike, *, seed: int = 0,
-          progress: bool = True) -> tuple[dict[str, list[dict]], int]:
-    """DIG rows of every question into ``output`` (JSONL), resuming an earlier run; ``(rows by question, how
-    many were already there)``."""
-    done = finished_questions(output)
+          settings: Mapping | None = None, progress: bool = True) -> tuple[dict[str, list[dict]], int]:
+    """DIG rows of every question into ``output`` (JSONL), resuming an earlier run made with the same settings;
+    ``(rows of these questions by question, how many of them were already there)``.
+
+    ``settings`` describe what the env cannot tell (the data, retriever and scorer, as the command names them);
+    ``seed``, ``env.topk`` and the env's IG settings are added to them.
+
+    Raises:
+        ResumeRefused: ``output`` was made with other settings, by another command, or has no settings header.
+    """
+    _require_per_document(env)
+    settings = {**(settings or {}), "seed": seed, "topk": env.topk, "ig": ig_settings(env.ig_config)}
+    log = ResumableJSONL(output, "dig", settings, complete=_question_complete)
+    earlier = {rows[0]["question_id"]: rows for rows in log.units}
+    questions = list(questions)
+    done = {q.id: earlier[q.id] for q in questions if q.id in earlier}
     resumed = len(done)
     items = [q for q in questions if q.id not in done]
     bar = None
@@ -106,13 +112,13 @@ def label(questions: Iterable[QAItem], env: SearchQAEnv, output: str | os.PathLi
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(items) + resumed, initial=resumed, desc="DIG", unit="question")
-    with open(output, "a", encoding="utf-8") as out:
+    with log:
         for item in items:
             rows = dig_rows(env, item, seed=seed)
-            write_rows(out, rows)
+            log.append(rows)
             done[item.id] = rows
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return done, resumed
+    return {q.id: done[q.id] for q in questions}, resumed

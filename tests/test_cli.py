@@ -26,7 +26,10 @@ def qa_dir(tmp_path, tiny_corpus, tiny_questions):
 
 
 def read_records(path):
-    return [json.loads(line) for line in open(path)]
+    """The records of an eval output, after its settings header."""
+    header, *records = [json.loads(line) for line in open(path)]
+    assert set(header) == {"search_env", "settings"} and header["search_env"] == "eval"
+    return records
 
 
 def test_eval_prints_table_and_resumes_without_redoing_or_losing(qa_dir, tmp_path, capsys):
@@ -44,6 +47,79 @@ def test_eval_prints_table_and_resumes_without_redoing_or_losing(qa_dir, tmp_pat
     assert all(r["em"] == 1.0 and r["dataset"] == "tinyset" and r["turns"][0]["action_type"] == "search" for r in records)
     table = capsys.readouterr().out
     assert "tinyset" in table and "1.000" in table and "4 episodes run, 2 resumed" in table
+
+
+def table_rows(text):
+    """dataset -> n of the table eval printed."""
+    rows = [line.split() for line in text.splitlines()]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 5 and row[0] != "dataset"}
+
+
+def test_eval_resume_honours_limit(qa_dir, tmp_path, capsys):
+    """--limit N reports the first N questions, whatever the file already holds; a larger limit runs only the rest."""
+    out = tmp_path / "traj.jsonl"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle", "--output", str(out)]
+    assert main(args + ["--limit", "4"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    assert table_rows(text) == {"tinyset": 3}
+    assert "0 episodes run, 3 resumed" in text and "(1 more there, beyond --limit, not counted)" in text
+    assert main(args + ["--limit", "5"]) == 0
+    text = capsys.readouterr().out
+    assert table_rows(text) == {"tinyset": 5} and "1 episodes run, 4 resumed" in text and "beyond" not in text
+    assert [r["id"] for r in read_records(out)] == ["q0", "q1", "q2", "q3", "q4"]
+
+
+@pytest.mark.parametrize("change, keys", [
+    (["--policy", "bundled"], ["max_new_tokens", "policy", "temperature"]),
+    (["--topk", "2"], ["topk"]),
+    (["--max-turns", "3", "--dialect", "autorefine"], ["dialect", "max_turns"]),
+    (["--retriever", "rank-bm25"], ["retriever"]),
+])
+def test_eval_refuses_a_file_made_with_other_settings(qa_dir, tmp_path, capsys, change, keys):
+    out = tmp_path / "traj.jsonl"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(out), "--limit", "2"]
+    assert main(args + ["--policy", "oracle"]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--policy", "oracle", *change, "--limit", "3"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith(f"search-env: error: {out} was made with other settings") and err.count("\n") == 1
+    named = [part.split(":")[0].strip() for part in err.split("resumed: ")[1].split(". Rerun")[0].split(";")]
+    assert named == keys
+    assert "another --output, or delete the file" in err and not captured.out
+    assert out.read_bytes() == before  # not a record added, nothing cut
+
+
+def test_eval_refuses_other_data_and_files_without_settings(qa_dir, tmp_path, capsys):
+    out = tmp_path / "traj.jsonl"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle", "--output", str(out)]
+    assert main(args + ["--limit", "2"]) == 0
+    with open(qa_dir / "test.jsonl", "a") as f:  # the dataset changed: one more question
+        f.write(json.dumps({"id": "q9", "question": "Where?", "golden_answers": ["Here"]}) + "\n")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "questions[tinyset]: \"6 questions, sha256" in err and '"7 questions, sha256' in err
+    old = tmp_path / "old.jsonl"  # what an older search-env wrote: records only
+    old.write_text("".join(json.dumps(r) + "\n" for r in read_records(out)))
+    before = old.read_bytes()
+    assert main(args[:-1] + [str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"search-env: error: {old} has no settings header") and err.count("\n") == 1
+    assert old.read_bytes() == before
+
+
+def test_eval_a_bad_policy_leaves_no_file_and_a_torn_header_starts_over(qa_dir, tmp_path, capsys):
+    out = tmp_path / "traj.jsonl"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(out), "--limit", "1"]
+    assert main(args + ["--policy", str(tmp_path / "no-model")]) == 2
+    assert not out.exists()
+    out.write_text('{"search_env": "eval", "sett')  # a crash while the header was written
+    assert main(args + ["--policy", "oracle"]) == 0
+    assert [r["id"] for r in read_records(out)] == ["q0"]
 
 
 def test_bad_arguments_give_one_clear_line(tmp_path, capsys):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from search_env._jsonl import ResumeRefused
 from search_env.cli import main
 from search_env.data.synthetic import build_world
 from search_env.dig import dig_rows, finished_questions, label, ranking_auc
@@ -54,13 +55,39 @@ def test_resume_after_a_crash_mid_write(world, fake_scorer, tmp_path):
     full, _ = label(items, env, out, progress=False)
     lines = out.read_bytes().splitlines(keepends=True)
     n_last = len(full[items[-1].id])
-    out.write_bytes(b"".join(lines[: len(lines) - n_last + 1]) + lines[-1][:7])  # one row of the last question, then a torn line
-    assert set(finished_questions(out)) == {q.id for q in items[:-1]}
-    assert len(out.read_bytes().splitlines()) == len(lines) - n_last  # cut back to the last complete question
+    torn = b"".join(lines[: len(lines) - n_last + 1]) + lines[-1][:7]  # one row of the last question, a torn line
+    out.write_bytes(torn)
+    assert set(finished_questions(out)) == {q.id for q in items[:-1]} and out.read_bytes() == torn  # only read
     again, resumed = label(items, env, out, progress=False)
     assert resumed == 4 and again == full
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == len(lines) and len({(r["question_id"], r["doc_id"]) for r in rows}) == len(rows)
+    header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header == {"search_env": "dig", "settings": json.loads(lines[0])["settings"]}
+    assert len(rows) == len(lines) - 1 and len({(r["question_id"], r["doc_id"]) for r in rows}) == len(rows)
+
+
+def test_resume_only_with_the_same_settings(world, fake_scorer, tmp_path):
+    """Another seed, topk, IG setting or caller's setting is refused by name; the same ones resume, and only the
+    questions asked for are returned."""
+    out = tmp_path / "dig.jsonl"
+    items = world.questions[:4]
+    env = make_env(world, fake_scorer)
+    full, _ = label(items, env, out, seed=1, settings={"scorer": "fake"}, progress=False)
+    before = out.read_bytes()
+    with pytest.raises(ResumeRefused, match=r"other settings, so it is not resumed: seed: 1 in the file, 2 now\. "):
+        label(items, env, out, seed=2, settings={"scorer": "fake"}, progress=False)
+    with pytest.raises(ResumeRefused, match=r'resumed: scorer: "fake" in the file, "bundled" now\. '):
+        label(items, env, out, seed=1, settings={"scorer": "bundled"}, progress=False)
+    other = SearchQAEnv(questions=world.questions, corpus=world.corpus, topk=3, max_turns=2, scorer=fake_scorer,
+                        ig=IGConfig(per_document=True, n_random=2))
+    with pytest.raises(ResumeRefused, match=r"resumed: ig\.n_random: 3 in the file, 2 now; topk: 4 in the file, 3 now"):
+        label(items, other, out, seed=1, settings={"scorer": "fake"}, progress=False)
+    assert out.read_bytes() == before
+    some, resumed = label(items[:2], env, out, seed=1, settings={"scorer": "fake"}, progress=False)
+    assert resumed == 2 and some == {q.id: full[q.id] for q in items[:2]} and out.read_bytes() == before
+    old = tmp_path / "old.jsonl"  # an older search-env's rows: no settings line
+    old.write_bytes(b"".join(before.splitlines(keepends=True)[1:]))
+    with pytest.raises(ResumeRefused, match="has no settings header"):
+        label(items, env, old, seed=1, settings={"scorer": "fake"}, progress=False)
 
 
 @pytest.mark.slow
@@ -69,8 +96,16 @@ def test_cli_end_to_end_with_the_bundled_scorer(tmp_path, capsys):
     assert main(["dig", "--questions", "builtin", "--corpus", "builtin", "--output", str(out), "--limit", "2",
                  "--topk", "2", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header["search_env"] == "dig" and header["settings"]["scorer"] == "bundled"
     assert len(rows) == 4 and all(isinstance(r["dig"], float) for r in rows) and "2 questions, 4" in text
-    assert main(["dig", "--questions", "builtin", "--corpus", "builtin", "--output", str(out), "--limit", "2",
-                 "--no-progress"]) == 0
-    assert "(2 questions resumed)" in capsys.readouterr().out and len(out.read_text().splitlines()) == 4
+    again = ["dig", "--questions", "builtin", "--corpus", "builtin", "--output", str(out), "--topk", "2",
+             "--no-progress"]
+    assert main(again + ["--limit", "1"]) == 0
+    assert "1 questions, 2 (question, passage) rows" in capsys.readouterr().out  # --limit 1: one question reported
+    assert main(again + ["--limit", "2", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"search-env: error: {out} was made with other settings, so it is not resumed: seed: 0 in the "
+                   "file, 1 now. Rerun with the file's settings, or write to another --output, or delete the file to "
+                   "start over\n")
+    assert len(out.read_text().splitlines()) == 5

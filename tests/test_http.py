@@ -185,6 +185,24 @@ def test_server_protocol(live, tiny_corpus):
                       "corpus": tiny_corpus.name, "fingerprint": tiny_corpus.fingerprint}
 
 
+@pytest.mark.parametrize("mmap", [False, True], ids=["in-memory", "mapped"])
+def test_health_names_the_corpus_without_its_path(tmp_path, tiny_corpus, mmap):
+    """/health gives the corpus's file name, its size and fingerprint, and nothing of the server's directories."""
+    path = tmp_path / "private-folder" / "wiki-tiny.jsonl"
+    path.parent.mkdir()
+    tiny_corpus.to_jsonl(path)
+    corpus = load_corpus(str(path), mmap=mmap)
+    assert str(tmp_path) in corpus.name  # what the server was given: a path on its disk
+    server = LiveServer(BM25Retriever(corpus, cache=False))
+    try:
+        response = requests.get(f"{server.url}/health")
+    finally:
+        server.stop()
+    assert response.json() == {"status": "ok", "retriever": "BM25Retriever", "passages": len(tiny_corpus),
+                               "corpus": "wiki-tiny.jsonl", "fingerprint": tiny_corpus.fingerprint}
+    assert "private-folder" not in response.text
+
+
 def test_client_without_scores(live, bm25):
     hits = HTTPRetriever(live.url, return_scores=False, **FAST).search(QUERIES[0], 3)
     assert [h.doc_id for h in hits] == [h.doc_id for h in bm25.search(QUERIES[0], 3)]

@@ -117,6 +117,42 @@ def test_a_damaged_folder_is_detected_and_rebuilt_never_read(source, tmp_path, d
     assert list(rebuilt) == list(load_corpus(source)) and "building the memory-mapped corpus" in caplog.text
 
 
+MAPPED_FILES = ["contents.bin", "ids.bin", "offsets.npy", "id_offsets.npy", "id_hashes.npy", "id_order.npy"]
+
+
+@pytest.mark.parametrize("file", MAPPED_FILES)
+@pytest.mark.parametrize("meta_agrees", [False, True], ids=["meta-size", "own-size"])
+def test_a_truncated_file_is_named_and_rebuilt(source, tmp_path, file, meta_agrees, caplog):
+    """A file cut short is refused by name, whether meta.json's recorded size shows it or (meta.json rewritten to
+    the short size) only the offsets or the array header do; load_mapped_corpus then rebuilds the folder."""
+    folder = tmp_path / "mapped"
+    load_mapped_corpus(source, folder)
+    path = folder / file
+    short = path.stat().st_size - 3
+    with open(path, "r+b") as f:
+        f.truncate(short)
+    if meta_agrees:
+        meta = json.loads((folder / "meta.json").read_text())
+        meta["sizes"][file] = short
+        (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"{file}.*\(corrupted\)"):
+        MappedCorpus(folder)
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_mapped_corpus(source, folder)
+    assert list(rebuilt) == list(load_corpus(source)) and "rebuilding it" in caplog.text
+
+
+@pytest.mark.parametrize("file", MAPPED_FILES)
+def test_a_file_grown_past_its_recorded_size_is_refused(source, tmp_path, file):
+    """Bytes appended to a file (an array's header still reads) are caught by the sizes meta.json recorded."""
+    folder = tmp_path / "mapped"
+    load_mapped_corpus(source, folder)
+    with open(folder / file, "ab") as f:
+        f.write(b"\0" * 8)
+    with pytest.raises(ValueError, match=rf"{file}.*\(corrupted\)"):
+        MappedCorpus(folder)
+
+
 def test_bad_sources(tmp_path):
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": "a", "contents": "x"}\n{"id": "b", "contents": "y"}\n{"id": "a", "contents": "z"}\n')

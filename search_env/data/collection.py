@@ -176,6 +176,18 @@ class QADataset(IdCollection[QAItem]):
 
     def __init__(self, items: Iterable[QAItem], name: str = "questions"):
         super().__init__(items, name)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """A sha256 over the questions' records (ids, questions, answers, metadata), in order."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for item in self._items:
+                line = json.dumps(self.record(item), sort_keys=True, ensure_ascii=False, default=str) + "\n"
+                digest.update(line.encode("utf-8", "surrogatepass"))
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     @staticmethod
     def record(item: QAItem) -> dict[str, Any]:

@@ -13,7 +13,8 @@ Endpoints:
   ``{"result": [[{"document": doc, "score": s}, ...], ...]}``; ``doc`` is ``{"id", "contents", "title", "text"}``.
   ``{"query": "..."}`` is accepted too and answered in the same shape (a list of one list). As in Search-R1's
   server: ``return_scores`` defaults to false, and a missing, null or 0 ``topk`` means the server's default.
-- ``GET /health`` -> ``{"status": "ok", "retriever", "passages", "corpus", "fingerprint"}``.
+- ``GET /health`` -> ``{"status": "ok", "retriever", "passages", "corpus", "fingerprint"}``; ``corpus`` is the
+  corpus's file name without its directory (the server's paths stay private), ``fingerprint`` its content hash.
 
 Limits: at most ``max_queries`` queries per request (default 100,000; trainers send a turn's whole batch, e.g.
 Search-R1's 1024 x 5 = 5,120) and ``max_body_bytes`` per request body (default 100 MB; larger bodies get 413).
@@ -33,6 +34,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import queue
 import sys
 import threading
@@ -231,7 +233,7 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
     def health() -> dict:
         info = {"status": "ok", "retriever": type(retriever).__name__}
         if corpus is not None:
-            info.update(passages=len(corpus), corpus=corpus.name, fingerprint=corpus.fingerprint)
+            info.update(passages=len(corpus), corpus=os.path.basename(corpus.name), fingerprint=corpus.fingerprint)
         return info
 
     @app.post("/retrieve")
