@@ -44,6 +44,14 @@ def f1_score(prediction: str, golden_answers: Sequence[str]) -> float:
 OUTCOME_METRICS = {"em": exact_match, "f1": f1_score, "cover_em": cover_exact_match}
 
 
+def clipped_ig(ig: float | None, weight: float, clip: float | None) -> float:
+    """``weight * clip(ig, -clip, clip)`` (``clip`` ``None``: no clipping); 0 without IG. The IG reward term of
+    :class:`~search_env.wrappers.IGShapedReward` and of the trainer adapters' turn rewards."""
+    if ig is None:
+        return 0.0
+    return weight * (float(ig) if clip is None else min(max(float(ig), -clip), clip))
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """Weights of the reward components; ``reward`` is the sum of the weighted components.

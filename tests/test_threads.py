@@ -382,5 +382,5 @@ def test_skyrl_envs_stepped_from_32_threads_share_one_scorer_and_retriever(token
         wrong = sum(steps != alone[i % len(rows)] for i, (_, steps) in enumerate(results))
         assert wrong == 0, f"{wrong} of {len(tasks)} episodes differ from the same episode run alone"
     finally:
-        forget("skyrl-shared")
+        forget("adapter-shared")
         forget("bm25")

@@ -48,26 +48,16 @@ reward).
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from search_env._cache import built_once
-from search_env.training.credit import group_advantages, token_advantages
-from search_env.data.corpus import load_corpus
 from search_env.data.qa import QADataset, load_questions
 from search_env.dialects import get_dialect
-from search_env.env import SearchQAEnv
-from search_env.info_gain import IGConfig
-from search_env.retrieval import make_retriever
-from search_env.rewards import RewardConfig
-from search_env.scoring import make_scorer
+from search_env.integrations import base
+from search_env.training.credit import group_advantages, token_advantages
 
 try:  # the estimator and the row helpers work without skyrl-gym
     from skyrl_gym.envs.base_text_env import BaseTextEnv, BaseTextEnvStepOutput
@@ -80,36 +70,13 @@ __all__ = ["ENV_ID", "SETTINGS_VARIABLE", "TURN_MARK", "SearchQATextEnv", "datas
 ENV_ID = "search_env"
 SETTINGS_VARIABLE = "SEARCH_ENV_SKYRL"
 TURN_MARK = -1e-30  # the reward of a non-final turn that earned 0: marks where the turn ends for ig_advantage
-DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
-            "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
-            "ig_clip": 1.0, "seed": None}
+DEFAULTS = base.DEFAULTS
 
 
 def settings(env_config: Mapping | None = None, extras: Mapping | None = None) -> dict:
     """The env's settings: defaults, then ``$SEARCH_ENV_SKYRL``, ``env_config``, ``extras["search_env"]``."""
-    out = dict(DEFAULTS)
-    raw = os.environ.get(SETTINGS_VARIABLE)
-    if raw:
-        out.update(json.loads(Path(raw).read_text() if not raw.lstrip().startswith("{") else raw))
-    out.update({k: v for k, v in dict(env_config or {}).items() if k in DEFAULTS})
-    out.update(dict((extras or {}).get("search_env") or {}))
-    unknown = sorted(set(out) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown search_env settings {unknown}; known: {sorted(DEFAULTS)}")
-    return out
-
-
-def _shared(s: dict) -> tuple[Any, Any, Any]:
-    """(corpus, retriever, scorer) for these settings, built once per process."""
-    def build():
-        corpus = load_corpus(s["corpus"])
-        retriever = make_retriever(s["retriever"], corpus)
-        scorer = None if s["scorer"] is None else make_scorer(s["scorer"], tokenizer=s["scorer_tokenizer"])
-        return corpus, retriever, scorer
-
-    key = json.dumps({k: s[k] for k in ("corpus", "retriever", "scorer", "scorer_tokenizer")}, sort_keys=True,
-                     default=repr)
-    return built_once("skyrl-shared", key, build)
+    known = {k: v for k, v in dict(env_config or {}).items() if k in DEFAULTS}
+    return base.make_settings(DEFAULTS, SETTINGS_VARIABLE, known, (extras or {}).get("search_env"))
 
 
 class SearchQATextEnv(BaseTextEnv):
@@ -124,24 +91,18 @@ class SearchQATextEnv(BaseTextEnv):
         extras = dict(extras or {})
         self.settings = s = settings(env_config, extras)
         info = dict(extras.get("extra_info") or {})
-        question = info.get("question") or extras.get("question")
         truth = (extras.get("reward_spec") or {}).get("ground_truth") or {}
         answers = truth.get("target") if isinstance(truth, Mapping) else truth
-        answers = answers if answers is not None else extras.get("golden_answers")
-        if not question or answers is None:
+        try:
+            record = base.question_record(info.get("question") or extras.get("question"),
+                                          answers if answers is not None else extras.get("golden_answers"),
+                                          info.get("question_id"))
+        except ValueError:
             raise ValueError("a search_env row needs extra_info.question and reward_spec.ground_truth.target "
-                             "(search_env.integrations.skyrl.dataset_rows writes them)")
-        if isinstance(answers, str):
-            answers = [answers]
-        answers = [str(a) for a in (answers.tolist() if hasattr(answers, "tolist") else answers)]
-        record = {"id": str(info.get("question_id", "q")), "question": str(question), "golden_answers": answers}
-        corpus, retriever, scorer = _shared(s)
-        ig = IGConfig(**s["ig"]) if isinstance(s["ig"], Mapping) else bool(s["ig"])
+                             "(search_env.integrations.skyrl.dataset_rows writes them)") from None
         self.max_turns = int(extras.get("max_turns") or s["max_turns"])
         self.turns = 0
-        self.env = SearchQAEnv(questions=load_questions([record]), corpus=corpus, retriever=retriever, topk=s["topk"],
-                               max_turns=self.max_turns, dialect=s["dialect"], ig=ig, scorer=scorer,
-                               reward=RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"]))
+        self.env = base.question_env({**s, "max_turns": self.max_turns}, record)
         self.infos: list[dict] = []
 
     def init(self, prompt: list[dict] | None = None) -> tuple[list[dict], dict]:
@@ -155,42 +116,19 @@ class SearchQATextEnv(BaseTextEnv):
         self.turns += 1
         self.infos.append(info)
         done = bool(terminated or truncated)
-        parts = info["reward_components"]
-        if done:
-            reward = parts["outcome"] + parts["format"]
-        else:
-            ig, clip = info.get("ig"), self.settings["ig_clip"]
-            gain = self.settings["ig_weight"] * float(np.clip(ig, -clip, clip)) if ig is not None else 0.0
-            reward = parts["format"] + gain
+        reward = base.turn_reward(info, done, ig_weight=self.settings["ig_weight"], ig_clip=self.settings["ig_clip"])
+        if not done:
             reward = reward or TURN_MARK
         return BaseTextEnvStepOutput(observations=[] if done else [{"role": "user", "content": obs}],
                                      reward=float(reward),
-                                     done=done, metadata=_jsonable(info), postprocessed_action=None)
+                                     done=done, metadata=base.jsonable(info), postprocessed_action=None)
 
     def get_metrics(self) -> dict[str, float]:
         """Per episode: em, f1, answered, truncated, searches, invalid turns, the number and mean of IG values."""
-        last = self.infos[-1] if self.infos else {}
-        igs = [i["ig"] for i in self.infos if i.get("ig") is not None]
-        return {"em": float(last.get("em", 0.0)), "f1": float(last.get("f1", 0.0)),
-                "answered": float(last.get("action_type") == "answer"),
-                "truncated": float(bool(self.infos) and last.get("action_type") != "answer"),
-                "searches": float(sum(i["action_type"] == "search" for i in self.infos)),
-                "invalid": float(sum(i["action_type"] == "invalid" for i in self.infos)),
-                "ig_steps": float(len(igs)), "ig_mean": float(np.mean(igs)) if igs else 0.0}
+        return {k: v for k, v in base.episode_metrics(self.infos).items() if k != "ig_sum"}
 
     def close(self) -> None:
         self.env.close()
-
-
-def _jsonable(info: Mapping) -> dict:
-    out = {}
-    for key, value in info.items():
-        if key == "ig_request":
-            value = value.to_dict()
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
-        out[key] = value
-    return out
 
 
 def register(env_id: str = ENV_ID) -> None:

@@ -45,6 +45,7 @@ from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, load_questions
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
+from search_env.integrations import base
 from search_env.retrieval import Retriever, make_retriever
 from search_env.rewards import RewardConfig
 
@@ -130,11 +131,8 @@ class SearchToolEnv:
                 "SearchToolEnv.reset needs the row's `question` (and `golden_answers`); build the training set with "
                 "search_env.integrations.trl.make_dataset(...) or add those columns to yours"
             )
-        record: dict[str, Any] = {"question": question, "golden_answers": _answer_list(golden_answers, row)}
-        if row.get("id") is not None:
-            record["id"] = row["id"]
-        if isinstance(row.get("metadata"), Mapping):
-            record["metadata"] = row["metadata"]
+        extra = {"metadata": row["metadata"]} if isinstance(row.get("metadata"), Mapping) else {}
+        record = base.question_record(question, golden_answers if golden_answers is not None else row.get("answer"), row.get("id"), **extra)
         questions = load_questions([record])
         self.env = SearchQAEnv(
             questions=questions,
@@ -296,15 +294,6 @@ def make_dataset(
             for q in items
         ]
     )
-
-
-def _answer_list(golden_answers: Any, row: Mapping) -> Any:
-    answers = golden_answers if golden_answers is not None else row.get("answer")
-    if answers is None or isinstance(answers, str):
-        return answers
-    if isinstance(answers, Sequence) or hasattr(answers, "tolist"):  # list, tuple, numpy array
-        return [str(a) for a in (answers.tolist() if hasattr(answers, "tolist") else answers)]
-    return answers
 
 
 def _has_prompt(prompt: Any) -> bool:

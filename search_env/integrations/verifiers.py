@@ -41,19 +41,12 @@ passages with ``seed + i``), ``limit``. The corpus, retriever and scorer are bui
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
-from search_env._cache import built_once
-from search_env.data.corpus import load_corpus
 from search_env.data.qa import load_questions
 from search_env.env import SearchQAEnv
-from search_env.retrieval import make_retriever
-from search_env.rewards import RewardConfig
+from search_env.integrations import base
 
 try:
     import verifiers.v1 as vf
@@ -126,11 +119,8 @@ class SearchQAVerifiersEnv(vf.Env[SearchQAEnvConfig]):
 
     async def run(self, task: SearchQATask, agents: vf.Agents) -> None:
         c, data = self.taskset.config, task.data
-        corpus, retriever, scorer = _shared(c)
-        env = SearchQAEnv(questions=load_questions([_record(data)]), corpus=corpus, retriever=retriever, topk=c.topk,
-                          max_turns=c.max_turns, dialect=c.dialect, ig=c.ig, scorer=scorer,
-                          reward=RewardConfig(outcome=c.outcome, format_penalty=c.format_penalty,
-                                              ig_weight=c.ig_weight))
+        record = base.question_record(data.question, list(data.golden_answers), data.question_id)
+        env = base.question_env(_settings(c), record, resources=_shared(c), ig=c.ig, ig_weight=c.ig_weight)
         env.reset(seed=data.seed, options={"index": 0})
         infos: list[dict] = []
         async with agents.player.interaction(task) as interaction:
@@ -151,45 +141,20 @@ def _record_episode(trace: Any, infos: list[dict], data: SearchQAData) -> None:
     for name in ("outcome", "format", "ig"):
         trace.record_reward(name, sum(i["reward_components"][name] for i in infos))
     igs = [i.get("ig") for i in infos]
-    scored = [g for g in igs if g is not None]
-    last = infos[-1] if infos else {}
-    trace.record_metrics({"ig_sum": float(sum(scored)), "ig_mean": float(np.mean(scored)) if scored else 0.0,
-                          "ig_steps": len(scored), "em": float(last.get("em", 0.0)), "f1": float(last.get("f1", 0.0)),
-                          "answered": float(last.get("action_type") == "answer"),
-                          "searches": sum(i["action_type"] == "search" for i in infos),
-                          "invalid": sum(i["action_type"] == "invalid" for i in infos)})
+    metrics = base.episode_metrics(infos)
+    trace.record_metrics({**{k: metrics[k] for k in ("ig_sum", "ig_mean", "em", "f1", "answered")},
+                          **{k: int(metrics[k]) for k in ("ig_steps", "searches", "invalid")}})
     trace.info["search_env"] = {"question_id": data.question_id, "golden_answers": list(data.golden_answers),
-                                "ig": igs, "steps": [_jsonable(i) for i in infos]}
+                                "ig": igs, "steps": [base.jsonable(i) for i in infos]}
 
 
-def _record(data: SearchQAData) -> dict:
-    return {"id": data.question_id, "question": data.question, "golden_answers": list(data.golden_answers)}
+def _settings(c: SearchQAConfig) -> dict:
+    return {k: getattr(c, k) for k in base.DEFAULTS if hasattr(c, k)} | {"ig_clip": None}
 
 
 def _shared(c: SearchQAConfig) -> tuple[Any, Any, Any]:
     """(corpus, retriever, scorer) for these settings, built once per process."""
-    def build():
-        corpus = load_corpus(c.corpus)
-        scorer = c.scorer
-        if isinstance(scorer, list) or (isinstance(scorer, str) and scorer.startswith(("http://", "https://"))):
-            from search_env.server_scorers import VLLMScorer
-
-            scorer = VLLMScorer(scorer, c.scorer_tokenizer or "bundled")
-        return corpus, make_retriever(c.retriever, corpus), scorer
-
-    key = json.dumps([c.corpus, c.retriever, c.scorer, c.scorer_tokenizer])
-    return built_once("verifiers-shared", key, build)
-
-
-def _jsonable(info: Mapping) -> dict:
-    out = {}
-    for key, value in info.items():
-        if key == "ig_request":
-            value = value.to_dict()
-        elif isinstance(value, float) and not math.isfinite(value):
-            value = None
-        out[key] = value
-    return out
+    return base.shared_resources(c.corpus, c.retriever, c.scorer, c.scorer_tokenizer)
 
 
 def load_environment(**settings: Any) -> SearchQAVerifiersEnv:

@@ -35,7 +35,7 @@ searched:
 ``extra_fields`` also holds ``turn_scores`` (the turn rewards), ``actions`` (each turn's text, prefix included) and
 ``reward_extra_info`` (em, f1, answered, searches, invalid, ig_steps, ig_mean: verl logs them per step).
 
-**Settings**, later ones winning: :data:`search_env.integrations.skyrl.DEFAULTS` plus ``stop``,
+**Settings**, later ones winning: :data:`search_env.integrations.base.DEFAULTS` plus ``stop``,
 ``max_tokens_per_turn`` and ``turn_prefix``, the JSON in ``$SEARCH_ENV_VERL`` (or a path to a JSON file), the
 extra keys of the loop's YAML entry, and the row's ``extra_info["search_env"]``. The question comes from
 ``extra_info.question``, the answers from ``reward_model.ground_truth`` (verl's column; :func:`dataset_rows` writes
@@ -52,21 +52,16 @@ own forward pass and finish with :func:`~search_env.info_gain.finish_deferred`; 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import numpy as np
 
-from search_env.data.qa import load_questions
 from search_env.dialects import get_dialect
 from search_env.env import SearchQAEnv
-from search_env.info_gain import DeferredIG, IGConfig
-from search_env.integrations import skyrl
-from search_env.rewards import RewardConfig
+from search_env.info_gain import DeferredIG
+from search_env.integrations import base, skyrl
 
 try:  # the row helpers and the estimator work without verl
     from verl.experimental.agent_loop.agent_loop import (
@@ -92,7 +87,7 @@ AGENT_NAME = "search_env_agent"
 ADVANTAGE_ESTIMATOR = "search_env_ig"
 SETTINGS_VARIABLE = "SEARCH_ENV_VERL"
 TURN_REWARDS = "search_env_turn_rewards"
-DEFAULTS = {**skyrl.DEFAULTS, "stop": ["</search>", "</answer>"], "max_tokens_per_turn": None, "turn_prefix": ""}
+DEFAULTS = {**base.DEFAULTS, "stop": ["</search>", "</answer>"], "max_tokens_per_turn": None, "turn_prefix": ""}
 SCORE_PARAMS = {"max_tokens": 1, "temperature": 1.0, "prompt_logprobs": 0}
 
 
@@ -102,16 +97,7 @@ def settings(*layers: Mapping | None) -> dict:
     Raises:
         ValueError: an unknown setting.
     """
-    out = dict(DEFAULTS)
-    raw = os.environ.get(SETTINGS_VARIABLE)
-    if raw:
-        out.update(json.loads(Path(raw).read_text() if not raw.lstrip().startswith("{") else raw))
-    for layer in layers:
-        out.update(dict(layer or {}))
-    unknown = sorted(set(out) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown search_env settings {unknown}; known: {sorted(DEFAULTS)}")
-    return out
+    return base.make_settings(DEFAULTS, SETTINGS_VARIABLE, *layers)
 
 
 async def score_requests(server_manager: Any, requests: Sequence[DeferredIG]) -> list[list[float]]:
@@ -142,12 +128,11 @@ def _record(row: Mapping) -> dict:
     truth = (row.get("reward_model") or {}).get("ground_truth")
     if isinstance(truth, Mapping):
         truth = truth.get("target")
-    question = info.get("question") or row.get("question")
-    if not question or truth is None:
+    try:
+        return base.question_record(info.get("question") or row.get("question"), truth, info.get("question_id"))
+    except ValueError:
         raise ValueError("a search_env row needs extra_info.question and reward_model.ground_truth "
-                         "(search_env.integrations.verl.dataset_rows writes them)")
-    answers = [truth] if isinstance(truth, str) else [str(a) for a in np.asarray(truth, dtype=object).tolist()]
-    return {"id": str(info.get("question_id", "q")), "question": str(question), "golden_answers": answers}
+                         "(search_env.integrations.verl.dataset_rows writes them)") from None
 
 
 @register(AGENT_NAME)
@@ -165,25 +150,16 @@ class SearchEnvAgentLoop(AgentLoopBase):
     def make_env(self, s: dict, row: Mapping) -> SearchQAEnv:
         """The env for this row: its question only, over the corpus, retriever and scorer shared by the process."""
         on_server = s["scorer"] == "server"
-        corpus, retriever, scorer = skyrl._shared({**s, "scorer": None} if on_server else s)
         ig = s["ig"]
-        if isinstance(ig, Mapping) or on_server:
-            fields = dict(ig) if isinstance(ig, Mapping) else {}
-            if on_server or fields.get("deferred"):
-                fields.update(deferred=True, tokenizer=self.tokenizer)
-            ig = IGConfig(**fields)
-        return SearchQAEnv(questions=load_questions([_record(row)]), corpus=corpus, retriever=retriever,
-                           topk=s["topk"], max_turns=int(s["max_turns"]), dialect=s["dialect"], ig=ig,
-                           scorer=scorer, reward=RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"]))
+        deferred = on_server or isinstance(ig, Mapping) and ig.get("deferred")
+        ig = base.ig_setting({} if on_server and not isinstance(ig, Mapping) else ig,
+                             deferred_tokenizer=self.tokenizer if deferred else None)
+        return base.question_env({**s, "scorer": None} if on_server else s, _record(row), ig=ig)
 
     @staticmethod
     def turn_reward(info: Mapping, final: bool, s: Mapping) -> float:
-        """The last turn: outcome + format; an earlier one: format + ``ig_weight * clip(IG)`` (0 without IG)."""
-        parts, ig = info["reward_components"], info.get("ig")
-        if final:
-            return float(parts["outcome"] + parts["format"])
-        gain = s["ig_weight"] * float(np.clip(ig, -s["ig_clip"], s["ig_clip"])) if ig is not None else 0.0
-        return float(parts["format"] + gain)
+        """:func:`search_env.integrations.base.turn_reward` with this loop's ``ig_weight`` and ``ig_clip``."""
+        return base.turn_reward(info, final, ig_weight=s["ig_weight"], ig_clip=s["ig_clip"])
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         s = settings(self.settings, (kwargs.get("extra_info") or {}).get("search_env"))
@@ -251,13 +227,8 @@ class SearchEnvAgentLoop(AgentLoopBase):
 
 
 def _metrics(infos: Sequence[Mapping]) -> dict[str, float]:
-    last = infos[-1] if infos else {}
-    igs = [i["ig"] for i in infos if i.get("ig") is not None]
-    return {"em": float(last.get("em", 0.0)), "f1": float(last.get("f1", 0.0)),
-            "answered": float(last.get("action_type") == "answer"),
-            "searches": float(sum(i["action_type"] == "search" for i in infos)),
-            "invalid": float(sum(i["action_type"] == "invalid" for i in infos)),
-            "ig_steps": float(len(igs)), "ig_mean": float(np.mean(igs)) if igs else 0.0}
+    keep = ("em", "f1", "answered", "searches", "invalid", "ig_steps", "ig_mean")
+    return {k: v for k, v in base.episode_metrics(infos).items() if k in keep}
 
 
 def place_turn_rewards(data: Any) -> Any:

@@ -1,7 +1,12 @@
 """Wrappers around :class:`~search_env.SearchQAEnv`: reward wrappers for ablations (they transform outputs only) and
 :class:`~search_env.wrappers.numeric.NumericSearchView`, a ``Box``/``Discrete`` view for stable-baselines3."""
 
-from search_env.wrappers.rewards import (IGShapedReward, OutcomeOnly, OutcomePlusIG, PotentialShapedReward,
-                                         TurnLimitAsTerminal)
+from search_env.wrappers.rewards import (
+                                         IGShapedReward,
+                                         OutcomeOnly,
+                                         OutcomePlusIG,
+                                         PotentialShapedReward,
+                                         TurnLimitAsTerminal,
+)
 
 __all__ = ["IGShapedReward", "OutcomeOnly", "OutcomePlusIG", "PotentialShapedReward", "TurnLimitAsTerminal"]

@@ -15,7 +15,8 @@ is :class:`search_env.wrappers.numeric.NumericSearchView`.
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
+
+from search_env.rewards import clipped_ig
 
 __all__ = ["IGShapedReward", "OutcomeOnly", "OutcomePlusIG", "PotentialShapedReward", "TurnLimitAsTerminal"]
 
@@ -59,12 +60,7 @@ class IGShapedReward(gym.Wrapper):
 
     def _ig_term(self, info: dict, terminated: bool, truncated: bool) -> tuple[float, dict]:
         """This step's ``ig`` reward component, and entries to add to ``info``."""
-        ig = info.get("ig")
-        if ig is None:
-            return 0.0, {}
-        if self.ig_clip is not None:
-            ig = float(np.clip(ig, -self.ig_clip, self.ig_clip))
-        return self.ig_weight * ig, {}
+        return clipped_ig(info.get("ig"), self.ig_weight, self.ig_clip), {}
 
 
 class OutcomeOnly(IGShapedReward):

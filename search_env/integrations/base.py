@@ -1,0 +1,137 @@
+"""What every trainer adapter shares: its settings, the resources one process shares, one question's env from a
+dataset row, the reward of each turn and the metrics of an episode.
+
+The adapters (:mod:`~search_env.integrations.trl`, :mod:`~search_env.integrations.skyrl`,
+:mod:`~search_env.integrations.verl`, :mod:`~search_env.integrations.verifiers`) differ only in how their trainer
+calls them; the rules below are theirs alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search_env._cache import built_once
+from search_env.data.corpus import load_corpus
+from search_env.data.qa import load_questions
+from search_env.env import SearchQAEnv
+from search_env.info_gain import Deferred, IGConfig
+from search_env.retrieval import make_retriever
+from search_env.rewards import RewardConfig, clipped_ig
+from search_env.scoring import make_scorer
+
+__all__ = ["DEFAULTS", "episode_metrics", "jsonable", "make_settings", "question_env", "question_record",
+           "shared_resources", "turn_reward"]
+
+DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
+            "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
+            "ig_clip": 1.0, "seed": None}
+
+
+def make_settings(defaults: Mapping, variable: str | None, *layers: Mapping | None) -> dict:
+    """``defaults``, then the JSON (or JSON file) in ``$variable``, then each layer in turn.
+
+    Raises:
+        ValueError: a setting not in ``defaults``.
+    """
+    out = dict(defaults)
+    raw = os.environ.get(variable) if variable else None
+    if raw:
+        out.update(json.loads(raw if raw.lstrip().startswith("{") else Path(raw).read_text()))
+    for layer in layers:
+        out.update(dict(layer or {}))
+    unknown = sorted(set(out) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown search_env settings {unknown}; known: {sorted(defaults)}")
+    return out
+
+
+def shared_resources(corpus: Any = None, retriever: Any = "bm25", scorer: Any = None,
+                     scorer_tokenizer: Any = None) -> tuple[Any, Any, Any]:
+    """(corpus, retriever, scorer) for these settings, built once per process and shared by every env in it (each
+    is safe to call from many threads). ``scorer`` ``None`` stays ``None``: the env loads the bundled model when
+    it first scores."""
+    def build():
+        loaded = load_corpus(corpus)
+        made = None if scorer is None else make_scorer(scorer, tokenizer=scorer_tokenizer)
+        return loaded, make_retriever(retriever, loaded), made
+
+    key = json.dumps([corpus, retriever, scorer, scorer_tokenizer], sort_keys=True, default=repr)
+    return built_once("adapter-shared", key, build)
+
+
+def question_record(question: Any, answers: Any, question_id: Any = None, **fields: Any) -> dict:
+    """A QA record from a trainer's row: the question, its golden answers (a string, a list or an array), an id.
+
+    Raises:
+        ValueError: no question or no answers.
+    """
+    if answers is not None and not isinstance(answers, str):
+        answers = [str(a) for a in np.asarray(answers, dtype=object).reshape(-1).tolist()]
+    elif answers is not None:
+        answers = [answers]
+    if not question or not answers:
+        raise ValueError("a search_env row needs a question and its golden answers")
+    return {"id": str(question_id if question_id is not None else "q"), "question": str(question),
+            "golden_answers": answers, **fields}
+
+
+def ig_setting(value: Any, *, deferred_tokenizer: Any = None) -> bool | IGConfig:
+    """The env's ``ig`` from a setting: a bool, or a dict of :class:`~search_env.IGConfig` fields. With
+    ``deferred_tokenizer`` the requests are deferred and carry that tokenizer's ids."""
+    fields = dict(value) if isinstance(value, Mapping) else None
+    if deferred_tokenizer is not None and (fields is not None and fields.get("deferred") or fields is None):
+        fields = {**(fields or {}), "deferred": Deferred(tokenizer=deferred_tokenizer)}
+    return IGConfig(**fields) if fields is not None else bool(value)
+
+
+def question_env(s: Mapping, record: Mapping, *, resources: tuple | None = None, ig: Any = None,
+                 ig_weight: float = 0.0) -> SearchQAEnv:
+    """One question's env over the process's shared corpus, retriever and scorer (settings ``s`` as in
+    :data:`DEFAULTS`). ``ig`` overrides ``ig_setting(s["ig"])``; ``ig_weight`` goes into the env's own reward."""
+    corpus, retriever, scorer = resources or shared_resources(s["corpus"], s["retriever"], s["scorer"],
+                                                              s["scorer_tokenizer"])
+    return SearchQAEnv(questions=load_questions([dict(record)]), corpus=corpus, retriever=retriever, topk=s["topk"],
+                       max_turns=int(s["max_turns"]), dialect=s["dialect"],
+                       ig=ig_setting(s["ig"]) if ig is None else ig, scorer=scorer,
+                       reward=RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"],
+                                           ig_weight=ig_weight))
+
+
+def turn_reward(info: Mapping, final: bool, *, ig_weight: float, ig_clip: float | None) -> float:
+    """A turn's reward for a trainer that takes one per turn: the last turn's outcome plus its format penalty; an
+    earlier turn's format penalty plus ``ig_weight * clip(IG)`` (nothing without IG)."""
+    parts = info["reward_components"]
+    if final:
+        return float(parts["outcome"] + parts["format"])
+    return float(parts["format"] + clipped_ig(info.get("ig"), ig_weight, ig_clip))
+
+
+def episode_metrics(infos: Sequence[Mapping]) -> dict[str, float]:
+    """Per episode: em, f1, answered, truncated, searches, invalid turns, the number, sum and mean of IG values."""
+    last = infos[-1] if infos else {}
+    igs = [i["ig"] for i in infos if i.get("ig") is not None]
+    return {"em": float(last.get("em", 0.0)), "f1": float(last.get("f1", 0.0)),
+            "answered": float(last.get("action_type") == "answer"),
+            "truncated": float(bool(infos) and last.get("action_type") != "answer"),
+            "searches": float(sum(i["action_type"] == "search" for i in infos)),
+            "invalid": float(sum(i["action_type"] == "invalid" for i in infos)),
+            "ig_steps": float(len(igs)), "ig_sum": float(sum(igs)), "ig_mean": float(np.mean(igs)) if igs else 0.0}
+
+
+def jsonable(info: Mapping) -> dict:
+    """A step's ``info`` as JSON can carry it: a deferred request as its dict, non-finite floats as ``None``."""
+    out = {}
+    for key, value in info.items():
+        if key == "ig_request":
+            value = value.to_dict()
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
