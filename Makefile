@@ -9,7 +9,7 @@ setup-vllm:
 	bash scripts/setup_vllm.sh
 
 demo: setup
-	.venv/bin/python -m search_env.demo
+	.venv/bin/python -m search_env.commands.demo
 
 test: setup setup-vllm
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile

@@ -18,6 +18,9 @@ MOVED: dict[str, str] = {
     "search_env.server_scorers": "search_env.scoring.servers",
     "search_env.score_format": "search_env.scoring.score_format",
     "search_env.score_cache": "search_env.scoring.cache",
+    "search_env.cli": "search_env.commands.cli",
+    "search_env.demo": "search_env.commands.demo",
+    "search_env.dig": "search_env.commands.dig",
 }
 
 
@@ -35,6 +38,13 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(f"{name} moved to {MOVED[name]}; the old name will be removed", DeprecationWarning,
                       stacklevel=4)
         sys.modules[name] = importlib.import_module(MOVED[name])  # what the import statement hands out
+
+
+    def get_code(self, name):
+        """``python -m OLD`` runs the module it moved to as ``__main__``."""
+        warnings.warn(f"{name} moved to {MOVED[name]}; run python -m {MOVED[name]}", DeprecationWarning, stacklevel=2)
+        source = f"import runpy\nrunpy.run_module({MOVED[name]!r}, run_name='__main__', alter_sys=True)\n"
+        return compile(source, f"<{name}, moved to {MOVED[name]}>", "exec")
 
 
 def install() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search_env.cli import main
+from search_env.commands.cli import main
 from tests.servers import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_index_build_and_info(qa_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["index", "build"], ["eval"], ["info"], ["serve"]])
 def test_help_of_every_command(command):
-    result = subprocess.run([sys.executable, "-m", "search_env.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "search_env.commands.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout and "Traceback" not in result.stderr
 
@@ -181,7 +181,8 @@ def test_demo_oracle_runs(capsys):
     assert "Episode 1" in out and "EM 1" in out
 
 
-@pytest.mark.parametrize("command", [["-m", "search_env.demo"], ["-m", "search_env.cli", "demo"]])
+@pytest.mark.parametrize("command", [["-m", "search_env.commands.demo"], ["-m", "search_env.commands.cli", "demo"],
+                                     ["-m", "search_env.demo"]])  # the old module path still runs
 def test_demo_refuses_zero_episodes_either_way(command):
     result = subprocess.run([sys.executable, *command, "--episodes", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
@@ -193,7 +194,9 @@ def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from search_env import bundled, demo, scorers
+    from search_env.agents import models as bundled
+    from search_env.commands import demo
+    from search_env.scoring import transformers_scorer as scorers
 
     tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
     torch.manual_seed(0)
@@ -268,7 +271,7 @@ def test_serve_then_eval_over_http(qa_dir, tmp_path, capsys):
     questions.write_text((qa_dir / "test.jsonl").read_text())
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SEARCH_ENV_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "search_env.cli", "serve", "--corpus", str(qa_dir / "corpus.jsonl"),
+    cmd = [sys.executable, "-m", "search_env.commands.cli", "serve", "--corpus", str(qa_dir / "corpus.jsonl"),
            "--port", url.rsplit(":", 1)[1], "--topk", "2", "--log-level", "warning"]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = tmp_path / "traj.jsonl"

@@ -474,7 +474,7 @@ def test_pickle_and_urls():
 def test_server_module_stands_alone():
     """``python -m search_env.retrieval.server`` works, and the server module never imports the CLI."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = "import sys, search_env.retrieval.server; assert 'search_env.cli' not in sys.modules, 'imports the CLI'"
+    code = "import sys, search_env.retrieval.server; assert 'search_env.commands.cli' not in sys.modules, 'imports the CLI'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
     shown = subprocess.run([sys.executable, "-m", "search_env.retrieval.server", "--help"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True).stdout

@@ -1,4 +1,4 @@
-"""Command-line pieces shared by ``search-env``, ``python -m search_env.demo`` and the retrieval server."""
+"""Command-line pieces shared by ``search-env``, ``python -m search_env.commands.demo`` and the retrieval server."""
 
 from __future__ import annotations
 

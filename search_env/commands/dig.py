@@ -8,7 +8,7 @@ gold answer with that passage alone as the search's documents minus the score wi
 ``question_id``, ``question``, ``doc_id``, ``title``, ``rank`` (BM25's, from 0), ``n_passages``, ``bm25`` (the
 retriever's score), ``dig`` and ``gold`` (the passage is one of the question's ``supporting_doc_ids``; null when
 the set has none). The file starts with a settings header and is resumed only by a run with the same settings
-(:mod:`search_env._jsonl`): the questions and corpus, retriever, scorer, ``topk``, seed and IG settings.
+(:mod:`search_env.commands.jsonl`): the questions and corpus, retriever, scorer, ``topk``, seed and IG settings.
 
 :func:`ranking_auc` measures a ranking of each question's retrieved passages against its gold ones: over every
 (gold, non-gold) pair of passages retrieved for the same question, the share that the score orders right (ties
@@ -21,7 +21,7 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 
-from search_env._jsonl import ResumableJSONL, read_units
+from search_env.commands.jsonl import ResumableJSONL, read_units
 from search_env.data.qa import QAItem
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig, search_block

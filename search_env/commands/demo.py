@@ -1,8 +1,8 @@
 """Play a few episodes on the built-in world and print each turn with its rewards and information gain.
 
-    python -m search_env.demo                    # the bundled SmolLM2-135M-Instruct acts and scores IG
+    python -m search_env.commands.demo                    # the bundled SmolLM2-135M-Instruct acts and scores IG
                                                  # (constrained: it searches first and answers by the last turn)
-    python -m search_env.demo --policy oracle    # searches the gold passages' titles, then answers
+    python -m search_env.commands.demo --policy oracle    # searches the gold passages' titles, then answers
 
 ``search-env demo`` is the same command.
 """
@@ -15,11 +15,11 @@ import sys
 import textwrap
 import time
 
-from search_env._args import OneLineParser, positive_int
+from search_env.commands.args import OneLineParser, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options, for ``python -m search_env.demo`` and ``search-env demo`` alike."""
+    """The demo's options, for ``python -m search_env.commands.demo`` and ``search-env demo`` alike."""
     parser.add_argument("--policy", choices=["model", "oracle"], default="model",
                         help="the bundled model, or an agent that searches the gold titles (default: model)")
     parser.add_argument("--episodes", type=positive_int, default=3, help="episodes to play (default 3)")
@@ -104,7 +104,7 @@ def _describe_step(info: dict, reward: float, corpus) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m search_env.demo", description=__doc__,
+    parser = OneLineParser(prog="python -m search_env.commands.demo", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -12,12 +12,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from search_env import demo
+from search_env.commands import demo
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
-from search_env._args import OneLineParser, positive_int
-from search_env._jsonl import ResumableJSONL, ResumeRefused
+from search_env.commands.args import OneLineParser, positive_int
+from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 
 
 class CLIError(Exception):
@@ -257,7 +257,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_dig(args) -> int:
-    from search_env.dig import label, ranking_auc
+    from search_env.commands.dig import label, ranking_auc
     from search_env.env import SearchQAEnv
     from search_env.info_gain import IGConfig
 
