@@ -43,6 +43,14 @@ def vllm_python():
     return python
 
 
+def vllm_command(model_dir, port: int) -> tuple[dict, list[str]]:
+    """The environment variables and argv that start vLLM's OpenAI-compatible server (the README's command, with a
+    host and port)."""
+    cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--dtype",
+           "float32", "--max-model-len", "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)]
+    return {"VLLM_CPU_KVCACHE_SPACE": "1"}, cmd
+
+
 def start_vllm(model_dir, port: int, timeout: float = 300.0) -> subprocess.Popen:
     """vLLM's OpenAI-compatible server for ``model_dir`` on 127.0.0.1:``port`` (CPU, float32), in its own process
     group; returns once ``/health`` answers. Stop it with :func:`stop_process_group`."""
@@ -52,10 +60,9 @@ def start_vllm(model_dir, port: int, timeout: float = 300.0) -> subprocess.Popen
     import requests
 
     log = tempfile.TemporaryFile()
-    cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--dtype", "float32",
-           "--max-model-len", "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)]
+    variables, cmd = vllm_command(model_dir, port)
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+                               env={**os.environ, **variables})
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None or time.monotonic() > deadline:

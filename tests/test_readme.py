@@ -13,6 +13,16 @@ from search_env.data import load_corpus, load_questions
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+SHELL_BLOCKS = re.findall(r"```(?:bash|text)\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def command(marker: str) -> list[str]:
+    """The shell command of the README block holding ``marker``, its continuation lines joined, as argv."""
+    import shlex
+
+    found = [b for b in SHELL_BLOCKS if marker in b]
+    assert len(found) == 1, f"expected one README shell block containing {marker!r}, found {len(found)}"
+    return shlex.split(found[0].replace("\\\n", " "))
 
 
 def block(marker: str) -> str:
@@ -37,7 +47,8 @@ def run_block(tmp_path, monkeypatch):
 
 def test_every_python_block_is_checked_here():
     markers = ["import search_env  ", "dialect=\"search-r1\"", "SearchQAVectorEnv(4", "class WordOverlapRetriever",
-               "IGConfig(deferred=True"]
+               "IGConfig(deferred=Deferred(", 'scorer="http://127.0.0.1:8000"', 'skyrl.dataset_rows("test.jsonl")',
+               "train_search.py: SkyRL's entrypoint", "search_env_verl.dataset_rows"]
     assert sorted(BLOCKS) == sorted(block(m) for m in markers)
 
 
@@ -85,11 +96,48 @@ def test_custom_retriever_block_finds_the_page_it_searched(run_block, capsys):
 
 def test_deferred_ig_block_gives_the_in_env_ig(run_block):
     from search_env import SearchQAEnv
-    from search_env.scorers import TransformersScorer
+    from search_env.scoring import TransformersScorer
 
-    ns = run_block("IGConfig(deferred=True")
+    ns = run_block("IGConfig(deferred=Deferred(")
     assert ns["info"]["ig"] is None and len(ns["request"].pairs) == 4
     env = SearchQAEnv(scorer=TransformersScorer(ns["policy"], ns["tokenizer"]))
     env.reset(seed=0)
     in_env = env.step("<search> After Holmessa </search>")[4]["ig"]
     assert ns["deferred_ig"] == pytest.approx(in_env, abs=1e-4) and in_env > 0
+
+
+def test_skyrl_dataset_block_writes_one_row_per_question(run_block):
+    pandas = pytest.importorskip("pandas")
+    run_block('skyrl.dataset_rows("test.jsonl")')
+    rows = pandas.read_parquet("train.parquet")
+    assert len(rows) == len(load_questions("test.jsonl")) and set(rows["env_class"]) == {"search_env"}
+
+
+def test_skyrl_entrypoint_block_registers_and_validates_the_readme_command(run_block):
+    """The entrypoint block runs as written (its main() is not called: no Ray here), and SkyRL's own config parsing
+    and validate_cfg accept the README's launch arguments with the estimator it registered."""
+    from tests.test_skyrl import _cpu_import_shims, skyrl_release
+
+    sky = skyrl_release("skyrl")
+    registry = sky.ppo_utils.AdvantageEstimatorRegistry
+    if "search_env_ig" in registry.list_available():
+        registry.unregister("search_env_ig")
+    with _cpu_import_shims():
+        ns = run_block("train_search.py: SkyRL's entrypoint")
+        argv = command("python train_search.py")
+        argv = argv[: argv.index("#")] if "#" in argv else argv  # the comment after the command
+        cfg = ns["SkyRLTrainConfig"].from_cli_overrides(argv[2:])
+        ns["validate_cfg"](cfg)
+    assert "search_env_ig" in registry.list_available()
+    assert cfg.trainer.algorithm.advantage_estimator == "search_env_ig" and cfg.environment.env_class == "search_env"
+    assert ns["SETTINGS"]["corpus"].endswith("corpus.jsonl")
+
+
+def test_verl_block_prints_the_advantages_it_states(run_block, capsys):
+    pytest.importorskip("pandas")
+    ns = run_block("search_env_verl.dataset_rows")
+    out = capsys.readouterr().out
+    assert Path("train.parquet").exists() and "SearchEnvAgentLoop" in Path("search_env_agent.yaml").read_text()
+    stated = re.search(r"# search turn, last turn: (tensor\(.*\]\]\))", block("search_env_verl.dataset_rows"))
+    assert " ".join(out.split()) == " ".join(stated.group(1).split())
+    assert ns["advantages"][0, 1] == pytest.approx(0.8571, abs=1e-4)

@@ -57,12 +57,15 @@ def server():
 def episodes(server, tmp_path_factory):
     """The episodes ``vf-eval`` wrote (its traces.jsonl), two questions of the built-in world, one rollout each."""
     out = tmp_path_factory.mktemp("vf-eval")
-    cmd = [str(vf_eval()), "search_env_verifiers", "-m", str(bundled_model_dir()), "-n", "2", "-r", "1",
-           "--env.taskset.max-turns", str(MAX_TURNS), "--env.taskset.scorer", server,
-           "--env.taskset.ig-weight", str(IG_WEIGHT),
-           "--client.base-url", f"{server}/v1", "--sampling.max-tokens", "48", "--sampling.temperature", "0",
-           "--sampling.structured-outputs.regex", SEARCH_ONLY, "--no-push", "--no-rich", "-o", str(out),
-           "--run.name", "t"]
+    from tests.test_readme import command
+
+    readme = command("vf-eval search_env_verifiers")  # the README's command, run as written on this server
+    assert readme[0].startswith("PATH=") and readme[1] == ".venv/bin/vf-eval"
+    cmd = [str(vf_eval()), *[a.replace("http://127.0.0.1:8000", server) for a in readme[2:]]]
+    cmd[cmd.index("-m") + 1] = str(bundled_model_dir())
+    assert cmd[cmd.index("--env.taskset.max-turns") + 1] == str(MAX_TURNS)
+    cmd += ["-r", "1", "--env.taskset.ig-weight", str(IG_WEIGHT), "--sampling.temperature", "0",
+            "--sampling.structured-outputs.regex", SEARCH_ONLY, "-o", str(out), "--run.name", "t"]
     # the harness's chat program runs through uv (installed beside vf-eval); the checkout's search_env comes first
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

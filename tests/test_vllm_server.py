@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from search_env.bundled import bundled_model_dir
+from search_env.agents.models import bundled_model_dir
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.scorers import default_scorer
-from search_env.server_scorers import ScorerUnavailable, VLLMScorer
-from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
+from search_env.scoring.transformers_scorer import default_scorer
+from search_env.scoring import ScorerUnavailable, VLLMScorer
+from tests.servers import free_port, start_vllm, stop_process_group, vllm_command, vllm_python
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +65,28 @@ def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episo
     # within (retries + 1) * timeout + backoff of the kill, which landed while the episode was being played
     assert killed and time.monotonic() - killed[0] < 2 * 10 + 0.1 + 1 and len(error.value.failures) == 2
     assert (env.transcript, env.turn) == before
+
+
+def test_the_readme_starts_the_server_these_tests_start():
+    from pathlib import Path
+
+    from tests.test_readme import command
+
+    readme = command("vllm.entrypoints.openai.api_server")
+    variables, cmd = vllm_command(bundled_model_dir(), 8000)
+    assert readme[0] == "VLLM_CPU_KVCACHE_SPACE=1" and variables == {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    assert readme[1] == ".venv-vllm/bin/python" and cmd[0].endswith(".venv-vllm/bin/python")
+    at, cmd_at = readme.index("--model"), cmd.index("--model")
+    assert Path(readme[at + 1]).expanduser().name == Path(cmd[cmd_at + 1]).name
+    assert readme[2:at] + readme[at + 2 :] == cmd[1:cmd_at] + cmd[cmd_at + 2 : -4]  # all but --host and --port
+
+
+def test_the_readme_block_scores_ig_on_the_server(server):
+    from tests.test_readme import block
+
+    namespace: dict = {}
+    exec(block('scorer="http://127.0.0.1:8000"').replace("http://127.0.0.1:8000", server[0]), namespace)
+    env = SearchQAEnv(max_turns=4)  # the bundled model in-process
+    env.reset(seed=7)
+    in_process = env.step("<search> After Holmessa </search>")[4]["ig"]
+    assert abs(namespace["vllm_ig"] - in_process) < 1e-4
