@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-# Runs from a checkout without installing the package.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from search_env.data.corpus import Corpus, Passage  # noqa: E402
-from search_env.retrieval.bm25 import BM25Retriever, RankBM25Retriever  # noqa: E402
+from search_env.data.corpus import Corpus, Passage
+from search_env.retrieval.bm25 import BM25Retriever, RankBM25Retriever
 
 
 def make_corpus(n_passages: int, vocab_size: int = 50_000, seed: int = 0) -> tuple[Corpus, list[str]]:

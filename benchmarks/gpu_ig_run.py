@@ -4,7 +4,7 @@ without IG from it, side by side; held-out EM per arm, the per-step time breakdo
     PYTHONPATH=. python benchmarks/gpu_ig_run.py            # on a GPU machine (bundled model, bf16-mixed)
     python benchmarks/gpu_ig_run.py --tiny                  # CPU smoke test: a tiny random model, 2 steps
 
-1. Warm start (``examples/warm_start.py --base-model bundled``): SFT of the bundled SmolLM2-135M-Instruct on
+1. Warm start (``benchmarks/study/warm_start.py --base-model bundled``): SFT of the bundled SmolLM2-135M-Instruct on
    noisy-teacher episodes of the built-in world (right next query with probability 0.5), so it writes the tags but
    does not know which query is right; own-IG validity before and after, greedy held-out EM after.
 2. GRPO (``examples/grpo_ig.py``) from the warm-started model, two processes on the same GPU at once with the same
@@ -34,11 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from study.runs import GRPO_IG, WARM_START, child_env
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ig_testbed import child_env, read_rows  # noqa: E402
+from search_env.training.run import read_csv
 
 # The env as the warm start and both arms see it (SmolLM2's BPE needs more tokens per turn than the testbed's words).
 ENV_FLAGS = ["--hops", "2,3", "--topk", "3", "--max-turns", "4", "--no-few-shot", "--max-new-tokens", "24"]
@@ -51,7 +49,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="runs/gpu_ig", help="where the warm start, the runs and results.json go")
     p.add_argument("--model", default="bundled", help="the base model (grpo_ig's --model)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--time-limit", type=float, default=510, help="seconds for everything; arms are stopped at the deadline")
+    p.add_argument("--time-limit", type=float, default=510,
+                   help="seconds for everything; arms are stopped at the deadline")
     p.add_argument("--steps", type=int, default=40, help="GRPO steps per arm")
     p.add_argument("--eval-every", type=int, default=10, help="held-out evaluation every N steps")
     p.add_argument("--eval-questions", type=int, default=128, help="held-out questions per evaluation")
@@ -62,14 +61,15 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--ig-weight", type=float, default=0.3, help="lambda of the IG arm")
     p.add_argument("--seed", type=int, default=1, help="seed of both arms")
     p.add_argument("--threads", type=int, default=4, help="CPU threads per process (the env, retrieval, tokenising)")
-    p.add_argument("--tiny", action="store_true", help="a tiny random model, a tiny warm start and 2 steps (CPU smoke test)")
+    p.add_argument("--tiny", action="store_true",
+                   help="a tiny random model, a tiny warm start and 2 steps (CPU smoke test)")
     return p.parse_args(argv)
 
 
 def warm_start(args, out: Path) -> tuple[Path, dict]:
     tiny = ["--max-questions", "8", "--episodes-per-question", "1", "--epochs", "1", "--ig-questions", "4",
             "--eval-questions", "8"]
-    cmd = [sys.executable, str(EXAMPLES / "warm_start.py"), *ENV_FLAGS, "--base-model", args.model, "--device", args.device,
+    cmd = [sys.executable, str(WARM_START), *ENV_FLAGS, "--base-model", args.model, "--device", args.device,
            "--learning-rate", "5e-5", "--epochs", "2", "--episodes-per-question", "2", "--batch-size", "16",
            "--copy-weight", "0", "--eval-questions", str(args.eval_questions), "--ig-questions", "64",
            "--output", str(out / "warm"), "--force", "--threads", str(args.threads), *(tiny if args.tiny else [])]
@@ -81,12 +81,13 @@ def warm_start(args, out: Path) -> tuple[Path, dict]:
 
 
 def grpo_command(args, folder: Path, arm: str, runs: Path) -> list[str]:
-    return [sys.executable, str(EXAMPLES / "grpo_ig.py"), "--model", str(folder), *ENV_FLAGS, "--device", args.device,
-            "--total-steps", str(args.steps), "--eval-every", str(args.eval_every), "--eval-questions", str(args.eval_questions),
+    return [sys.executable, str(GRPO_IG), "--model", str(folder), *ENV_FLAGS, "--device", args.device,
+            "--total-steps", str(args.steps), "--eval-every", str(args.eval_every),
+            "--eval-questions", str(args.eval_questions),
             "--eval-batch-size", str(args.eval_questions), "--questions-per-step", str(args.questions_per_step),
             "--group-size", str(args.group_size), "--micro-batch-size", str(args.micro_batch_size),
             "--learning-rate", str(args.learning_rate), "--ig-weight", str(args.ig_weight if arm == "ig" else 0),
-            "--seed", str(args.seed), "--save-every", str(10 * args.steps), "--keep-checkpoints", "1",
+            "--seed", str(args.seed), "--save-every", str(10 * args.steps),
             "--no-gradient-checkpointing", "--no-tensorboard", "--output-dir", str(runs), "--run-name", arm]
 
 
@@ -115,7 +116,8 @@ def arm_summary(rows: list[dict]) -> dict:
     if not rows:
         return {"steps": 0, "evals": [], "seconds": {}}
     seconds = {k: float(np.mean([r.get(f"time/{k}", 0.0) for r in rows])) for k in PHASES}
-    seconds["step"] = float(np.mean([r["time/step"] - r.get("time/eval", 0.0) - r.get("time/checkpoint", 0.0) for r in rows]))
+    seconds["step"] = float(np.mean([r["time/step"] - r.get("time/eval", 0.0) - r.get("time/checkpoint", 0.0)
+                                     for r in rows]))
     evals = [(int(r["step"]), r["eval/em"], r["eval/answered"], r["eval/searches"]) for r in rows if "eval/em" in r]
     return {"steps": int(rows[-1]["step"]), "evals": evals, "seconds": seconds,
             "train_em_last10": float(np.mean([r["train/em"] for r in rows[-10:]]))}
@@ -134,7 +136,7 @@ def main(argv=None) -> None:
     folder, warm = warm_start(args, out)
     warm_s = time.perf_counter() - start
     ended = run_arms(args, folder, runs, deadline)
-    summary = {arm: arm_summary(read_rows(runs / arm / "metrics.csv")) for arm in ARMS}
+    summary = {arm: arm_summary(read_csv(runs / arm / "metrics.csv")) for arm in ARMS}
 
     ev = warm["eval"]
     lines = [f"[warm start {warm_s:.0f}s] held-out EM {ev['em']:.3f}, answer rate {ev['answered']:.3f}, valid tags "
@@ -146,16 +148,18 @@ def main(argv=None) -> None:
         lines.append(f"{arm:>7} ({ended[arm]}, {s['steps']} steps): held-out EM {evals}")
         if s["seconds"]:
             t = s["seconds"]
-            lines.append(f"{'':>9}s/step {t['step']:.2f} = " + " + ".join(f"{k} {t[k]:.2f}" for k in PHASES) + " + other")
+            phases = " + ".join(f"{k} {t[k]:.2f}" for k in PHASES)
+            lines.append(f"{'':>9}s/step {t['step']:.2f} = {phases} + other")
     ig, base = summary["ig"]["seconds"], summary["outcome"]["seconds"]
     last = "IG / outcome: no step timed in both arms"
     if ig and base and summary["ig"]["evals"] and summary["outcome"]["evals"]:
         em_ig, em_base = summary["ig"]["evals"][-1][1], summary["outcome"]["evals"][-1][1]
-        last = (f"IG / outcome: final held-out EM {em_ig:.3f} vs {em_base:.3f} (step {summary['ig']['evals'][-1][0]} vs "
-                f"{summary['outcome']['evals'][-1][0]}); IG scoring {100 * ig['ig'] / ig['step']:.1f}% of the IG arm's step "
-                f"time; step time {ig['step'] / base['step']:.3f}x (IG-Search reports 1.064x); one seed")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "warm_start": warm, "arms": summary, "ended": ended,
-                                                  "seconds": time.perf_counter() - start}, indent=2))
+        last = (f"IG / outcome: final held-out EM {em_ig:.3f} vs {em_base:.3f} (step {summary['ig']['evals'][-1][0]} "
+                f"vs {summary['outcome']['evals'][-1][0]}); IG scoring {100 * ig['ig'] / ig['step']:.1f}% of the IG "
+                f"arm's step time; step time {ig['step'] / base['step']:.3f}x (IG-Search reports 1.064x); one seed")
+    results = {"args": vars(args), "warm_start": warm, "arms": summary, "ended": ended,
+               "seconds": time.perf_counter() - start}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     print("\n".join(lines + [f"[total {time.perf_counter() - start:.0f}s; {out / 'results.json'}]", last]))
 
 

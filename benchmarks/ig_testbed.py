@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ig_testbed.py                       # the whole study, see the sizing below
     .venv/bin/python benchmarks/ig_testbed.py --seeds 2 --total-steps 2 --eval-every 1 --tiny   # a smoke run
 
-1. Warm start (``examples/warm_start.py``, cached under ``~/.cache/search_env/testbed``): a word-level tokenizer
+1. Warm start (``benchmarks/study/warm_start.py``, cached under ``~/.cache/search_env/testbed``): a word-level tokenizer
    and a ~1.6M-parameter Llama-style model built for the built-in world, SFT on noisy-teacher trajectories
    (right next query with probability 0.5) plus in-context copying, so it writes the tags and reads (own-IG
    validity 0.94 vs 0.50 before) but does not know which query is right (held-out greedy EM ~0.02).
@@ -35,9 +35,7 @@ Sizing, measured on this machine (2 CPU cores, otherwise idle; two runs in paral
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -45,16 +43,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from study.runs import GRPO_IG, WARM_START, child_env
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(EXAMPLES))
-from study_io import Curve, Panel, plot_panels  # noqa: E402
+from search_env.training.plots import Curve, Panel, plot_panels
+from search_env.training.run import read_csv
 
 # The env as both the warm start and GRPO see it (the warm-started model only knows this setting).
 ENV_FLAGS = ["--hops", "2,3", "--topk", "3", "--max-turns", "4", "--no-few-shot", "--max-new-tokens", "12"]
 # arm -> (--ig-weight, extra grpo_ig.py flags); None: the --ig-weight option. The study fixed before its runs is
-# outcome vs ig; the self-distillation arms (issue 14) add SD-Search's or OFSD's loss to outcome-only GRPO.
+# outcome vs ig; the self-distillation arms add SD-Search's or OFSD's loss to outcome-only GRPO.
 ARMS = {"outcome": (0.0, []), "ig": (None, []), "hindsight": (0.0, ["--distill", "hindsight"]),
         "sibling": (0.0, ["--distill", "sibling"])}
 # A tiny model and warm start, for smoke tests.
@@ -76,19 +73,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--ig-weight", type=float, default=0.3, help="lambda of the IG arm")
     p.add_argument("--threshold", type=float, default=None, help="held-out EM to reach (default: warm start's + 0.10)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (more can be far slower on a shared machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (more can be far slower on a shared machine)")
     p.add_argument("--arms", nargs="+", default=["outcome", "ig"], choices=list(ARMS),
                    help="arms to run; the first is the baseline every other arm is compared with")
     p.add_argument("--tiny", action="store_true", help="a tiny model and warm start (smoke tests)")
-    p.add_argument("--warm-args", default="", help="extra examples/warm_start.py flags, space-separated")
+    p.add_argument("--warm-args", default="", help="extra benchmarks/study/warm_start.py flags, space-separated")
     p.add_argument("--grpo-args", default="", help="extra examples/grpo_ig.py flags for both arms, space-separated")
     return p.parse_args(argv)
-
-
-def child_env(threads: int) -> dict:
-    paths = [str(ROOT), os.environ.get("PYTHONPATH")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths)), "OMP_NUM_THREADS": str(threads),
-            "MKL_NUM_THREADS": str(threads)}
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -96,7 +88,7 @@ def child_env(threads: int) -> dict:
 
 def warm_start(args) -> tuple[Path, dict]:
     """The warm-started model's folder (built, or found in the cache) and its report."""
-    cmd = [sys.executable, str(EXAMPLES / "warm_start.py"), *ENV_FLAGS, "--eval-questions", str(args.eval_questions),
+    cmd = [sys.executable, str(WARM_START), *ENV_FLAGS, "--eval-questions", str(args.eval_questions),
            "--threads", str(args.threads), *(TINY_WARM if args.tiny else []), *args.warm_args.split()]
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args.threads))
@@ -110,26 +102,19 @@ def warm_start(args) -> tuple[Path, dict]:
 def grpo_command(args, folder: Path, arm: str, seed: int, runs: Path) -> list[str]:
     weight, flags = ARMS[arm]
     weight = args.ig_weight if weight is None else weight
-    return [sys.executable, str(EXAMPLES / "grpo_ig.py"), "--model", str(folder), *ENV_FLAGS,
+    return [sys.executable, str(GRPO_IG), "--model", str(folder), *ENV_FLAGS,
             "--total-steps", str(args.total_steps), "--eval-every", str(args.eval_every),
             "--eval-questions", str(args.eval_questions), "--questions-per-step", str(args.questions_per_step),
             "--group-size", str(args.group_size), "--learning-rate", str(args.learning_rate),
             "--kl-coef", str(args.kl_coef), "--ig-weight", str(weight), "--seed", str(seed), "--device", "cpu",
-            "--precision", "fp32", "--keep-checkpoints", "1", "--no-tensorboard", "--output-dir", str(runs),
+            "--precision", "fp32", "--no-tensorboard", "--output-dir", str(runs),
             "--run-name", f"{arm}_s{seed}", *flags, *args.grpo_args.split()]
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
 
 
 def run_one(args, folder: Path, arm: str, seed: int, runs: Path) -> str:
     """One GRPO run; a finished one is kept, an interrupted one resumed from its last checkpoint."""
     run_dir = runs / f"{arm}_s{seed}"
-    rows = read_rows(run_dir / "metrics.csv")
+    rows = read_csv(run_dir / "metrics.csv")
     if rows and rows[-1]["step"] >= args.total_steps and "eval/em" in rows[-1]:
         return f"{run_dir.name}: done before"
     cmd = grpo_command(args, folder, arm, seed, runs) + (["--resume"] if (run_dir / "checkpoints").exists() else [])
@@ -201,7 +186,8 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
     stats = {arm: summarise(rows, threshold, start["em"]) for arm, rows in results.items()}
     label = {"outcome": "outcome", "ig": "IG", "hindsight": "hindsight", "sibling": "sibling"}
     names = {"outcome": "outcome only (--ig-weight 0)", "ig": f"outcome + IG (--ig-weight {args.ig_weight:g}, own IG)",
-             "hindsight": "outcome + hindsight JSD (--distill hindsight)", "sibling": "outcome + sibling KL (--distill sibling)"}
+             "hindsight": "outcome + hindsight JSD (--distill hindsight)",
+             "sibling": "outcome + sibling KL (--distill sibling)"}
     cell = lambda s, k, f="{:.3f}": f"{f.format(s[k]['mean'])} ± {f.format(s[k]['sd'])}"  # noqa: E731
     lines = [f"warm start: held-out EM {start['em']:.3f}, answer rate {start['answered']:.3f}, valid-tag rate "
              f"{start['valid_tag_rate']:.3f}; own-IG validity {warm['ig_validity_after']['win_rate']:.2f} "
@@ -226,7 +212,8 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
         lo_s, hi_s = ratio_interval(a["steps_to_threshold"]["values"], base["steps_to_threshold"]["values"], rng)
         lo_e, hi_e = ratio_interval(a["final_em"]["values"], base["final_em"]["values"], rng)
         comparisons.append(
-            f"{label[arm]} / {label[baseline]}: steps to held-out EM >= {threshold:.2f} {ratio('steps_to_threshold'):.2f}x "
+            f"{label[arm]} / {label[baseline]}: steps to held-out EM >= {threshold:.2f} "
+            f"{ratio('steps_to_threshold'):.2f}x "
             f"[{lo_s:.2f}, {hi_s:.2f}] ({cell(a, 'steps_to_threshold', '{:.0f}')} vs "
             f"{cell(base, 'steps_to_threshold', '{:.0f}')}; censored runs count their last step); final held-out EM "
             f"{ratio('final_em'):.2f}x [{lo_e:.2f}, {hi_e:.2f}] ({cell(a, 'final_em')} vs {cell(base, 'final_em')}); "
@@ -236,8 +223,9 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
     (out / "results.json").write_text(json.dumps({"threshold": threshold, "warm_start": warm, "arms": stats,
                                                   "args": vars(args)}, indent=2))
     (out / "results.md").write_text("\n".join(lines + ["", last]) + "\n")
-    panel = lambda title, key, start=None, ylim=None: Panel(title, [curve(results[a], key, names[a].split(" (")[0], start)  # noqa: E731
-                                                                   for a in results], ylim=ylim)
+    def panel(title, key, start=None, ylim=None):
+        return Panel(title, [curve(results[a], key, names[a].split(" (")[0], start) for a in results], ylim=ylim)
+
     plot_panels(out / "ig_testbed.png", [
         panel("held-out EM (greedy)", "eval/em", start["em"], (0, 1)),
         panel("held-out answer rate", "eval/answered", start["answered"], (0, 1)),
@@ -255,11 +243,13 @@ def main(argv=None) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     folder, warm = warm_start(args)
-    jobs = [(arm, seed) for seed in range(1, args.seeds + 1) for arm in args.arms]  # arms interleaved: a partial study is balanced
+    # arms interleaved: a partial study is balanced
+    jobs = [(arm, seed) for seed in range(1, args.seeds + 1) for arm in args.arms]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for message in pool.map(lambda job: run_one(args, folder, *job, runs), jobs):
             print(message, flush=True)
-    results = {arm: {s: read_rows(runs / f"{arm}_s{s}" / "metrics.csv") for s in range(1, args.seeds + 1)} for arm in args.arms}
+    results = {arm: {s: read_csv(runs / f"{arm}_s{s}" / "metrics.csv") for s in range(1, args.seeds + 1)}
+               for arm in args.arms}
     text = report(args, results, warm, out)
     print(f"[study: {time.perf_counter() - start:.0f}s]\n" + text)
 

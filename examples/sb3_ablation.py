@@ -42,7 +42,7 @@ its final answer rate, truncation rate and searches.
         --n-questions 8 --seeds 1                                    # a smoke test, seconds
     python examples/sb3_ablation.py --arms outcome+ig-potential      # one arm
 
-Needs stable-baselines3 and matplotlib; ``study_io.py`` (beside this file) writes the CSV and the plot.
+Needs stable-baselines3 and matplotlib.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +62,10 @@ from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 from search_env.numeric import NumericSearchView
+from search_env.training.args import arg, parse_args
+from search_env.training.plots import Curve, Panel, plot_panels
+from search_env.training.run import seed_everything, write_csv
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG, PotentialShapedReward, TurnLimitAsTerminal
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_io.py, also when this file is imported by path
-from study_io import Curve, Panel, arg, parse_args, plot_panels, seed_everything, write_csv  # noqa: E402
-
 
 ARMS = ("outcome", "outcome+ig", "outcome+ig-potential")
 
@@ -217,7 +215,8 @@ def train_one(args: Args, arm: str, seed: int, scorer, train_qs, heldout_qs) -> 
 
     def log(step: int, model) -> None:
         recent = episodes[-100:]
-        train = {k: v if recent else float("nan") for k, v in episode_stats(recent, "train_").items() if k != "train_em"}
+        train = {k: v if recent else float("nan")
+                 for k, v in episode_stats(recent, "train_").items() if k != "train_em"}
         rows.append({"arm": arm, "ig_weight": 0.0 if arm == "outcome" else args.ig_weight, "seed": seed,
                      "step": step, **evaluate(model, eval_env),
                      "train_return": float(np.mean(returns[-100:])) if returns else float("nan"),
@@ -297,6 +296,51 @@ def plot(rows: list[dict], args: Args, arms: list[str], path: Path) -> None:
     plot_panels(path, panels, panel_size=(6.4, 4.2), dpi=120, fontsize=9)
 
 
+def results_table(args: Args, arms: list[str], rows: list[dict], finals: list[dict]) -> list[dict]:
+    """Per arm: env steps to EM >= ``em_threshold`` per seed, final and held-out EM, answer rate, truncation rate,
+    searches and wall time; printed as a Markdown table."""
+    table = []
+    print(f"\n| arm | steps to EM >= {args.em_threshold} (per seed) | final EM, mean (min-max) | held-out EM, mean |"
+          f" answer rate | truncation rate | searches/episode | wall s |\n|---|---|---|---|---|---|---|---|")
+    for arm in arms:
+        runs = [f for f in finals if f["arm"] == arm]
+        reach = [steps_to([r for r in rows if r["arm"] == arm and r["seed"] == f["seed"]], args.em_threshold)
+                 for f in runs]
+        em = np.array([f["final_em"] for f in runs])
+        held = np.array([f["heldout_em"] for f in runs])
+        wall = sum(f["wall_s"] for f in runs)
+        behaviour = {k: [f[f"final_{k}"] for f in runs] for k in ("answer_rate", "trunc_rate", "searches")}
+        table.append({"arm": arm, "steps_to_threshold": reach, "final_em": em.tolist(), "heldout_em": held.tolist(),
+                      **{f"final_{k}": v for k, v in behaviour.items()}, "wall_s": wall})
+        reach_s = ", ".join("never" if s is None else str(s) for s in reach)
+        print(f"| {arm} | {reach_s} | {em.mean():.3f} ({em.min():.3f}-{em.max():.3f}) | {held.mean():.3f} | "
+              + " | ".join(f"{np.mean(v):.2f}" for v in behaviour.values()) + f" | {wall:.0f} |")
+    return table
+
+
+def scoring_stats(scorer: CountingScorer) -> dict:
+    """What the scorer was asked for and how it answered: pairs requested, repeats of pairs asked for before in
+    this process, pairs served by the on-disk cache, pairs the model scored and the seconds per such pair."""
+    disk = getattr(scorer.inner, "disk_cache", None)
+    disk_hits = disk.hits if disk is not None else 0
+    scored = disk.misses if disk is not None else scorer.requests - scorer.hits
+    return {"scoring_s": scorer.seconds, "ig_requests": scorer.requests, "ig_cache_hits": scorer.hits,
+            "ig_cache_hit_rate": scorer.hits / scorer.requests if scorer.requests else float("nan"),
+            "ig_disk_hits": disk_hits, "ig_pairs_scored": scored,
+            "seconds_per_scored_pair": scorer.seconds / scored if scored else float("nan")}
+
+
+def _reached(row: dict) -> list[int]:
+    return [s for s in row["steps_to_threshold"] if s is not None]
+
+
+def _ratio(a: list[float], b: list[float]) -> str:
+    """``mean(a) / mean(b)`` as ``"1.23x"``, or ``"n/a"`` when either is empty or b's mean is 0."""
+    if not a or not b or np.mean(b) == 0:
+        return "n/a"
+    return f"{np.mean(a) / np.mean(b):.2f}x"
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -325,22 +369,7 @@ def main(argv=None) -> dict:
     wall_s = time.perf_counter() - t0
     plot(rows, args, arms, out / "curves.png")
 
-    table = []
-    print(f"\n| arm | steps to EM >= {args.em_threshold} (per seed) | final EM, mean (min-max) | held-out EM, mean |"
-          f" answer rate | truncation rate | searches/episode | wall s |\n|---|---|---|---|---|---|---|---|")
-    for arm in arms:
-        runs = [f for f in finals if f["arm"] == arm]
-        reach = [steps_to([r for r in rows if r["arm"] == arm and r["seed"] == f["seed"]], args.em_threshold)
-                 for f in runs]
-        em = np.array([f["final_em"] for f in runs])
-        held = np.array([f["heldout_em"] for f in runs])
-        wall = sum(f["wall_s"] for f in runs)
-        behaviour = {k: [f[f"final_{k}"] for f in runs] for k in ("answer_rate", "trunc_rate", "searches")}
-        table.append({"arm": arm, "steps_to_threshold": reach, "final_em": em.tolist(), "heldout_em": held.tolist(),
-                      **{f"final_{k}": v for k, v in behaviour.items()}, "wall_s": wall})
-        reach_s = ", ".join("never" if s is None else str(s) for s in reach)
-        print(f"| {arm} | {reach_s} | {em.mean():.3f} ({em.min():.3f}-{em.max():.3f}) | {held.mean():.3f} | "
-              + " | ".join(f"{np.mean(v):.2f}" for v in behaviour.values()) + f" | {wall:.0f} |")
+    table = results_table(args, arms, rows, finals)
     stats = scoring_stats(scorer)
     summary = {"args": dataclasses.asdict(args), "table": table, "wall_s": wall_s, "scorer_load_s": load_s, **stats}
     print(f"\nwall time {wall_s:.0f}s (scorer load {load_s:.0f}s, scoring {scorer.seconds:.0f}s); "
@@ -355,29 +384,6 @@ def main(argv=None) -> dict:
                   f"mean steps to EM >= {args.em_threshold} {_ratio(_reached(row), _reached(outcome))} "
                   f"(seeds that got there: {len(_reached(row))}/{args.seeds} vs {len(_reached(outcome))}/{args.seeds})")
     return summary
-
-
-def scoring_stats(scorer: CountingScorer) -> dict:
-    """What the scorer was asked for and how it answered: pairs requested, repeats of pairs asked for before in
-    this process, pairs served by the on-disk cache, pairs the model scored and the seconds per such pair."""
-    disk = getattr(scorer.inner, "disk_cache", None)
-    disk_hits = disk.hits if disk is not None else 0
-    scored = disk.misses if disk is not None else scorer.requests - scorer.hits
-    return {"scoring_s": scorer.seconds, "ig_requests": scorer.requests, "ig_cache_hits": scorer.hits,
-            "ig_cache_hit_rate": scorer.hits / scorer.requests if scorer.requests else float("nan"),
-            "ig_disk_hits": disk_hits, "ig_pairs_scored": scored,
-            "seconds_per_scored_pair": scorer.seconds / scored if scored else float("nan")}
-
-
-def _reached(row: dict) -> list[int]:
-    return [s for s in row["steps_to_threshold"] if s is not None]
-
-
-def _ratio(a: list[float], b: list[float]) -> str:
-    """``mean(a) / mean(b)`` as ``"1.23x"``, or ``"n/a"`` when either is empty or b's mean is 0."""
-    if not a or not b or np.mean(b) == 0:
-        return "n/a"
-    return f"{np.mean(a) / np.mean(b):.2f}x"
 
 
 if __name__ == "__main__":

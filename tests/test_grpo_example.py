@@ -16,6 +16,7 @@ import torch
 
 from search_env import IGConfig
 from search_env.credit import Trajectory, assign_credit
+from search_env.training import rollout as rollouts
 from search_env.vector import SearchQAVectorEnv
 
 from tests.scripts import imported  # noqa: E402
@@ -46,19 +47,19 @@ def ids_of(tok, text):
 def test_cut_turn_keeps_generated_ids_up_to_the_stop(example, tok):
     eos = tok.eos_token_id
     generated = ids_of(tok, "<think>I need the founder.</think>\n<search> Pellwick Mills founder </search>\n\nand more") + [eos, eos]
-    ids, text = example.cut_turn(tok, generated, {eos})
+    ids, text = rollouts.cut_turn(tok, generated, {eos})
     assert ids == generated[: len(ids)]  # a prefix, never re-tokenised
     assert "</search>" in example.decode(tok, ids) and "</search>" not in example.decode(tok, ids[:-1])
     assert text == example.decode(tok, ids) and "more" not in text
-    span = example.query_span(tok, ids, text)
+    span = rollouts.query_span(tok, ids, text)
     inside = example.decode(tok, ids[span[0] : span[1]])
     assert "<search> Pellwick Mills founder </search>" in inside
     assert "<search>" not in example.decode(tok, ids[span[0] + 1 : span[1]])
     assert "</search>" not in example.decode(tok, ids[span[0] : span[1] - 1])
     # no stop string: up to and including the first end-of-sequence token (then padding)
     plain = ids_of(tok, "I am not sure") + [eos]
-    assert example.cut_turn(tok, plain + [eos] * 3, {eos}) == (plain, "I am not sure")
-    assert example.query_span(tok, plain, "I am not sure") is None
+    assert rollouts.cut_turn(tok, plain + [eos] * 3, {eos}) == (plain, "I am not sure")
+    assert rollouts.query_span(tok, plain, "I am not sure") is None
 
 
 SCRIPT = [
@@ -78,7 +79,7 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_qu
         texts = [SCRIPT[turn].format(answer=answers[i]) for i in range(len(contexts))]
         return [ids_of(tok, t) + [tok.eos_token_id] * 2 for t in texts]
 
-    monkeypatch.setattr(example, "generate", fake_generate)
+    monkeypatch.setattr(rollouts, "generate", fake_generate)
     venv = SearchQAVectorEnv(4, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus,
                              ig=IGConfig(n_random=2), scorer=fake_scorer, max_turns=3)
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
@@ -164,7 +165,7 @@ def test_smoke_run_and_resume(tmp_path):
     The first run does 3 steps with a checkpoint after each; dropping the last checkpoint is a run that
     died after logging step 3 but before saving it. The resumed run must redo exactly step 3, the same way.
     """
-    out = run_example(tmp_path, "--total-steps", "3", "--save-every", "1", "--keep-checkpoints", "3")
+    out = run_example(tmp_path, "--total-steps", "3", "--save-every", "1", "--checkpoint-every", "1")
     run = tmp_path / "smoke"
     straight = read_rows(run / "metrics.csv")
     assert [int(r["step"]) for r in straight] == [1, 2, 3]
@@ -181,6 +182,7 @@ def test_smoke_run_and_resume(tmp_path):
     resumed = read_rows(run / "metrics.csv")
     assert [int(r["step"]) for r in resumed] == [1, 2, 3]  # step 3 redone once, not appended twice
     assert (run / "checkpoints" / "step_000003" / "trainer_state.pt").exists()
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000003"]  # by default the last one only
     # the same step 3 as the uninterrupted run: same questions (data position) and samples (RNG states)
     for key in ("train/tokens", "train/policy_tokens", "train/reward", "loss/total"):
         assert [r[key] for r in resumed] == [r[key] for r in straight], key
@@ -257,7 +259,7 @@ def test_hops_restricts_both_splits_without_moving_the_held_out_split(example):
 
 def test_rollout_counts_truncation_and_step_metrics_count_all_failed_groups(example, tok, tiny_questions, tiny_corpus,
                                                                           monkeypatch):
-    monkeypatch.setattr(example, "generate", lambda m, t, contexts, g: [ids_of(tok, "<search> Karvesh </search>")] * len(contexts))
+    monkeypatch.setattr(rollouts, "generate", lambda m, t, contexts, g: [ids_of(tok, "<search> Karvesh </search>")] * len(contexts))
     venv = SearchQAVectorEnv(2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2)
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
     _, episodes = example.rollout(model, tok, venv, [tiny_questions[0]], group_size=2, seed=0, gen_kwargs={},

@@ -151,8 +151,9 @@ def test_example_smoke(tmp_path):
     cmd = [sys.executable, str(EXAMPLE), "--scorer", "fake", "--total-steps", "256", "--n-steps", "64",
            "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128", "--n-questions", "6",
            "--n-heldout", "4", "--seeds", "2", "--out-dir", str(out)]
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's package
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "MPLBACKEND": "Agg"})
+                          env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": pythonpath})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (out / "curves.png").stat().st_size > 0
     with open(out / "curves.csv") as f:

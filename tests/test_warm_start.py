@@ -1,5 +1,5 @@
-"""examples/warm_start.py: the testbed's word-level tokenizer on real env text, the SFT data and loss mask, and a
-subprocess smoke run at a tiny budget whose folder grpo_ig.py loads."""
+"""benchmarks/study/warm_start.py: the testbed's word-level tokenizer on real env text, the SFT data and loss mask,
+and a subprocess smoke run at a tiny budget whose folder grpo_ig.py loads."""
 
 import json
 import os
@@ -20,14 +20,14 @@ from search_env.policy import OraclePolicy, chat_prompt, play_episode
 from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "warm_start.py"
+EXAMPLE = ROOT / "benchmarks" / "study" / "warm_start.py"
 TAGS = ["<search>", "</search>", "<answer>", "</answer>", "<information>", "</information>", "<think>", "</think>",
         "<documents>", "</documents>", "<refine>", "</refine>"]
 
 
 @pytest.fixture(scope="module")
 def ws():
-    with imported("examples/warm_start.py") as module:
+    with imported("benchmarks/study/warm_start.py") as module:
         yield module
 
 

@@ -1,14 +1,15 @@
 """Warm start of a small LM search agent for the built-in world: a word-level tokenizer and a Llama-style model of a
 couple of million parameters, built here (nothing is downloaded), then supervised fine-tuning on teacher
-trajectories that the env itself plays. The result is a Hugging Face folder that ``grpo_ig.py --model <folder>`` loads.
+trajectories that the env itself plays. The result is a Hugging Face folder that ``examples/grpo_ig.py --model
+<folder>`` loads.
 
 1. **Tokenizer**: word-level (``tokenizers``), trained on the world's prompts, worked examples, passages, questions,
-   answers and feedback. A space becomes ``▁`` and sticks to the word after it; tags (``<search>``, ``</answer>``, …,
-   with their ``▁``) and newlines are single tokens, and decoding concatenates tokens, so the env's text round-trips
-   exactly. Pad, unk and end-of-text tokens; no chat template (``chat_prompt`` uses the plain text).
+   answers and feedback. A space becomes ``▁`` and sticks to the word after it; tags (``<search>``, ``</answer>``,
+   …, with their ``▁``) and newlines are single tokens, and decoding concatenates tokens, so the env's text
+   round-trips exactly. Pad, unk and end-of-text tokens; no chat template (``chat_prompt`` uses the plain text).
 2. **Teacher**: ``OraclePolicy(accuracy=p)`` searches the correct next entity with probability p, else another entity
    it has read about, then answers from what it found. Played through the env (``play_episode``) on the training
-   split of ``grpo_ig.load_data`` (the same held-out split), restricted to ``--hops``.
+   part of ``search_env.training.splits.held_out_split`` (grpo_ig.py's held-out split), restricted to ``--hops``.
 3. **SFT**: cross-entropy on the policy's turns (prompt and env text masked), with the model input exactly as
    ``grpo_ig.py`` builds it: ``chat_prompt(prompt)`` ids, then each turn's ids and each observation's ids. Plus
    (``--copy-weight``; 0 turns it off) the loss on env tokens that repeat a name or number already in the context:
@@ -20,7 +21,7 @@ trajectories that the env itself plays. The result is a Hugging Face folder that
 4. **Report**, before and after: the policy's own IG validity (for N held-out questions, IG of a search for the
    answer-holding gold title vs an unrelated title, both scored by the policy, ``TransformersScorer(model, tok)``, on
    its own input; paired win rate, ~50% for a model that cannot read); after: greedy held-out EM, answer rate and
-   valid-tag rate, as ``grpo_ig.py`` evaluates them.
+   valid-tag rate, as ``grpo_ig.py`` evaluates them (``search_env.training.rollout``).
 
 ``--base-model`` (``bundled``, a folder, ``tiny-random``) starts from a pretrained causal LM and its own tokenizer
 instead (``benchmarks/gpu_ig_run.py`` warm-starts SmolLM2 so, on a GPU with ``--device cuda``, bf16-mixed).
@@ -28,7 +29,7 @@ instead (``benchmarks/gpu_ig_run.py`` warm-starts SmolLM2 so, on a GPU with ``--
 The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by every setting here; a second call
 with the same settings only prints the cached report. Its last line is ``warm-started model: <folder>``.
 
-    python examples/warm_start.py                       # the testbed's warm start (cached)
+    python benchmarks/study/warm_start.py               # the testbed's warm start (cached)
     python examples/grpo_ig.py --model <folder> --hops 2,3 --no-few-shot --learning-rate 1e-4
 """
 
@@ -38,7 +39,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import sys
 from collections import Counter
 from contextlib import nullcontext
 from functools import partial
@@ -48,15 +48,16 @@ import numpy as np
 import torch
 import transformers
 
-from search_env import IGConfig, QADataset, SearchQAEnv, SearchQAVectorEnv, TransformersScorer, build_world, parse_action
+from search_env import (IGConfig, QADataset, SearchQAEnv, SearchQAVectorEnv, TransformersScorer, build_world,
+                        parse_action)
 from search_env._cache import cache_dir, replace_dir
 from search_env.dialects import DIALECTS, get_dialect, invalid_feedback, search_block
 from search_env.policy import STOP_STRINGS, OraclePolicy, chat_prompt, play_episode
 from search_env.retrieval import Hit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # grpo_ig.py and study_io.py, beside this file
-import grpo_ig  # noqa: E402
-from study_io import Timer, arg, parse_args, seed_everything  # noqa: E402
+from search_env.training.args import arg, parse_args
+from search_env.training.rollout import build_model, rollout
+from search_env.training.run import Timer, seed_everything
+from search_env.training.splits import held_out_split
 
 # The dialects whose text each tokenizer version was trained on; bump (add a version) when the tokenizer's design
 # changes. Version 3 (the IG testbed's) stays what it was, so its warm start and runs are reproducible; the plan
@@ -101,11 +102,12 @@ class Args:
     epochs: int = arg(8, "passes over the teacher episodes")
     batch_size: int = arg(8, "episodes per optimiser step")
     learning_rate: float = arg(3e-3, "AdamW peak learning rate (linear warm-up over 5% of steps, cosine decay)")
-    copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context (0: none)")
+    copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context "
+                                  "(0: none)")
     keep_correct: bool = arg(False, "SFT only on the teacher episodes that answered right (the Plan paper's filtered "
                                     "self-bootstrapped trajectories)")
-    rename: bool = arg(False, "give each episode, in each epoch, random names (consistently within it): SFT then teaches "
-                             "copying names from the context, not the world's facts")
+    rename: bool = arg(False, "give each episode, in each epoch, random names (consistently within it): SFT then "
+                             "teaches copying names from the context, not the world's facts")
     # reports
     ig_questions: int = arg(64, "held-out questions for the IG validity check")
     eval_questions: int = arg(64, "held-out questions for greedy EM (grpo_ig's --eval-questions)")
@@ -120,7 +122,8 @@ def tokenizer_version(dialect: str) -> int:
     for version, dialects in sorted(TOKENIZER_DIALECTS.items()):
         if dialect in dialects:
             return version
-    raise SystemExit(f"--dialect {dialect}: the testbed's tokenizer knows {', '.join(TOKENIZER_DIALECTS[max(TOKENIZER_DIALECTS)])}")
+    known = ", ".join(TOKENIZER_DIALECTS[max(TOKENIZER_DIALECTS)])
+    raise SystemExit(f"--dialect {dialect}: the testbed's tokenizer knows {known}")
 
 
 def world_texts(world, topk: int, version: int = 3) -> list[str]:
@@ -131,7 +134,8 @@ def world_texts(world, topk: int, version: int = 3) -> list[str]:
         texts.append(dialect.worked_example())
         texts += [dialect.prompt(q.question, topk) for q in world.questions]
         texts += [dialect.documents_block([Hit(p.id, p.title, p.text, 0.0)]) for p in world.corpus]
-    texts += [f"<think>I should look up {p.title}.</think>\n{search_block(p.title)}" for p in world.corpus]  # OraclePolicy's
+    # OraclePolicy's turns
+    texts += [f"<think>I should look up {p.title}.</think>\n{search_block(p.title)}" for p in world.corpus]
     texts += [f"<answer> {a} </answer>" for q in world.questions for a in q.golden_answers]
     bad = ["no tags", "<search> x", "<answer></answer>", "<search> a <answer> b </answer> </search>",
            "<think><search> a </search></think>", "<answer> x", "<search></search>"]
@@ -250,23 +254,28 @@ def sft_loss(model, rows, pad_id: int, copy_weight: float = 0.0) -> tuple[torch.
     over the policy's tokens, plus ``copy_weight`` times the mean over the copy targets. The output layer runs
     only where a token is learnt (a third of the model's compute at every other position)."""
     width = max(len(row[0]) for row in rows)
-    pad = lambda values, fill: torch.tensor([list(v) + [fill] * (width - len(v)) for v in values], device=model.device)  # noqa: E731
+    def pad(values, fill):
+        return torch.tensor([list(v) + [fill] * (width - len(v)) for v in values], device=model.device)
+
     ids, attention = pad([r[0] for r in rows], pad_id), pad([[1] * len(r[0]) for r in rows], 0)
     policy = pad([r[1] for r in rows], False)[:, 1:]  # token j is predicted at position j - 1
     copy = pad([r[2] if copy_weight else [] for r in rows], False)[:, 1:] & ~policy
     learn = policy | copy
     hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1][learn]
-    ce = torch.nn.functional.cross_entropy(model.get_output_embeddings()(hidden).float(), ids[:, 1:][learn], reduction="none")
+    logits = model.get_output_embeddings()(hidden).float()
+    ce = torch.nn.functional.cross_entropy(logits, ids[:, 1:][learn], reduction="none")
     on_policy = policy[learn]
     policy_loss = ce[on_policy].mean()
     return (policy_loss + copy_weight * ce[~on_policy].mean() if (~on_policy).any() else policy_loss), policy_loss
 
 
-def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[int, int]] | None = None, amp=nullcontext) -> list[float]:
+def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[int, int]] | None = None,
+        amp=nullcontext) -> list[float]:
     """AdamW on :func:`sft_loss` (``args.copy_weight``), warm-up over 5% of the steps then cosine decay; with ``names``
     (:func:`name_words`) each episode gets fresh random names in each epoch (:func:`rename`). Batches hold episodes
     of similar length (shuffled, then sorted within chunks of 8 batches). Returns the policy losses."""
-    namelike = np.array([bool(re.fullmatch(NAMELIKE, t)) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+    vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    namelike = np.array([bool(re.fullmatch(NAMELIKE, t)) for t in vocabulary])
     rows = [(ids, mask, copy_targets(ids, mask, namelike)) for ids, mask in examples]
     rng, size = np.random.default_rng(args.seed), args.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01)
@@ -276,7 +285,8 @@ def sft(model, examples, args: Args, tokenizer, names: tuple[np.ndarray, dict[in
     losses = []
     for epoch in range(args.epochs):
         order = [int(i) for i in rng.permutation(len(rows))]
-        chunks = [sorted(order[c : c + 8 * size], key=lambda i: len(rows[i][0])) for c in range(0, len(order), 8 * size)]
+        chunks = [sorted(order[c : c + 8 * size], key=lambda i: len(rows[i][0]))
+                  for c in range(0, len(order), 8 * size)]
         batches = [chunk[b : b + size] for chunk in chunks for b in range(0, len(chunk), size)]
         for b in rng.permutation(len(batches)):
             batch = [rows[i] if names is None else (rename(rows[i][0], *names, rng), *rows[i][1:]) for i in batches[b]]
@@ -301,8 +311,9 @@ def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
     random passage's, off the chain), from the same env seed, scored by the model on its own input (in the plan
     dialect both searches come after the teacher's plan)."""
     render = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
-    env = SearchQAEnv(questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=max(2, args.max_turns), dialect=args.dialect,
-                      ig=IGConfig(n_random=3, render_prefix=render), scorer=TransformersScorer(model, tokenizer))
+    env = SearchQAEnv(questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=max(2, args.max_turns),
+                      dialect=args.dialect, ig=IGConfig(n_random=3, render_prefix=render),
+                      scorer=TransformersScorer(model, tokenizer))
     rng = np.random.default_rng(args.seed)
     gold, unrelated = [], []
     for i, item in enumerate(items):
@@ -322,10 +333,10 @@ def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
 
 
 def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> dict:
-    """Greedy episodes on ``items`` with grpo_ig's rollout, 32 at a time: EM, answer rate, searches per episode,
+    """Greedy episodes on ``items`` with grpo_ig.py's rollout, 32 at a time: EM, answer rate, searches per episode,
     truncation rate and the share of turns with a valid tag."""
-    venv = SearchQAVectorEnv(min(32, len(items)), questions=QADataset(items), corpus=corpus, topk=args.topk, max_turns=args.max_turns,
-                             dialect=args.dialect, ig=False, autoreset_mode="Disabled")
+    venv = SearchQAVectorEnv(min(32, len(items)), questions=QADataset(items), corpus=corpus, topk=args.topk,
+                             max_turns=args.max_turns, dialect=args.dialect, ig=False, autoreset_mode="Disabled")
     stop = transformers.StoppingCriteriaList([transformers.StopStringCriteria(tokenizer, list(STOP_STRINGS))])
     greedy = dict(generation_config=transformers.GenerationConfig(
         do_sample=False, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
@@ -333,8 +344,8 @@ def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> di
     prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
     done = []
     for s in range(0, len(items), venv.num_envs):
-        done += grpo_ig.rollout(model, tokenizer, venv, items[s : s + venv.num_envs], group_size=1, seed=0, gen_kwargs=greedy,
-                                prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
+        done += rollout(model, tokenizer, venv, items[s : s + venv.num_envs], group_size=1, seed=0, gen_kwargs=greedy,
+                        prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
     out = {k: float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated")}
     turns = sum(e["searches"] + e["invalid"] + e["answered"] for e in done)
     out["valid_tag_rate"] = float(1 - sum(e["invalid"] for e in done) / max(turns, 1))
@@ -343,10 +354,14 @@ def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> di
 
 def describe(report: dict) -> str:
     before, after, ev = report["ig_validity_before"], report["ig_validity_after"], report["eval"]
-    validity = lambda v: f"{v['win_rate']:.2f} (mean IG gold {v['ig_gold']:+.3f} vs unrelated {v['ig_unrelated']:+.3f}, n={v['n']})"  # noqa: E731
+    def validity(v):
+        return (f"{v['win_rate']:.2f} (mean IG gold {v['ig_gold']:+.3f} vs unrelated {v['ig_unrelated']:+.3f}, "
+                f"n={v['n']})")
+
     return "\n".join([
         f"model: {report['parameters'] / 1e6:.2f}M parameters, vocabulary {report['vocab_size']}; "
-        f"teacher (accuracy {report['args']['accuracy']:g}) EM {report['teacher_em']:.3f} on {report['sft_episodes']} episodes",
+        f"teacher (accuracy {report['args']['accuracy']:g}) EM {report['teacher_em']:.3f} on "
+        f"{report['sft_episodes']} episodes",
         f"IG validity (own IG, gold-title search beats unrelated-title search): before {validity(before)}",
         f"                                                                       after  {validity(after)}",
         f"warm-started greedy held-out EM {ev['em']:.3f}, answer rate {ev['answered']:.3f}, valid-tag rate "
@@ -363,10 +378,12 @@ def cache_key(args: Args, precision: str = "fp32") -> str:
     fp32 builds from scratch still hold; the tokenizer's version, which the dialect picks)."""
     settings = {k: v for k, v in dataclasses.asdict(args).items()
                 if k not in ("output", "force", "threads", "device", "precision", "base_model")}
-    settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision)) if v not in (None, "fp32")})
+    settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision))
+                     if v not in (None, "fp32")})
     if not args.keep_correct:  # added later: absent from the keys made before it
         del settings["keep_correct"]
-    return hashlib.sha256(json.dumps([settings, tokenizer_version(args.dialect), VERSION], sort_keys=True).encode()).hexdigest()[:12]
+    text = json.dumps([settings, tokenizer_version(args.dialect), VERSION], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def main(argv=None) -> Path:
@@ -376,7 +393,8 @@ def main(argv=None) -> Path:
     key = cache_key(args, precision)
     folder = Path(args.output) if args.output else cache_dir("testbed") / f"warm-{key}"
     if (folder / "warm_start.json").exists() and not args.force:
-        print(describe(json.loads((folder / "warm_start.json").read_text())) + f"\n(cached)\nwarm-started model: {folder}")
+        report = json.loads((folder / "warm_start.json").read_text())
+        print(describe(report) + f"\n(cached)\nwarm-started model: {folder}")
         return folder
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -385,14 +403,15 @@ def main(argv=None) -> Path:
     amp = partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext
     timer = Timer()
     with timer("tokenizer"):
-        if args.base_model:  # grpo_ig's loader: its tokenizer, a clean generation config, fp32 weights
-            model, tokenizer = grpo_ig.build_model(args.base_model, args.seed)
+        if args.base_model:  # grpo_ig.py's loader: its tokenizer, a clean generation config, fp32 weights
+            model, tokenizer = build_model(args.base_model, args.seed)
         else:
             tokenizer = load_tokenizer(args.world_seed, args.topk, args.dialect)
             model = new_model(tokenizer, args)
     model.to(device)
-    data_args = grpo_ig.Args(world_seed=args.world_seed, eval_size=args.eval_size, hops=args.hops)
-    train_set, held_out, corpus = grpo_ig.load_data(data_args)  # grpo_ig's split, so its held-out set stays unseen
+    world = build_world(seed=args.world_seed)
+    train_set, held_out = held_out_split(world.questions, args.eval_size, args.hops)  # grpo_ig.py's held-out split
+    corpus = world.corpus
     train = list(train_set)[: args.max_questions]
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}; "
           f"{len(train)} training and {len(held_out)} held-out questions ({args.hops} hops)", flush=True)
@@ -400,7 +419,8 @@ def main(argv=None) -> Path:
         before = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("teacher"):
         examples, teacher_em = teacher_episodes(tokenizer, train, corpus, args)
-    print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} tokens "
+    print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} "
+          f"tokens "
           f"({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
     with timer("sft"):
         names = name_words(build_world(seed=args.world_seed), tokenizer) if args.rename else None

@@ -1,0 +1,22 @@
+"""The held-out split of a question set that a training run and the models it starts from agree on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from search_env.data.qa import QADataset
+
+
+def held_out_split(questions: QADataset, eval_size: int, hops: str | None = None) -> tuple[QADataset, QADataset]:
+    """``(train, held-out)``: the first ``min(eval_size, n // 2)`` questions of a fixed permutation (seed 0, the
+    same for every run) are held out. ``hops`` (e.g. ``"2,3"``) keeps only questions with these hop counts
+    (metadata ``hops``) in both parts, filtered after the split so that the held-out part does not move."""
+    order = [int(i) for i in np.random.default_rng(0).permutation(len(questions))]
+    n_eval = min(eval_size, len(questions) // 2)
+    wanted = {int(h) for h in hops.split(",")} if hops else None
+
+    def part(ids, name):
+        kept = [questions[i] for i in ids if wanted is None or questions[i].metadata.get("hops") in wanted]
+        return QADataset(kept, name=f"{questions.name}:{name}")
+
+    return part(order[n_eval:], "train"), part(order[:n_eval], "held-out")
