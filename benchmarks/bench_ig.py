@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from search_env import IGConfig, SearchQAEnv, build_world
-from search_env.bundled import load_causal_lm
-from search_env.policy import OraclePolicy, chat_prompt
-from search_env.scorers import TransformersScorer
+from search_env.agents.models import load_causal_lm
+from search_env.agents.policy import OraclePolicy, chat_prompt
+from search_env.scoring.transformers_scorer import TransformersScorer
 from search_env.vector import SearchQAVectorEnv
 
 

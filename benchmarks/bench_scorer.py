@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_env.bundled import load_bundled_model
-from search_env.scorers import TransformersScorer, _group_by_prefix
+from search_env.agents.models import load_bundled_model
+from search_env.scoring.transformers_scorer import TransformersScorer, _group_by_prefix
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "2wiki_dev_migres164"
 INSTRUCTIONS = (

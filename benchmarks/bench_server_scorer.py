@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from search_env.bundled import bundled_model_dir
+from search_env.agents.models import bundled_model_dir
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.scorers import TransformersScorer
-from search_env.server_scorers import VLLMScorer
+from search_env.scoring.transformers_scorer import TransformersScorer
+from search_env.scoring.servers import VLLMScorer
 
 
 def play(scorer, questions, max_turns: int) -> tuple[list[float], float]:

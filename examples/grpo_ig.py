@@ -4,10 +4,10 @@ command line) first, then the three parts of a training step, the pieces they us
 1. **Rollout** (``search_env.training.rollout``): ``questions_per_step`` questions, ``group_size`` sampled episodes
    each, in a ``SearchQAVectorEnv`` that retrieves passages and scores each search's IG with the policy itself (or
    a frozen scorer: ``--ig-scorer``). Token ids are kept as generated and as tokenised once, never re-tokenised.
-2. **Credit** (``search_env.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c,
+2. **Credit** (``search_env.training.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c,
    c)`` on the tokens of search t's ``<search>…</search>``; env tokens are masked out. ``--ig-weight 0``: plain GRPO.
 3. **Update**: PPO-clip token-mean loss, k3 KL to a frozen initial copy. Default model: Qwen2.5-0.5B-Instruct.
-   ``--distill hindsight|sibling`` adds a self-distillation loss (``search_env.distill``: SD-Search, OFSD).
+   ``--distill hindsight|sibling`` adds a self-distillation loss (``search_env.training.distill``: SD-Search, OFSD).
 
 Held-out greedy EM every ``--eval-every`` steps. A checkpoint (weights, optimizer state, data position, random
 states) every ``--save-every`` steps and at the last step replaces the one before, so a run folder holds one
@@ -37,10 +37,10 @@ import torch
 import transformers
 
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
-from search_env.bundled import load_causal_lm
-from search_env.credit import assign_credit
-from search_env.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
-from search_env.policy import chat_prompt, stop_criteria
+from search_env.agents.models import load_causal_lm
+from search_env.training.credit import assign_credit
+from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
+from search_env.agents.policy import chat_prompt, stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
 from search_env.training.plots import Curve, Panel, plot_panels
@@ -98,7 +98,7 @@ class Args:
                                  "folder: a frozen scorer reading the env's text")
     ig_pool: str = arg("corpus", "corpus | batch: where counterfactual passages come from")
     log_ig: bool = arg(False, "score IG even when --ig-weight is 0 (to log it; costs the IG time)")
-    # self-distillation (search_env.distill), beside or instead of IG
+    # self-distillation (search_env.training.distill), beside or instead of IG
     distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens to the model reading its group's "
                                "hindsight block) | sibling (OFSD: forward KL on policy tokens to the model reading a "
                                "sibling that succeeded with fewer searches)")
@@ -178,7 +178,7 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
 
 
 def distill_inputs(trajectories, episodes, args: Args, tokenizer, prompt_text, device):
-    """:func:`search_env.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's hindsight,
+    """:func:`search_env.training.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's hindsight,
     or its sibling's episode), rendered as the policy reads its own prompt."""
     attempts = [Attempt(e["queries"], e["answer"], bool(e["em"])) for e in episodes]
     completions = [decode(tokenizer, t.completion_ids) for t in trajectories]

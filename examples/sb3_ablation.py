@@ -2,7 +2,7 @@
 to each search or as potential-based shaping.
 
 One file, read top to bottom. The policy is a small MLP that cannot read text, so the env is seen through
-``NumericSearchView`` (``search_env.numeric``): each turn it picks one of ``1 + 2 * n_candidates`` actions
+``NumericSearchView`` (``search_env.wrappers.numeric``): each turn it picks one of ``1 + 2 * n_candidates`` actions
 (search the question, search a name found in the passages so far, or answer with such a name), and sees
 hashed bags of the question's words and of the words around each candidate name.
 
@@ -25,7 +25,7 @@ as a time limit and adds ``gamma * V(last observation)`` to its last reward. Und
 holds the large positive ``-ig_weight * Φ`` of the last step, which the cut-off step has already been paid.
 
 One scorer is shared by all IG runs, with a large LRU cache and (``--score-cache``, on by default) the on-disk
-cache ``search_env.score_cache``, so a rerun or an extra seed scores only contexts never seen before. The
+cache ``search_env.scoring.cache``, so a rerun or an extra seed scores only contexts never seen before. The
 questions are a fixed subset and the view freezes IG's random draws per question, so the same (question,
 search path) always gives the same contexts: later episodes, and later seeds, are mostly cache hits.
 
@@ -61,7 +61,7 @@ from search_env.data.qa import QADataset
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
-from search_env.numeric import NumericSearchView
+from search_env.wrappers.numeric import NumericSearchView
 from search_env.training.args import arg, parse_args
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.run import seed_everything, write_csv
@@ -75,7 +75,7 @@ class Args:
     out_dir: str = arg("runs/sb3_ablation", "where curves.csv, curves.png and summary.json go")
     scorer: str = arg("bundled", "IG scorer: 'bundled' (SmolLM2-135M) or 'fake' (cheap, deterministic)")
     cache_size: int = arg(200_000, "LRU cache entries of the bundled scorer (shared by all runs)")
-    score_cache: bool = arg(True, "keep the bundled scorer's scores on disk too (search_env.score_cache)")
+    score_cache: bool = arg(True, "keep the bundled scorer's scores on disk too (search_env.scoring.cache)")
     max_context_tokens: int = arg(384, "the bundled scorer keeps the last N context tokens (cost grows with N)")
     world_seed: int = arg(0, "build_world(seed=...)")
     hops: int = arg(2, "questions with this many hops")
@@ -138,7 +138,7 @@ def make_scorer(args: Args):
     if args.scorer == "fake":
         return CountingScorer(FakeScorer())
     if args.scorer == "bundled":
-        from search_env.scorers import TransformersScorer
+        from search_env.scoring.transformers_scorer import TransformersScorer
 
         return CountingScorer(TransformersScorer.from_pretrained(
             "bundled", cache_size=args.cache_size, max_context_tokens=args.max_context_tokens,

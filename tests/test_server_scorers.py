@@ -1,4 +1,4 @@
-"""search_env.server_scorers against stand-in servers that answer in vLLM's and SGLang's exact shapes (computed
+"""search_env.scoring.servers against stand-in servers that answer in vLLM's and SGLang's exact shapes (computed
 by a real causal LM): the same scores as the in-process scorer, batching, replicas, retries, clear errors, and an
 episode left intact (random draws included) when scoring fails. The real vLLM server: tests/test_vllm_server.py."""
 
@@ -15,11 +15,11 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from search_env._http import MalformedResponse
-from search_env.bundled import bundled_model_dir
+from search_env.agents.models import bundled_model_dir
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
-from search_env.scorers import TransformersScorer
-from search_env.server_scorers import (SGLangScorer, ScorerUnavailable, VLLMScorer, parse_sglang_logprobs,
+from search_env.scoring.transformers_scorer import TransformersScorer
+from search_env.scoring.servers import (SGLangScorer, ScorerUnavailable, VLLMScorer, parse_sglang_logprobs,
                                        parse_vllm_logprobs)
 from search_env.vector import SearchQAVectorEnv
 from tests.servers import free_port

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from search_env.bundled import bundled_model_dir
+from search_env.agents.models import bundled_model_dir
 from search_env.data.corpus import load_corpus
 from search_env.data.qa import load_questions
 from search_env.env import SearchQAEnv
 from search_env.rewards import RewardConfig
-from search_env.server_scorers import VLLMScorer
+from search_env.scoring.servers import VLLMScorer
 from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
 
 pytestmark = pytest.mark.slow

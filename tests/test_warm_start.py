@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from search_env import QADataset, SearchQAEnv, build_world
-from search_env.policy import OraclePolicy, chat_prompt, play_episode
+from search_env.agents.policy import OraclePolicy, chat_prompt, play_episode
 
 from tests.scripts import imported  # noqa: E402
 

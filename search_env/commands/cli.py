@@ -210,7 +210,7 @@ def _eval_settings(args, datasets) -> dict:
 def _make_policy(args):
     """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
     from search_env.agents.models import load_causal_lm
-    from search_env.policy import LMPolicy
+    from search_env.agents.policy import LMPolicy
 
     if args.policy == "oracle":
         return None
@@ -224,7 +224,7 @@ def _make_policy(args):
 def cmd_eval(args) -> int:
     import gymnasium as gym
 
-    from search_env.policy import OraclePolicy, play_episode
+    from search_env.agents.policy import OraclePolicy, play_episode
     from search_env.retrieval.http import is_url
 
     datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))

@@ -1,6 +1,6 @@
 """Token-exact multi-turn rollouts of a Hugging Face causal LM in a ``SearchQAVectorEnv``: the policy's turns are
 kept as generated (cut after ``</search>`` or ``</answer>``) and the env's text as tokenised once, never
-re-tokenised, into :class:`search_env.credit.Trajectory` objects with each search's query span and IG."""
+re-tokenised, into :class:`search_env.training.credit.Trajectory` objects with each search's query span and IG."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import torch
 import transformers
 
 from search_env.actions import Search, parse_action
-from search_env.bundled import RANDOM_MODELS, load_causal_lm, random_causal_lm
-from search_env.credit import Trajectory, token_span
-from search_env.policy import STOP_STRINGS, cut_at_stop
+from search_env.agents.models import RANDOM_MODELS, load_causal_lm, random_causal_lm
+from search_env.training.credit import Trajectory, token_span
+from search_env.agents.policy import STOP_STRINGS, cut_at_stop
 
 EPISODE_STATS = ("em", "answered", "searches", "invalid", "truncated")
 
 
 def build_model(name: str, seed: int):
     """``(model, tokenizer)``: ``load_causal_lm(name)`` (a hub name, a folder, ``bundled``), or the random
-    ``tiny-random`` (smoke tests) or ``random-0.5b`` (GPU timings) of ``search_env.bundled.random_causal_lm``;
+    ``tiny-random`` (smoke tests) or ``random-0.5b`` (GPU timings) of ``search_env.agents.models.random_causal_lm``;
     with a pad token and a clean generation config (the model's own top-k, top-p or repetition penalty would
     bias the sampling)."""
     model, tokenizer = random_causal_lm(name, seed) if name in RANDOM_MODELS else load_causal_lm(name)
