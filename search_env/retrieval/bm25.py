@@ -29,7 +29,7 @@ from bm25s.tokenization import Tokenizer
 
 from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
 from search_env.data.corpus import Corpus, Passage
-from search_env.data.mapped import npy_layout, pread_array
+from search_env.data.pread import npy_layout, pread_array
 from search_env.retrieval.base import Hit, check_queries
 
 __all__ = ["BM25Retriever", "RankBM25Retriever", "get_bm25"]
