@@ -132,3 +132,18 @@ def test_bundled_model_conversion_uses_the_same_build(tmp_path, monkeypatch):
     assert models.bundled_model_dir() == target and (target / "config.json").exists()
     assert not (target / "stray").exists() and len(conversions) == 1 and conversions[0] != target
     assert models.bundled_model_dir() == target and len(conversions) == 1  # converted once
+
+
+MOVED_NAMES = [("search_env.data.mapped", name, "search_env.data.pread") for name in ("pread_array", "npy_layout")] + [
+    ("search_env.retrieval.bm25", name, "search_env.retrieval.bm25_build") for name in ("BUILD_CHUNK", "MAX_PASSES")]
+
+
+@pytest.mark.parametrize("module,name,new", MOVED_NAMES)
+def test_moved_names_still_import_with_a_warning(module, name, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=f"{module}.{name} moved to {new}.{name}"):
+        value = getattr(importlib.import_module(module), name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError):
+        getattr(importlib.import_module(module), "no_such_name")

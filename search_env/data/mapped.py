@@ -24,11 +24,9 @@ it unchanged.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
-import warnings
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from search_env._cache import cache_dir, load_or_build
+from search_env._moved import moved_names
 from search_env.data.collection import Corpus, Passage, corpus_fingerprint, passage_from_record
 from search_env.data.errors import DataFileError, iter_jsonl
 from search_env.data.pread import pread
@@ -243,12 +242,4 @@ def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | No
     return load_or_build(folder, "meta.json", explicit=False, what="memory-mapped corpus", load=load, write=build)
 
 
-_MOVED_NAMES = {"npy_layout": "search_env.data.pread", "pread_array": "search_env.data.pread"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_NAMES:
-        warnings.warn(f"search_env.data.mapped.{name} moved to {_MOVED_NAMES[name]}.{name}; the old name will be "
-                      "removed", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED_NAMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"npy_layout": "search_env.data.pread", "pread_array": "search_env.data.pread"})

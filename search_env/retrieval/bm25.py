@@ -27,6 +27,7 @@ import Stemmer
 from bm25s.tokenization import Tokenizer
 
 from search_env._cache import built_once, cache_dir, cache_key, check_index_meta, index_meta, load_or_build, replace_dir
+from search_env._moved import moved_names
 from search_env.data.corpus import Corpus, Passage
 from search_env.retrieval.base import Hit, check_queries
 from search_env.retrieval.bm25_build import DATA_FILE, INDICES_FILE, build_index, move_arrays
@@ -341,3 +342,7 @@ def get_bm25(corpus: Corpus, backend: str = "bm25s", **kwargs) -> BM25Retriever 
     bound.apply_defaults()
     params = sorted((name, value) for name, value in bound.arguments.items() if name != "corpus")
     return built_once("bm25", (corpus.fingerprint, cls.__name__, repr(params)), lambda: cls(corpus, **kwargs))
+
+
+__getattr__ = moved_names(__name__, {name: "search_env.retrieval.bm25_build"
+                                     for name in ("BUILD_CHUNK", "BUCKET_PAIRS", "MAX_PASSES")})

@@ -5,8 +5,9 @@ study with a frozen scorer do not run the model again for a (context, answer) pa
 Entries are keyed by a **model fingerprint** (:func:`model_fingerprint`: a digest of the weights, the model's
 config, the tokenizer and the scoring settings, so any change to one of them gives new keys), the context and the
 answer. How pairs are batched (batch size, prefix sharing) is not part of the key: it moves a score only by float
-rounding (under 1e-5), so a stored value can differ in its last digits from one computed afresh in another batch. :class:`DiskScoreCache` keeps them in one SQLite file in write-ahead-log mode: any number of processes
-read and write it at once (writers take turns, waiting up to ``timeout`` seconds), a crash loses at most the
+rounding (under 1e-5), so a stored value can differ in its last digits from one computed afresh in another batch.
+:class:`DiskScoreCache` keeps them in one SQLite file in write-ahead-log mode: any number of processes read and
+write it at once (writers take turns, waiting up to ``timeout`` seconds), a crash loses at most the
 batch being written, and values come back bit for bit (SQLite stores float64). The default file is
 ``scores.sqlite3`` in :func:`search_env._cache.cache_dir` ``("scores")``. Use it on a local disk: SQLite's
 locking is unreliable on network file systems.
@@ -99,7 +100,8 @@ def pair_key(context: str, answer: str) -> bytes:
 
 class MemoryScoreCache:
     """The ``size`` most recently used scores by (context, answer), in memory (an :class:`~search_env._cache.LRU`);
-    one lock makes it safe to share between threads (each call holds it only for dictionary operations, never while a score is computed).
+    one lock makes it safe to share between threads (each call holds it only for dictionary operations, never while
+    a score is computed).
 
     :meth:`get` also returns the cache's generation, which :meth:`clear` advances; :meth:`put` drops scores looked
     up in an older generation, so scores computed before a ``clear`` (for weights since changed) are never kept.
