@@ -1,13 +1,17 @@
 """The one mechanism for what search_env builds once: in this process (indexes, models, the world) and on
-disk (BM25 and dense indexes, the converted bundled model).
+disk (BM25 and dense indexes, FAISS indexes, mapped corpora, the converted bundled model).
 
 - :func:`built_once` keeps one value per ``(kind, key)`` for the life of the process; :func:`forget` drops them.
-- :func:`cache_dir` is where on-disk copies live; :func:`load_or_build` loads an index folder or builds it
-  there atomically (:func:`replace_dir`), after :func:`check_index_meta` has matched it to its corpus.
+- :func:`cache_dir` is where on-disk copies live, :func:`cache_key` names one by its corpus fingerprint and build
+  settings; :func:`load_or_build` loads a folder or, when it is missing or cannot be used, builds it into a
+  temporary folder renamed into place (:func:`replace_dir`); :func:`check_index_meta` matches an index to its
+  corpus.
+- :class:`LRU` is the one bounded in-memory cache (least recently used entries go first).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,11 +19,14 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Hashable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,13 @@ def cache_dir(*parts: str) -> Path:
     path = Path(root, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_key(fingerprint: str, settings: Mapping[str, Any]) -> str:
+    """The folder name of an on-disk copy: the start of the corpus ``fingerprint`` and a digest of the build
+    ``settings`` (JSON, sorted keys), so another corpus or other settings get another folder."""
+    spec = json.dumps(dict(settings), sort_keys=True)
+    return f"{fingerprint[:16]}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
 
 
 def built_once(kind: str, key: Hashable, build: Callable[[], T]) -> T:
@@ -127,8 +141,9 @@ def check_index_meta(
     if meta.get("fingerprint") != corpus.fingerprint or meta.get("num_docs") != len(corpus):
         raise ValueError(
             f"{what} index {directory} was built from a different corpus "
-            f"({meta.get('corpus_name')!r}, {meta.get('num_docs')} passages, fingerprint {str(meta.get('fingerprint'))[:16]}…) "
-            f"than {corpus.name!r} ({len(corpus)} passages, fingerprint {corpus.fingerprint[:16]}…); rebuild it for this corpus"
+            f"({meta.get('corpus_name')!r}, {meta.get('num_docs')} passages, "
+            f"fingerprint {str(meta.get('fingerprint'))[:16]}…) than {corpus.name!r} ({len(corpus)} passages, "
+            f"fingerprint {corpus.fingerprint[:16]}…); rebuild it for this corpus"
         )
     for key, value in (expect or {}).items():
         if meta.get(key) != value:
@@ -143,41 +158,87 @@ def index_meta(*, format_version: int, corpus: Any, **extra: Any) -> dict[str, A
 
 
 def load_or_build(
-    directory: str | os.PathLike, meta_file: str, *, explicit: bool, what: str,
-    load: Callable[[Path], None], write: Callable[[Path], None], reload: bool = True,
-) -> bool:
-    """Load the index in ``directory`` with ``load``, or ``write`` it there first (then load it).
+    directory: str | os.PathLike, marker: str, *, explicit: bool, what: str,
+    load: Callable[[Path], T], write: Callable[[Path], None], reload: bool = True,
+) -> T | None:
+    """``load(directory)``, after ``write`` has built the folder when it is missing or cannot be used.
+
+    The build goes into a temporary folder next to ``directory`` that is renamed into place (:func:`replace_dir`),
+    so a reader never sees half a folder and concurrent builders leave one complete copy.
 
     Args:
-        directory: the index folder.
-        meta_file: the file whose presence marks a complete index.
-        explicit: the user named the folder. An unreadable index in the default cache (``False``) is rebuilt
-            with a warning; in a named folder it is an error, as is a non-empty named folder with no index.
-        what: names the index in messages.
-        load: reads the index from a folder (raises when it cannot).
-        write: writes the index into a folder.
-        reload: read the index back after building it (``False``: the caller already holds it in memory).
+        directory: the folder.
+        marker: the file whose presence marks a complete folder (its metadata).
+        explicit: the user named the folder. One that cannot be used in the default cache (``False``) is rebuilt
+            with a warning; in a named folder it is an error, as is a non-empty named folder with no ``marker``.
+        what: names the folder's contents in messages.
+        load: reads the folder; raises when it cannot be used (damaged, stale, built for something else).
+        write: fills the (empty, temporary) folder it is given.
+        reload: read the folder back after building it (``False``: the caller already holds what it built).
 
     Returns:
-        True when the index was built, False when it was loaded.
+        What ``load`` returned, or None when the folder was built and not read back.
     """
     directory = Path(directory)
     stale = False
-    if (directory / meta_file).exists():
+    if (directory / marker).exists():
         try:
-            load(directory)
-            return False
+            return load(directory)
         except Exception as exc:
             if explicit:
                 raise
-            logger.warning("%s index cache %s is unreadable (%s); rebuilding it", what, directory, exc)
+            logger.warning("%s cache %s cannot be used (%s); rebuilding it", what, directory, exc)
             stale = True
     elif directory.is_dir() and any(directory.iterdir()):
         if explicit:
-            raise ValueError(f"{directory} is not empty and holds no search_env {what} index")
+            raise ValueError(f"{directory} is not empty and holds no search_env {what}")
         stale = True
     if not replace_dir(directory, write, overwrite=stale):
-        logger.info("%s index %s was written by another process meanwhile", what, directory)
-    if reload:
-        load(directory)
-    return True
+        logger.info("%s %s was written by another process meanwhile", what, directory)
+    return load(directory) if reload else None
+
+
+class LRU(Generic[K, V]):
+    """At most ``size`` entries, the least recently used dropped first; ``size`` 0 keeps nothing.
+
+    Not locked: a caller shared between threads holds its own lock around each call.
+    """
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The value of ``key`` (now the most recently used), or ``default``."""
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            return default
+        return self._data[key]
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` as the most recently used, dropping the least recently used past ``size``."""
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[K]:
+        """Keys, least recently used first."""
+        return iter(self._data)
+
+    def copy(self) -> LRU[K, V]:
+        other: LRU[K, V] = LRU(self.size)
+        other._data = OrderedDict(self._data)
+        return other

@@ -50,3 +50,17 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _MovedFinder())  # before any finder that might still see the old file
+
+
+def moved_names(module: str, names: dict[str, str]):
+    """A module-level ``__getattr__`` for ``module`` that hands out each of ``names`` (name -> the module it moved
+    to) from its new module, with a ``DeprecationWarning``."""
+
+    def __getattr__(name: str):
+        if name in names:
+            warnings.warn(f"{module}.{name} moved to {names[name]}.{name}; the old name will be removed",
+                          DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(names[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -451,12 +451,13 @@ def test_chunked_build_gives_bm25s_own_index_array_for_array(monkeypatch, tmp_pa
     import bm25s
 
     from search_env.retrieval import bm25 as module
+    from search_env.retrieval import bm25_build
 
     passages = list(corpus)[:600] + [Passage("empty-ish", "", "the of and"), Passage("dup", "Xyz", "xyz xyz xyz abc")]
     small = Corpus(passages, name="chunked")
-    monkeypatch.setattr(module, "BUILD_CHUNK", 37)  # many chunks, one of them partial
-    monkeypatch.setattr(module, "BUCKET_PAIRS", 1000)  # many buckets, many passes over the pairs
-    monkeypatch.setattr(module, "MAX_PASSES", 1000)
+    monkeypatch.setattr(bm25_build, "BUILD_CHUNK", 37)  # many chunks, one of them partial
+    monkeypatch.setattr(bm25_build, "BUCKET_PAIRS", 1000)  # many buckets, many passes over the pairs
+    monkeypatch.setattr(bm25_build, "MAX_PASSES", 1000)
     built = BM25Retriever(small, method=method, cache=tmp_path / "index" if on_disk else False, mmap=on_disk)
     if on_disk:
         assert isinstance(built._bm25.scores["data"], np.memmap)  # read back from the files the build wrote

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -245,11 +246,12 @@ def test_faiss_approximate_indexes(world, world_index, query_vectors, kind):
     pos, scores = approx.search_vectors(query_vectors, 5)
     overlap = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact_pos.tolist(), pos.tolist())])
     assert overlap >= 0.9, overlap
-    saved = [p.name for p in directory.iterdir() if p.name.startswith(f"faiss-{kind}")]
-    assert len(saved) == 1  # built once, kept next to the embeddings
+    saved = [p for p in directory.iterdir() if p.name.startswith(f"faiss-{kind}")]
+    assert len(saved) == 1 and [f.name for f in saved[0].iterdir()] == ["index.faiss"]  # built once, beside them
+    assert not [p for p in directory.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     again = DenseRetriever.load(directory, world.corpus, index=kind)
     np.testing.assert_array_equal(again.search_vectors(query_vectors, 5)[0], pos)
-    (directory / saved[0]).unlink()
+    shutil.rmtree(saved[0])
 
 
 def test_faiss_missing_gives_install_hint(tiny_corpus, encoder, monkeypatch):

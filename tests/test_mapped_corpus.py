@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search_env.data import load_corpus
-from search_env.data.collection import Corpus
+from search_env.data import Passage, load_corpus
+from search_env.data.collection import Corpus, MemoryCorpus, corpus_fingerprint
 from search_env.data.errors import DataFileError
 from search_env.data.mapped import MappedCorpus, load_mapped_corpus
 from search_env.env import SearchQAEnv
@@ -49,6 +49,19 @@ def test_the_same_corpus_as_in_memory(source, tmp_path):
     assert mapped.get("odd1").contents == "no title line here, Karvesh"  # as stored, not rebuilt
     assert mapped.get("odd2").contents == "Title without quotes\nBody  text about Omrith "
     assert memory.get("odd2").contents == mapped.get("odd2").contents
+
+
+def test_one_corpus_interface_and_one_fingerprint(source, tmp_path):
+    """Both corpora implement Corpus; the mapped one holds none of the in-memory one's parts; the fingerprint the
+    build recorded is corpus_fingerprint's over the passages, as the in-memory corpus computes it."""
+    memory, mapped = load_corpus(source), load_mapped_corpus(source, tmp_path / "mapped")
+    assert type(memory) is MemoryCorpus and isinstance(memory, Corpus)
+    assert isinstance(mapped, Corpus) and not isinstance(mapped, MemoryCorpus) and not hasattr(mapped, "_items")
+    assert mapped.fingerprint == corpus_fingerprint(mapped) == corpus_fingerprint(memory) == memory.fingerprint
+    changed = Corpus([*memory[:-1], Passage(memory[-1].id, memory[-1].title, memory[-1].text + ".")])
+    assert changed.fingerprint != memory.fingerprint
+    assert Corpus(list(memory), name="other").fingerprint == memory.fingerprint  # the name is not part of it
+    assert Corpus.__abstractmethods__ == {"__len__", "__getitem__", "position", "fingerprint"}  # what to implement
 
 
 def test_episodes_ig_draws_and_retrieval_are_identical(source, tmp_path, tiny_questions, fake_scorer):

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from search_env._cache import cache_dir, replace_dir
+from search_env._cache import cache_dir, load_or_build
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +57,17 @@ def _smollm2_target() -> Path:
 
 
 def bundled_model_dir() -> Path:
-    """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use."""
+    """Folder of the bundled SmolLM2-135M-Instruct as a Hugging Face checkpoint, converted on first use (a folder
+    without its ``config.json`` is converted again)."""
     target = _smollm2_target()
-    if not (target / "config.json").exists():
+
+    def convert(folder: Path) -> None:
         gguf = smollm2_gguf()
         logger.warning("search_env: converting the bundled SmolLM2-135M GGUF model once (about 25 s) into %s", target)
-        replace_dir(target, lambda tmp: _convert_smollm2(gguf, tmp), overwrite=False)
-        if not (target / "config.json").exists():  # the folder held something else, so the copy was not moved in
-            raise RuntimeError(f"{target} exists but holds no converted model; delete it and try again")
-    return target
+        _convert_smollm2(gguf, folder)
+
+    return load_or_build(target, "config.json", explicit=False, what="converted bundled model", load=lambda f: f,
+                         write=convert)
 
 
 def _convert_smollm2(gguf: Path, folder: Path) -> None:

@@ -1,11 +1,13 @@
-"""The ordered, immutable, id-indexed collections: a :class:`Corpus` of passages and a :class:`QADataset` of
-questions, and the one reader of their JSONL records (loaders: :mod:`.corpus`, :mod:`.qa`)."""
+"""The ordered, immutable, id-indexed collections: a :class:`Corpus` of passages (in memory, or memory-mapped by
+:mod:`.mapped`, behind one interface) and a :class:`QADataset` of questions, and the one reader of their JSONL
+records (loaders: :mod:`.corpus`, :mod:`.qa`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,57 @@ from search_env.data.errors import DataFileError, iter_jsonl
 T = TypeVar("T")
 
 
-class IdCollection(Sequence[T], Generic[T]):
-    """Items with unique ``.id`` strings, in order; ``get(id)``, ``position(id)`` and ``id in c`` are O(1)."""
+class IdSequence(Sequence[T], Generic[T]):
+    """Items with unique ``.id`` strings, in order: by position (``c[i]``), by id (``get``, ``position``,
+    ``id in c``), ``ids``, ``name``, written back as JSONL (``to_jsonl``). Subclasses give ``__len__``,
+    ``__getitem__`` and ``position``."""
 
     kind = "items"
+    name: str
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, i): ...  # type: ignore[override]
+
+    @abstractmethod
+    def position(self, item_id: str) -> int:
+        """The position of the item with id ``item_id``; KeyError when there is none."""
+
+    def get(self, item_id: str) -> T:
+        return self[self.position(item_id)]
+
+    def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
+        if not isinstance(item_id, str):
+            return False
+        try:
+            self.position(item_id)
+        except KeyError:
+            return False
+        return True
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, {self.kind}={len(self)})"
+
+    def to_jsonl(self, path: str | os.PathLike) -> None:
+        """Write the items as FlashRAG JSONL, one record per line; the loader reads them back unchanged."""
+        with open(path, "w", encoding="utf-8") as f:
+            for item in self:
+                f.write(json.dumps(self.record(item), ensure_ascii=False) + "\n")
+
+    @staticmethod
+    def record(item: T) -> dict[str, Any]:
+        """An item as a FlashRAG JSONL record."""
+        raise NotImplementedError
+
+
+class IdCollection(IdSequence[T]):
+    """An :class:`IdSequence` held in memory; ``get(id)``, ``position(id)`` and ``id in c`` are O(1)."""
 
     def __init__(self, items: Iterable[T], name: str):
         self._items: tuple[T, ...] = tuple(items)
@@ -42,29 +91,12 @@ class IdCollection(Sequence[T], Generic[T]):
     def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
         return item_id in self._index
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, {self.kind}={len(self)})"
-
     def position(self, item_id: str) -> int:
         return self._index[item_id]
-
-    def get(self, item_id: str) -> T:
-        return self._items[self._index[item_id]]
 
     @property
     def ids(self) -> list[str]:
         return list(self._index)
-
-    def to_jsonl(self, path: str | os.PathLike) -> None:
-        """Write the items as FlashRAG JSONL, one record per line; the loader reads them back unchanged."""
-        with open(path, "w", encoding="utf-8") as f:
-            for item in self:
-                f.write(json.dumps(self.record(item), ensure_ascii=False) + "\n")
-
-    @staticmethod
-    def record(item: T) -> dict[str, Any]:
-        """An item as a FlashRAG JSONL record."""
-        raise NotImplementedError
 
 
 def parse_records(
@@ -129,10 +161,66 @@ class Passage:
         return self.stored if self.stored is not None else f'"{self.title}"\n{self.text}'
 
 
-class Corpus(IdCollection[Passage]):
-    """An ordered, immutable collection of passages with unique ids."""
+def passage_from_record(record: object, name: str, line: int, _: int = 0) -> Passage:
+    """One FlashRAG corpus record (``id`` and ``contents``, or ``text`` and an optional ``title``) as a
+    :class:`Passage`, its ``contents`` kept as stored; a bad record raises :class:`DataFileError`."""
+    if not isinstance(record, dict):
+        raise DataFileError(name, line, f"expected a JSON object, got {type(record).__name__}")
+    if "id" not in record:
+        raise DataFileError(name, line, "missing 'id'")
+    doc_id = str(record["id"])
+    if "contents" in record:
+        contents = record["contents"]
+        if not isinstance(contents, str):
+            raise DataFileError(name, line, f"'contents' must be a string, got {type(contents).__name__}")
+        passage = Passage.from_contents(doc_id, contents)
+    elif "text" in record:
+        if not isinstance(record["text"], str):
+            raise DataFileError(name, line, f"'text' must be a string, got {type(record['text']).__name__}")
+        passage = Passage(doc_id, str(record.get("title", "")), record["text"])
+    else:
+        raise DataFileError(name, line, "missing 'contents' (or 'text')")
+    if not (passage.title or passage.text).strip():
+        raise DataFileError(name, line, f"passage {doc_id!r} is empty")
+    return passage
+
+
+def corpus_fingerprint(passages: Iterable[Passage]) -> str:
+    """A sha256 over the passages' ids, titles and texts, in order (each part length-prefixed): the key of the
+    on-disk indexes built from a corpus, the same for a corpus in memory and its mapped copy."""
+    digest = hashlib.sha256()
+    for p in passages:
+        for part in (p.id, p.title, p.text):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+class Corpus(IdSequence[Passage]):
+    """An ordered, immutable collection of passages with unique ids: what the env, IG, the retrievers and the
+    server read. ``Corpus(passages, name)`` makes one in memory (a :class:`MemoryCorpus`);
+    :class:`~search_env.data.mapped.MappedCorpus` keeps one on disk. Both have ``len``, ``c[i]``, iteration,
+    ``get``/``position``/``in`` by id, ``ids``, ``name``, ``fingerprint`` (:func:`corpus_fingerprint`) and
+    ``to_jsonl``."""
 
     kind = "passages"
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return super().__new__(MemoryCorpus if cls is Corpus else cls)
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """:func:`corpus_fingerprint` of the passages."""
+
+    @staticmethod
+    def record(item: Passage) -> dict[str, str]:
+        return {"id": item.id, "contents": item.contents}
+
+
+class MemoryCorpus(IdCollection[Passage], Corpus):
+    """A :class:`Corpus` held in memory (what ``Corpus(passages, name)`` makes)."""
 
     def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
         super().__init__(passages, name)
@@ -140,20 +228,9 @@ class Corpus(IdCollection[Passage]):
 
     @property
     def fingerprint(self) -> str:
-        """A sha256 over ids, titles and texts: the key for on-disk indexes built from this corpus."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for p in self._items:
-                for part in (p.id, p.title, p.text):
-                    data = part.encode("utf-8", "surrogatepass")
-                    digest.update(len(data).to_bytes(8, "little"))
-                    digest.update(data)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = corpus_fingerprint(self._items)
         return self._fingerprint
-
-    @staticmethod
-    def record(item: Passage) -> dict[str, str]:
-        return {"id": item.id, "contents": item.contents}
 
 
 @dataclass(frozen=True)

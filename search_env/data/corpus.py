@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from search_env.data.collection import Corpus, Passage, parse_records, split_contents
-from search_env.data.errors import DataFileError
+from search_env.data.collection import Corpus, Passage, parse_records, passage_from_record, split_contents
 
 __all__ = ["Corpus", "Passage", "load_corpus", "split_contents"]
 
@@ -35,26 +34,3 @@ def load_corpus(source: str | os.PathLike | Corpus | Iterable[dict] | None = Non
         return build_world().corpus
     passages, name = parse_records(source, passage_from_record, empty="the corpus has no passages")
     return Corpus(passages, name=name)
-
-
-def passage_from_record(record: object, name: str, line: int, _: int) -> Passage:
-    """One corpus record as a :class:`Passage` (a ``contents`` field is kept as stored)."""
-    if not isinstance(record, dict):
-        raise DataFileError(name, line, f"expected a JSON object, got {type(record).__name__}")
-    if "id" not in record:
-        raise DataFileError(name, line, "missing 'id'")
-    doc_id = str(record["id"])
-    if "contents" in record:
-        contents = record["contents"]
-        if not isinstance(contents, str):
-            raise DataFileError(name, line, f"'contents' must be a string, got {type(contents).__name__}")
-        passage = Passage.from_contents(doc_id, contents)
-    elif "text" in record:
-        if not isinstance(record["text"], str):
-            raise DataFileError(name, line, f"'text' must be a string, got {type(record['text']).__name__}")
-        passage = Passage(doc_id, str(record.get("title", "")), record["text"])
-    else:
-        raise DataFileError(name, line, "missing 'contents' (or 'text')")
-    if not (passage.title or passage.text).strip():
-        raise DataFileError(name, line, f"passage {doc_id!r} is empty")
-    return passage

@@ -8,16 +8,17 @@ folder of the cache (``cache_dir("corpora")``) or one you name:
 - ``id_hashes.npy`` (sorted 64-bit hashes of the ids) and ``id_order.npy`` (their positions): id lookup by binary
   search, with the id itself compared, so no dictionary of ids is held in memory;
 - ``meta.json``: the format, the source file's size, modification time and digests of its first and last MiB,
-  the corpus fingerprint (the in-memory :class:`Corpus`'s, so indexes are shared between the two) and the sizes
-  every file must have.
+  the corpus fingerprint (:func:`~search_env.data.collection.corpus_fingerprint`, as the in-memory corpus has it,
+  so indexes are shared between the two) and the sizes every file must have.
 
 Every process that opens the folder reads the same files, so the operating system keeps one copy of their pages
 (the page cache) for all of them. The per-passage arrays are memory-mapped; a passage's text and id are read with
-``pread`` rather than through a map, because a page fault on a map also maps ~64 KB around it (fault-around),
-so a few thousand random draws would put hundreds of MB of shared pages in every process's RSS. A folder whose
-source changed, or whose files do not have the sizes ``meta.json`` records, is rebuilt, never read. :class:`MappedCorpus` is a :class:`Corpus` (same length,
-indexing, id lookup, iteration and fingerprint), so the env, the vector env, IG's random draws, the retrievers and
-the server use it unchanged.
+``pread`` (:mod:`search_env.data.pread`) rather than through a map, so a few thousand random draws do not put
+hundreds of MB of shared pages in every process's RSS. A folder whose source changed, or whose files do not have the
+sizes ``meta.json`` records, is rebuilt (:func:`search_env._cache.load_or_build`), never read.
+:class:`MappedCorpus` implements the :class:`~search_env.data.collection.Corpus` interface (length, indexing, id
+lookup, iteration, fingerprint), so the env, the vector env, IG's random draws, the retrievers and the server use
+it unchanged.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from search_env._cache import cache_dir, replace_dir
-from search_env.data.collection import Corpus, Passage
+from search_env._cache import cache_dir, load_or_build
+from search_env._moved import moved_names
+from search_env.data.collection import Corpus, Passage, corpus_fingerprint, passage_from_record
 from search_env.data.errors import DataFileError, iter_jsonl
+from search_env.data.pread import pread
 
 __all__ = ["MappedCorpus", "build_mapped_corpus", "load_mapped_corpus"]
 
@@ -67,28 +69,27 @@ def build_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike) ->
     Raises:
         DataFileError: a bad record, a duplicate id or an empty corpus, naming the file and the line.
     """
-    from search_env.data.corpus import passage_from_record
-
     source, folder = Path(source), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = str(source)
     offsets, id_offsets, hashes, lines = array("q", [0]), array("q", [0]), array("Q"), array("q")
-    digest = hashlib.sha256()
     with open(folder / "contents.bin", "wb") as contents_file, open(folder / "ids.bin", "wb") as ids_file:
-        for line, record in iter_jsonl(source):
-            passage = passage_from_record(record, name, line, len(hashes))
-            data = passage.contents.encode("utf-8", "surrogatepass")
-            contents_file.write(data)
-            offsets.append(offsets[-1] + len(data))
-            id_bytes = passage.id.encode("utf-8", "surrogatepass")
-            ids_file.write(id_bytes)
-            id_offsets.append(id_offsets[-1] + len(id_bytes))
-            hashes.append(_id_hash(id_bytes))
-            lines.append(line)
-            for part in (passage.id, passage.title, passage.text):  # Corpus.fingerprint's recipe
-                part_bytes = part.encode("utf-8", "surrogatepass")
-                digest.update(len(part_bytes).to_bytes(8, "little"))
-                digest.update(part_bytes)
+
+        def written() -> Iterator[Passage]:
+            """The source's passages, each written to the files as it is read."""
+            for line, record in iter_jsonl(source):
+                passage = passage_from_record(record, name, line)
+                data = passage.contents.encode("utf-8", "surrogatepass")
+                contents_file.write(data)
+                offsets.append(offsets[-1] + len(data))
+                id_bytes = passage.id.encode("utf-8", "surrogatepass")
+                ids_file.write(id_bytes)
+                id_offsets.append(id_offsets[-1] + len(id_bytes))
+                hashes.append(_id_hash(id_bytes))
+                lines.append(line)
+                yield passage
+
+        fingerprint = corpus_fingerprint(written())
     if not hashes:
         raise DataFileError(name, None, "the corpus has no passages")
     hash_array = np.frombuffer(hashes, dtype=np.uint64)
@@ -106,15 +107,14 @@ def build_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike) ->
     np.save(folder / "id_offsets.npy", id_off)
     np.save(folder / "id_hashes.npy", sorted_hashes)
     np.save(folder / "id_order.npy", order.astype(np.int64))
-    meta = {"format": FORMAT, "name": name, "num_docs": len(hashes), "fingerprint": digest.hexdigest(),
-            "source": source_signature(source),
-            "sizes": {f: (folder / f).stat().st_size for f in ("contents.bin", "ids.bin", "offsets.npy", "id_offsets.npy",
-                                                                "id_hashes.npy", "id_order.npy")}}
+    files = ("contents.bin", "ids.bin", "offsets.npy", "id_offsets.npy", "id_hashes.npy", "id_order.npy")
+    meta = {"format": FORMAT, "name": name, "num_docs": len(hashes), "fingerprint": fingerprint,
+            "source": source_signature(source), "sizes": {f: (folder / f).stat().st_size for f in files}}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 class MappedCorpus(Corpus):
-    """A :class:`Corpus` whose passages stay on disk, memory-mapped (see the module docstring).
+    """The :class:`Corpus` of a mapped folder: passages stay on disk, memory-mapped (see the module docstring).
 
     Raises:
         ValueError: ``folder`` holds no complete mapped corpus of this format, or a file has the wrong size.
@@ -180,12 +180,9 @@ class MappedCorpus(Corpus):
                 size = int(self._offsets[i + 1] - self._offsets[i])
                 yield Passage.from_contents(self.id_at(i), f.read(size).decode("utf-8", "surrogatepass"))
 
-    def __contains__(self, item_id: object) -> bool:  # type: ignore[override]
-        return isinstance(item_id, str) and self._find(item_id) is not None
-
     def _id_bytes(self, i: int) -> bytes:
         start, end = int(self._id_offsets[i]), int(self._id_offsets[i + 1])
-        return _pread(self._ids, end - start, start)
+        return pread(self._ids, end - start, start)
 
     def id_at(self, i: int) -> str:
         return self._id_bytes(i).decode("utf-8", "surrogatepass")
@@ -193,7 +190,7 @@ class MappedCorpus(Corpus):
     def stored_contents(self, i: int) -> str:
         """Passage ``i``'s ``contents`` exactly as the source file has it."""
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        return _pread(self._contents, end - start, start).decode("utf-8", "surrogatepass")
+        return pread(self._contents, end - start, start).decode("utf-8", "surrogatepass")
 
     def _find(self, item_id: str) -> int | None:
         data = item_id.encode("utf-8", "surrogatepass")
@@ -212,9 +209,6 @@ class MappedCorpus(Corpus):
             raise KeyError(item_id)
         return found
 
-    def get(self, item_id: str) -> Passage:
-        return self[self.position(item_id)]
-
     @property
     def ids(self) -> list[str]:
         return [self.id_at(i) for i in range(self._n)]
@@ -222,36 +216,6 @@ class MappedCorpus(Corpus):
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
-
-
-_seek_lock = threading.Lock()
-
-
-def npy_layout(path: str | os.PathLike) -> tuple[np.dtype, int, int]:
-    """``(dtype, length, offset of the data)`` of the 1-d array in the ``.npy`` file ``path``."""
-    with open(path, "rb") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}.get(major)
-        if read_header is None:
-            raise ValueError(f"{path} is a .npy of version {major}, not 1 or 2")
-        shape, fortran, dtype = read_header(f)
-        if fortran or len(shape) != 1:
-            raise ValueError(f"{path} does not hold a 1-d array")
-        return dtype, shape[0], f.tell()
-
-
-def pread_array(file, dtype: np.dtype, offset: int, start: int, stop: int) -> np.ndarray:
-    """Items ``start:stop`` of the array of ``dtype`` stored at ``offset`` in the open ``file``, read (not mapped)."""
-    return np.frombuffer(_pread(file, (stop - start) * dtype.itemsize, offset + start * dtype.itemsize), dtype=dtype)
-
-
-def _pread(file, size: int, offset: int) -> bytes:
-    """``size`` bytes at ``offset``; positional, so threads and forked processes can share the file."""
-    if hasattr(os, "pread"):
-        return os.pread(file.fileno(), size, offset)
-    with _seek_lock:  # Windows: no pread
-        file.seek(offset)
-        return file.read(size)
 
 
 def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | None = None) -> MappedCorpus:
@@ -263,14 +227,19 @@ def load_mapped_corpus(source: str | os.PathLike, folder: str | os.PathLike | No
     if folder is None:
         folder = cache_dir("corpora") / f"{source.stem}-{hashlib.sha256(str(source).encode()).hexdigest()[:12]}"
     folder = Path(folder)
-    try:
+
+    def load(folder: Path) -> MappedCorpus:
         corpus = MappedCorpus(folder)
-        if corpus.meta["source"] == source_signature(source):
-            return corpus
-        logger.warning("search_env: %s changed since %s was built; rebuilding it", source, folder)
-    except ValueError as exc:
-        if (folder / "meta.json").exists():
-            logger.warning("search_env: %s; rebuilding it", exc)
-    logger.warning("search_env: building the memory-mapped corpus %s from %s (once)", folder, source)
-    replace_dir(folder, lambda tmp: build_mapped_corpus(source, tmp), overwrite=True)
-    return MappedCorpus(folder)
+        if corpus.meta["source"] != source_signature(source):
+            raise ValueError(f"{source} changed since {folder} was built")
+        return corpus
+
+    def build(tmp: Path) -> None:
+        logger.warning("search_env: building the memory-mapped corpus %s from %s (once)", folder, source)
+        build_mapped_corpus(source, tmp)
+
+    # A mapped folder is always a derived copy of its source: one that cannot be used is rebuilt, named or not.
+    return load_or_build(folder, "meta.json", explicit=False, what="memory-mapped corpus", load=load, write=build)
+
+
+__getattr__ = moved_names(__name__, {"npy_layout": "search_env.data.pread", "pread_array": "search_env.data.pread"})

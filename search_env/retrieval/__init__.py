@@ -29,7 +29,8 @@ def make_retriever(spec, corpus=None) -> Retriever:
         return HTTPRetriever(list(spec))
     if not isinstance(spec, str):
         if not isinstance(spec, Retriever):
-            raise TypeError(f"a retriever needs search(query, k) and batch_search(queries, k); got {type(spec).__name__}")
+            raise TypeError(f"a retriever needs search(query, k) and batch_search(queries, k); "
+                            f"got {type(spec).__name__}")
         return spec
     if is_url(spec):
         return HTTPRetriever(spec)

@@ -7,42 +7,39 @@ mapped onto that fitted vocabulary without growing it; words the corpus never ha
 
 Both backends return only hits with a positive score, best first, ties broken by corpus position,
 so a query with no known word gives ``[]`` rather than arbitrary zero-score passages.
+
+The index is built in bounded memory by :mod:`.bm25_build`; a memory-mapped one is searched through
+:mod:`.bm25_postings`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
-import shutil
 import threading
-from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import bm25s
 import numpy as np
 import Stemmer
-from bm25s.scoring import _build_idf_array, _get_counts_from_token_ids, _select_idf_scorer, _select_tfc_scorer
 from bm25s.tokenization import Tokenizer
 
-from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
+from search_env._cache import built_once, cache_dir, cache_key, check_index_meta, index_meta, load_or_build, replace_dir
+from search_env._moved import moved_names
 from search_env.data.corpus import Corpus, Passage
-from search_env.data.mapped import npy_layout, pread_array
 from search_env.retrieval.base import Hit, check_queries
+from search_env.retrieval.bm25_build import DATA_FILE, INDICES_FILE, build_index, move_arrays
+from search_env.retrieval.bm25_postings import Postings
 
 __all__ = ["BM25Retriever", "RankBM25Retriever", "get_bm25"]
 
 FORMAT_VERSION = 1
-_DATA_FILE, _INDICES_FILE = "data.csc.index.npy", "indices.csc.index.npy"  # bm25s's names for the two big arrays
 MMAP_AUTO_THRESHOLD = 500_000  # mmap=None maps the index when the corpus has more passages than this
 MAX_QUERY_TERMS = 1024  # known terms kept from a query; bounds the cost of pathological (1 MB) queries
 METHODS = ("lucene", "robertson", "atire")  # bm25l / bm25+ give every passage a score, so are left out
 _META_FILE = "search_env_bm25.json"
-BUILD_CHUNK = 20_000  # passages tokenized at a time while building
-BUCKET_PAIRS = 16_000_000  # (passage, term) pairs sorted into the index at a time (~28 bytes each while sorted) ...
-MAX_PASSES = 16  # ... unless that would take more passes than this over the pairs (then buckets grow)
 _MISSING = object()
 
 
@@ -183,7 +180,7 @@ class BM25Retriever:
         explicit = cache is not True
         self.directory = Path(cache) if explicit else cache_dir("bm25") / self._cache_key()
         load_or_build(
-            self.directory, _META_FILE, explicit=explicit, what="BM25",
+            self.directory, _META_FILE, explicit=explicit, what="BM25 index",
             load=lambda folder: self._load_state(folder, mmap=mmap, expect_params=True),
             write=self._build_into, reload=mmap,  # without mmap, the index just built in memory is used
         )
@@ -191,43 +188,17 @@ class BM25Retriever:
     # -- building, saving, loading -------------------------------------------------------------
 
     def _cache_key(self) -> str:
-        spec = json.dumps({**self.params, "format": FORMAT_VERSION, "bm25s": bm25s.__version__}, sort_keys=True)
-        return f"{self.corpus.fingerprint[:16]}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+        return cache_key(self.corpus.fingerprint, {**self.params, "format": FORMAT_VERSION, "bm25s": bm25s.__version__})
 
     def _build(self, scratch: Path | None = None) -> None:
-        """Tokenize the corpus and build the bm25s index (the one expensive step), in bounded memory.
-
-        bm25s's own ``index`` wants every passage's tokens as Python lists at once (about 4 GB at 1M passages).
-        Here passages are tokenized ``BUILD_CHUNK`` at a time and only their distinct terms and counts are kept,
-        as arrays (in files under ``scratch`` when given); the score matrix is then assembled a bucket of terms at
-        a time with bm25s's own scoring functions, in its layout, to the same arrays ``index`` makes
-        (``tests/test_bm25.py`` checks them equal). With ``scratch`` the matrix is written there as ``.npy`` files
-        and ``self._bm25.scores`` holds empty stand-ins for it (:meth:`_build_into` moves the files into place)."""
+        """Tokenize the corpus and build the bm25s index (the one expensive step), in bounded memory
+        (:func:`~search_env.retrieval.bm25_build.build_index`; with ``scratch``, the big arrays go to files there)."""
         p = self.params
         self.analyzer = _Analyzer(p["stemmer"], p["stopwords"])
-        bm = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
-        pairs = _Pairs(scratch, bm.int_dtype, bm.dtype)
-        lengths, sizes, df = array("q"), array("q"), np.zeros(0, dtype=np.int64)
+        self._bm25 = bm25s.BM25(k1=p["k1"], b=p["b"], method=p["method"], backend="numpy")
         texts = (_passage_text(passage) for passage in self.corpus)
-        for ids in self.analyzer.fit_chunks(texts, BUILD_CHUNK, self._show_progress):
-            counted = [_get_counts_from_token_ids(doc, dtype=bm.dtype, int_dtype=bm.int_dtype) for doc in ids]
-            terms = np.concatenate([voc for voc, _ in counted])
-            pairs.append(terms, np.concatenate([tf for _, tf in counted]))
-            chunk_df = np.bincount(terms, minlength=len(df))
-            chunk_df[: len(df)] += df
-            df = chunk_df
-            lengths.extend(len(doc) for doc in ids)
-            sizes.extend(len(voc) for voc, _ in counted)
-        pairs.close()
-        vocab = self.analyzer.vocab
-        df = np.concatenate([df, np.zeros(len(vocab) - len(df), dtype=np.int64)])
-        bm.scores = _score_matrix(bm, pairs, np.frombuffer(lengths, dtype=np.int64), np.frombuffer(sizes, dtype=np.int64),
-                                  df, scratch)
-        pairs.remove()
-        if "" not in vocab:  # as bm25s's index does (create_empty_token)
-            vocab[""] = max(vocab.values()) + 1
-        bm.vocab_dict, bm.unique_token_ids_set, bm.nonoccurrence_array = vocab, set(vocab.values()), None
-        self._bm25, self._postings = bm, None
+        build_index(self._bm25, self.analyzer, texts, scratch, self._show_progress)
+        self._postings = None
 
     def _build_into(self, directory: Path) -> None:
         if not self._spill_to_disk:
@@ -239,12 +210,10 @@ class BM25Retriever:
         scratch = directory / "_build"
         self._build(scratch)
         self._write(directory)  # bm25s writes everything but the two big arrays (stand-ins), then they move in
-        for name in (_DATA_FILE, _INDICES_FILE):
-            os.replace(scratch / name, directory / name)
-        shutil.rmtree(scratch)
+        move_arrays(scratch, directory)
 
     def _write(self, directory: Path) -> None:
-        self._bm25.save(directory, data_name=_DATA_FILE, indices_name=_INDICES_FILE, show_progress=False)
+        self._bm25.save(directory, data_name=DATA_FILE, indices_name=INDICES_FILE, show_progress=False)
         self.analyzer.save(directory)
         meta = index_meta(format_version=FORMAT_VERSION, corpus=self.corpus, bm25s=bm25s.__version__,
                           params=self.params)
@@ -259,7 +228,7 @@ class BM25Retriever:
         self.params = meta["params"]
         self.analyzer = _Analyzer.load(directory, self.params["stemmer"])
         self._bm25 = bm25s.BM25.load(directory, mmap=mmap, load_corpus=False, show_progress=False)
-        self._postings = _Postings(directory, self._bm25.scores["indptr"]) if mmap else None
+        self._postings = Postings(directory, self._bm25.scores["indptr"]) if mmap else None
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the index, its vocabulary and the corpus fingerprint to ``directory`` (replaced atomically)."""
@@ -309,143 +278,6 @@ class BM25Retriever:
             idx, sc = _top_k(self._scores(ids), k)
             results.append([_hit(self.corpus[j], s) for j, s in zip(idx.tolist(), sc.tolist())])
         return results
-
-
-class _Postings:
-    """A memory-mapped index's posting lists, read with ``pread`` when a query needs them.
-
-    bm25s scores a query by slicing its memory-mapped ``data`` and ``indices`` arrays; every page that touches
-    stays mapped in the process (with ~64 KB of fault-around), so after a few hundred queries an env process's RSS
-    holds most of the index. Read instead, the pages are shared through the page cache and the process keeps only
-    the query's lists while it scores them. The sums are bm25s's own (``np.add.at`` term by term, in query order),
-    so the scores are equal bit for bit (``tests/test_bm25.py``)."""
-
-    def __init__(self, directory: Path, indptr: np.ndarray):
-        self.directory, self.indptr = Path(directory), indptr
-        self._arrays = {}
-        for name in (_DATA_FILE, _INDICES_FILE):
-            dtype, _, offset = npy_layout(self.directory / name)
-            self._arrays[name] = (open(self.directory / name, "rb", buffering=0), dtype, offset)
-
-    def __reduce__(self):  # a copy in another process opens the files again
-        return type(self), (self.directory, self.indptr)
-
-    def scores(self, ids: list[int], num_docs: int, dtype: np.dtype) -> np.ndarray:
-        scores = np.zeros(num_docs, dtype=dtype)
-        for term in ids:
-            start, stop = int(self.indptr[term]), int(self.indptr[term + 1])
-            rows, values = (pread_array(f, dt, offset, start, stop) for f, dt, offset in
-                            (self._arrays[_INDICES_FILE], self._arrays[_DATA_FILE]))
-            np.add.at(scores, rows, values)
-        return scores
-
-
-class _Pairs:
-    """Each passage's distinct terms and their counts, in passage order, a tokenized chunk at a time: in memory, or
-    appended to two files under ``folder`` (read back a chunk at a time, never mapped)."""
-
-    def __init__(self, folder: Path | None, term_dtype, count_dtype):
-        self.folder, self.term_dtype, self.count_dtype = folder, np.dtype(term_dtype), np.dtype(count_dtype)
-        self.sizes: list[int] = []
-        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            self._files = (open(folder / "terms.bin", "wb"), open(folder / "counts.bin", "wb"))
-
-    def append(self, terms: np.ndarray, counts: np.ndarray) -> None:
-        self.sizes.append(len(terms))
-        if self.folder is None:
-            self._chunks.append((terms, counts))
-        else:
-            terms.astype(self.term_dtype, copy=False).tofile(self._files[0])
-            counts.astype(self.count_dtype, copy=False).tofile(self._files[1])
-
-    def close(self) -> None:
-        if self.folder is not None:
-            for f in self._files:
-                f.close()
-
-    def __iter__(self):
-        """``(first pair's position, terms, counts)`` chunk by chunk."""
-        start = 0
-        if self.folder is None:
-            for terms, counts in self._chunks:
-                yield start, terms, counts
-                start += len(terms)
-            return
-        with open(self.folder / "terms.bin", "rb") as t, open(self.folder / "counts.bin", "rb") as c:
-            for size in self.sizes:
-                yield start, np.fromfile(t, self.term_dtype, size), np.fromfile(c, self.count_dtype, size)
-                start += size
-
-    def remove(self) -> None:
-        self._chunks = []
-        if self.folder is not None:
-            for name in ("terms.bin", "counts.bin"):
-                (self.folder / name).unlink()
-
-
-def _score_matrix(bm, pairs: _Pairs, lengths: np.ndarray, sizes: np.ndarray, df: np.ndarray,
-                  folder: Path | None) -> dict:
-    """bm25s's CSC score matrix (``data``, ``indices``, ``indptr``, ``num_docs``), as ``BM25.build_index_from_ids``
-    computes it, from each passage's distinct terms and counts (``pairs``) and each term's document frequency.
-
-    Columns (terms) are filled a bucket of consecutive terms at a time: one pass over the pairs collects the
-    bucket's, scores them and sorts them by term, stably, so rows stay in passage order within a column. Memory is
-    bounded by the bucket (``BUCKET_PAIRS``, or more when that would take over ``MAX_PASSES`` passes), not by the
-    corpus. With ``folder``, ``data`` and ``indices`` are written there as ``.npy`` files bucket after bucket, and
-    the returned dict holds empty arrays of their dtypes in their place."""
-    n_docs, n_vocab = len(lengths), len(df)
-    avg_doc_len = lengths.mean()
-    idf = _build_idf_array(doc_frequencies={i: int(n) for i, n in enumerate(df)}, n_docs=n_docs,
-                           compute_idf_fn=_select_idf_scorer(bm.idf_method), dtype=bm.dtype)
-    tfc_of = _select_tfc_scorer(bm.method)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
-    np.cumsum(df, out=indptr[1:])
-    n_pairs = int(indptr[-1])
-    per_bucket = max(BUCKET_PAIRS, -(-n_pairs // MAX_PASSES))
-    bounds = [0]
-    while bounds[-1] < n_vocab:  # consecutive terms holding at most per_bucket pairs (at least one term)
-        end = int(np.searchsorted(indptr, indptr[bounds[-1]] + per_bucket, side="right")) - 1
-        bounds.append(min(max(end, bounds[-1] + 1), n_vocab))
-    dtypes = {"data": np.dtype(bm.dtype), "indices": np.dtype(bm.int_dtype)}
-    if folder is None:
-        out = {key: np.empty(n_pairs, dtype=dtype) for key, dtype in dtypes.items()}
-    else:
-        files = {"data": open(folder / _DATA_FILE, "wb"), "indices": open(folder / _INDICES_FILE, "wb")}
-        for key, f in files.items():
-            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtypes[key]),
-                                                     "fortran_order": False, "shape": (n_pairs,)})
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        terms, rows, scores = [], [], []
-        for first, voc, tf in pairs:
-            selected = np.flatnonzero((voc >= lo) & (voc < hi))
-            if not selected.size:
-                continue
-            doc = np.searchsorted(starts, first + selected, side="right") - 1
-            voc_sel = voc[selected]
-            tfc = tfc_of(tf_array=tf[selected], l_d=lengths[doc], l_avg=avg_doc_len, k1=bm.k1, b=bm.b, delta=bm.delta)
-            scores.append((idf[voc_sel] * tfc).astype(bm.dtype, copy=False))
-            terms.append(voc_sel)
-            rows.append(doc.astype(bm.int_dtype))
-        if not terms:
-            continue
-        order = np.argsort(np.concatenate(terms), kind="stable")
-        del terms
-        bucket = {"indices": np.concatenate(rows)[order], "data": np.concatenate(scores)[order]}
-        del rows, scores, order
-        a, b = int(indptr[lo]), int(indptr[hi])
-        for key, values in bucket.items():
-            if folder is None:
-                out[key][a:b] = values
-            else:
-                values.tofile(files[key])
-    if folder is not None:
-        for f in files.values():
-            f.close()
-        out = {key: np.empty(0, dtype=dtype) for key, dtype in dtypes.items()}
-    return {**out, "indptr": indptr, "num_docs": n_docs}
 
 
 class RankBM25Retriever:
@@ -510,3 +342,7 @@ def get_bm25(corpus: Corpus, backend: str = "bm25s", **kwargs) -> BM25Retriever 
     bound.apply_defaults()
     params = sorted((name, value) for name, value in bound.arguments.items() if name != "corpus")
     return built_once("bm25", (corpus.fingerprint, cls.__name__, repr(params)), lambda: cls(corpus, **kwargs))
+
+
+__getattr__ = moved_names(__name__, {name: "search_env.retrieval.bm25_build"
+                                     for name in ("BUILD_CHUNK", "BUCKET_PAIRS", "MAX_PASSES")})

@@ -15,7 +15,6 @@ scores its queries together, so its scores can differ from ``search``'s in the l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from search_env._cache import built_once, cache_dir, check_index_meta, index_meta, load_or_build, replace_dir
+from search_env._cache import built_once, cache_dir, cache_key, check_index_meta, index_meta, load_or_build, replace_dir
 from search_env.data.corpus import Corpus
 from search_env.retrieval.base import Hit, check_queries
 from search_env.retrieval.encoder import DEFAULT_ENCODER, Encoder, get_encoder
@@ -37,6 +36,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 INDEX_KINDS = ("numpy", "flat", "hnsw", "ivf")
 _META_FILE = "meta.json"
+_FAISS_FILE = "index.faiss"
 _TIE_MARGIN = 16  # extra candidates fetched past k so that ties at the cut are ordered by position
 _SCORE_BLOCK = 1 << 24  # floats in one (queries x passages) score block of the numpy search
 
@@ -45,7 +45,8 @@ def _import_faiss():
     try:
         import faiss
     except ImportError:
-        raise ImportError("FAISS indexes need faiss-cpu: pip install 'search_env[dense]' (or use index='numpy')") from None
+        raise ImportError("FAISS indexes need faiss-cpu: pip install 'search_env[dense]' "
+                          "(or use index='numpy')") from None
     return faiss
 
 
@@ -99,6 +100,7 @@ class DenseRetriever:
         else:
             explicit = cache is not True
             self.directory = Path(cache) if explicit else cache_dir("dense") / self._cache_key()
+            self._explicit = explicit
             self._load_or_build(self.directory, explicit=explicit, mmap=mmap, show_progress=show_progress)
         self._build_index()
 
@@ -115,6 +117,7 @@ class DenseRetriever:
         self.kind = index
         self.faiss_params = {"hnsw_m": int(hnsw_m), "ef_search": int(ef_search), "nlist": nlist, "nprobe": int(nprobe)}
         self.directory: Path | None = None
+        self._explicit = False
         self.embeddings: np.ndarray | None = None
         self._faiss = None
 
@@ -137,8 +140,7 @@ class DenseRetriever:
     # -- building, saving, loading -------------------------------------------------------------
 
     def _cache_key(self) -> str:
-        spec = json.dumps({**self.encoder.config(), "format": FORMAT_VERSION}, sort_keys=True)
-        return f"{self.corpus.fingerprint[:16]}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+        return cache_key(self.corpus.fingerprint, {**self.encoder.config(), "format": FORMAT_VERSION})
 
     def _embed(self, out: np.ndarray | None, show_progress: bool) -> np.ndarray:
         texts = [passage.contents for passage in self.corpus]
@@ -169,7 +171,7 @@ class DenseRetriever:
                                len(self.corpus), self.encoder.name, directory)
             self._write(tmp, show_progress)
 
-        load_or_build(directory, _META_FILE, explicit=explicit, what="dense",
+        load_or_build(directory, _META_FILE, explicit=explicit, what="dense index",
                       load=lambda folder: self._load_embeddings(folder, mmap=mmap), write=embed_into)
 
     def _load_embeddings(self, directory: Path, *, mmap: bool) -> None:
@@ -213,11 +215,12 @@ class DenseRetriever:
 
     # -- FAISS ---------------------------------------------------------------------------------
 
-    def _faiss_file(self) -> str:
+    def _faiss_folder(self) -> str:
+        """The folder, inside the index folder, that keeps this FAISS index (its kind and build settings)."""
         p = self.faiss_params
         if self.kind == "hnsw":
-            return f"faiss-hnsw-m{p['hnsw_m']}.index"
-        return f"faiss-ivf-{self._nlist()}.index"
+            return f"faiss-hnsw-m{p['hnsw_m']}"
+        return f"faiss-ivf-{self._nlist()}"
 
     def _nlist(self) -> int:
         n = len(self.corpus)
@@ -225,20 +228,37 @@ class DenseRetriever:
         return int(max(1, min(nlist, n // 39)))  # FAISS wants ~39 training points per cell
 
     def _build_index(self) -> None:
-        """The FAISS index for ``self.kind`` (none for numpy), read from or saved to the index folder."""
+        """The FAISS index for ``self.kind`` (none for numpy); an approximate one is kept in a folder of the index
+        folder, built there once (:func:`~search_env._cache.load_or_build`)."""
         if self.kind == "numpy":
             return
         faiss = _import_faiss()
+        if self.directory is None or self.kind == "flat":
+            index = self._new_faiss_index(faiss)
+        else:
+            built = []
+
+            def write(folder: Path) -> None:
+                built.append(self._new_faiss_index(faiss))
+                faiss.write_index(built[-1], str(folder / _FAISS_FILE))
+
+            index = load_or_build(self.directory / self._faiss_folder(), _FAISS_FILE, explicit=self._explicit,
+                                  what=f"FAISS {self.kind} index", write=write,
+                                  load=lambda folder: faiss.read_index(str(folder / _FAISS_FILE)), reload=False)
+            index = built[-1] if index is None else index
+        if self.kind == "hnsw":
+            index.hnsw.efSearch = self.faiss_params["ef_search"]
+        elif self.kind == "ivf":
+            index.nprobe = self.faiss_params["nprobe"]
+        self._faiss = index
+
+    def _new_faiss_index(self, faiss):
+        """A FAISS index of ``self.kind`` over the embeddings."""
         data = np.ascontiguousarray(self.embeddings, dtype=np.float32)
-        path = self.directory / self._faiss_file() if self.directory and self.kind != "flat" else None
-        if path is not None and path.exists():
-            index = faiss.read_index(str(path))
-        elif self.kind == "flat":
+        if self.kind == "flat":
             index = faiss.IndexFlatIP(self.encoder.dim)
-            index.add(data)
         elif self.kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.encoder.dim, self.faiss_params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
-            index.add(data)
         else:
             quantizer = faiss.IndexFlatIP(self.encoder.dim)
             index = faiss.IndexIVFFlat(quantizer, self.encoder.dim, self._nlist(), faiss.METRIC_INNER_PRODUCT)
@@ -246,16 +266,8 @@ class DenseRetriever:
             n_train = 256 * index.nlist
             sample = data if len(data) <= n_train else data[np.sort(rng.choice(len(data), n_train, replace=False))]
             index.train(sample)
-            index.add(data)
-        if path is not None and not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            faiss.write_index(index, str(tmp))
-            os.replace(tmp, path)
-        if self.kind == "hnsw":
-            index.hnsw.efSearch = self.faiss_params["ef_search"]
-        elif self.kind == "ivf":
-            index.nprobe = self.faiss_params["nprobe"]
-        self._faiss = index
+        index.add(data)
+        return index
 
     # -- searching -----------------------------------------------------------------------------
 

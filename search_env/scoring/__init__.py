@@ -1,5 +1,6 @@
 """Scoring a gold answer after a context: the :class:`Scorer` protocol, :func:`make_scorer`, and the scorers.
 
+- :mod:`~search_env.scoring.base`: the :class:`Scorer` protocol and :class:`ScorerUnavailable`.
 - :mod:`~search_env.scoring.transformers_scorer`: :class:`TransformersScorer`, any Hugging Face causal LM
   in-process (the trainer's policy itself, or a frozen model); ``default_scorer``, one per model per process.
 - :mod:`~search_env.scoring.servers`: :class:`VLLMScorer`, :class:`SGLangScorer`, scoring on inference servers.
@@ -13,28 +14,12 @@ Scorers and their models load on first use: importing this package pulls in no t
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
+from search_env.scoring.base import Scorer, ScorerUnavailable
 
 __all__ = ["SGLangScorer", "ScoreFormat", "Scorer", "ScorerUnavailable", "TransformersScorer", "VLLMScorer",
            "make_scorer"]
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Scores answers given contexts."""
-
-    def score(self, contexts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
-        """Float64 array, one score per (context, answer) pair, in input order."""
-        ...
-
-
-class ScorerUnavailable(RuntimeError):
-    """Every attempt to score on the server(s) failed; ``failures`` lists each URL and why."""
-
-    failures: list[str]
 
 
 def make_scorer(spec: Any = None, *, tokenizer: Any = None) -> Scorer:

@@ -5,8 +5,9 @@ study with a frozen scorer do not run the model again for a (context, answer) pa
 Entries are keyed by a **model fingerprint** (:func:`model_fingerprint`: a digest of the weights, the model's
 config, the tokenizer and the scoring settings, so any change to one of them gives new keys), the context and the
 answer. How pairs are batched (batch size, prefix sharing) is not part of the key: it moves a score only by float
-rounding (under 1e-5), so a stored value can differ in its last digits from one computed afresh in another batch. :class:`DiskScoreCache` keeps them in one SQLite file in write-ahead-log mode: any number of processes
-read and write it at once (writers take turns, waiting up to ``timeout`` seconds), a crash loses at most the
+rounding (under 1e-5), so a stored value can differ in its last digits from one computed afresh in another batch.
+:class:`DiskScoreCache` keeps them in one SQLite file in write-ahead-log mode: any number of processes read and
+write it at once (writers take turns, waiting up to ``timeout`` seconds), a crash loses at most the
 batch being written, and values come back bit for bit (SQLite stores float64). The default file is
 ``scores.sqlite3`` in :func:`search_env._cache.cache_dir` ``("scores")``. Use it on a local disk: SQLite's
 locking is unreliable on network file systems.
@@ -24,12 +25,11 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from search_env._cache import cache_dir
+from search_env._cache import LRU, cache_dir
 
 __all__ = ["DiskScoreCache", "MemoryScoreCache", "model_fingerprint"]
 
@@ -99,8 +99,9 @@ def pair_key(context: str, answer: str) -> bytes:
 
 
 class MemoryScoreCache:
-    """The ``size`` most recently used scores by (context, answer), in memory; one lock makes it safe to share
-    between threads (each call holds it only for dictionary operations, never while a score is computed).
+    """The ``size`` most recently used scores by (context, answer), in memory (an :class:`~search_env._cache.LRU`);
+    one lock makes it safe to share between threads (each call holds it only for dictionary operations, never while
+    a score is computed).
 
     :meth:`get` also returns the cache's generation, which :meth:`clear` advances; :meth:`put` drops scores looked
     up in an older generation, so scores computed before a ``clear`` (for weights since changed) are never kept.
@@ -108,8 +109,7 @@ class MemoryScoreCache:
     """
 
     def __init__(self, size: int):
-        self.size = int(size)
-        self._data: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._data: LRU[tuple[str, str], float] = LRU(size)
         self._generation = 0
         self._lock = threading.Lock()
 
@@ -117,11 +117,10 @@ class MemoryScoreCache:
         """(the cached scores of those ``pairs`` that have one, marked most recently used; the generation)."""
         found: dict[tuple[str, str], float] = {}
         with self._lock:
-            if self._data:
+            if len(self._data):
                 for pair in pairs:
                     value = self._data.get(pair)
                     if value is not None:
-                        self._data.move_to_end(pair)
                         found[pair] = value
             return found, self._generation
 
@@ -133,10 +132,7 @@ class MemoryScoreCache:
             if generation != self._generation:
                 return
             for pair, value in scores.items():
-                self._data[pair] = value
-                self._data.move_to_end(pair)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+                self._data.put(pair, value)
 
     def clear(self) -> None:
         """Forget every score and start a new generation."""
@@ -144,12 +140,16 @@ class MemoryScoreCache:
             self._data.clear()
             self._generation += 1
 
+    @property
+    def size(self) -> int:
+        return self._data.size
+
     def __len__(self) -> int:
         return len(self._data)
 
     def __getstate__(self) -> dict:
         with self._lock:
-            state = {**self.__dict__, "_data": OrderedDict(self._data)}
+            state = {**self.__dict__, "_data": self._data.copy()}
         del state["_lock"]
         return state
 

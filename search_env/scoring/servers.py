@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from search_env._http import JSONClient, MalformedResponse, endpoint
-from search_env.scoring import ScorerUnavailable
+from search_env.scoring.base import ScorerUnavailable
 from search_env.scoring.cache import MemoryScoreCache
 from search_env.scoring.score_format import ScoreFormat
 

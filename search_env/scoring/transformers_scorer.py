@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from search_env._cache import built_once
-from search_env.scoring import Scorer  # noqa: F401  (its home before search_env.scoring)
+from search_env.scoring.base import Scorer  # noqa: F401  (its home before search_env.scoring)
 from search_env.scoring.cache import DiskScoreCache, MemoryScoreCache, model_fingerprint
 from search_env.scoring.score_format import ScoreFormat
 
