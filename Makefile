@@ -12,6 +12,7 @@ demo: setup
 	.venv/bin/python -m search_env.commands.demo
 
 test: setup setup-vllm
+	.venv/bin/ruff check .
 	.venv/bin/python -m pytest -q -n 2 --dist loadfile
 
 bench: setup
