@@ -19,7 +19,6 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from search_env import IGConfig, SearchQAEnv, build_world
 from search_env.agents.models import load_causal_lm

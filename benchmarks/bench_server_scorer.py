@@ -23,8 +23,8 @@ import numpy as np
 from search_env.agents.models import bundled_model_dir
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.scoring.transformers_scorer import TransformersScorer
 from search_env.scoring.servers import VLLMScorer
+from search_env.scoring.transformers_scorer import TransformersScorer
 
 
 def play(scorer, questions, max_turns: int) -> tuple[list[float], float]:

@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from study.runs import GRPO_IG, WARM_START, child_env
 
 from search_env.training.run import read_csv
+from study.runs import GRPO_IG, WARM_START, child_env
 
 # The env as the warm start and both arms see it (SmolLM2's BPE needs more tokens per turn than the testbed's words).
 ENV_FLAGS = ["--hops", "2,3", "--topk", "3", "--max-turns", "4", "--no-few-shot", "--max-new-tokens", "24"]

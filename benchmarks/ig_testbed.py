@@ -43,10 +43,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from study.runs import GRPO_IG, WARM_START, child_env
 
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.run import read_csv
+from study.runs import GRPO_IG, WARM_START, child_env
 
 # The env as both the warm start and GRPO see it (the warm-started model only knows this setting).
 ENV_FLAGS = ["--hops", "2,3", "--topk", "3", "--max-turns", "4", "--no-few-shot", "--max-new-tokens", "12"]

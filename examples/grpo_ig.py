@@ -38,11 +38,11 @@ import transformers
 
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
 from search_env.agents.models import load_causal_lm
-from search_env.training.credit import assign_credit
-from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
 from search_env.agents.policy import chat_prompt, stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
+from search_env.training.credit import assign_credit
+from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.rollout import build_model, decode, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint

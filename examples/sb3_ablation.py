@@ -61,11 +61,11 @@ from search_env.data.qa import QADataset
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
-from search_env.wrappers.numeric import NumericSearchView
 from search_env.training.args import arg, parse_args
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.run import seed_everything, write_csv
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG, PotentialShapedReward, TurnLimitAsTerminal
+from search_env.wrappers.numeric import NumericSearchView
 
 ARMS = ("outcome", "outcome+ig", "outcome+ig-potential")
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from search_env.commands.jsonl import ResumeRefused
 from search_env.commands.cli import main
-from search_env.data.synthetic import build_world
 from search_env.commands.dig import dig_rows, finished_questions, label, ranking_auc
+from search_env.commands.jsonl import ResumeRefused
+from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
 

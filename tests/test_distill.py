@@ -5,8 +5,15 @@ import math
 
 import pytest
 
-from search_env.training.distill import (Attempt, choose_sibling, forward_kl, hindsight_block, masked_jsd, with_hindsight,
-                                with_sibling)
+from search_env.training.distill import (
+    Attempt,
+    choose_sibling,
+    forward_kl,
+    hindsight_block,
+    masked_jsd,
+    with_hindsight,
+    with_sibling,
+)
 
 torch = pytest.importorskip("torch")
 

@@ -15,10 +15,9 @@ import pytest
 import torch
 
 from search_env import IGConfig
-from search_env.training.credit import Trajectory, assign_credit
 from search_env.training import rollout as rollouts
+from search_env.training.credit import Trajectory, assign_credit
 from search_env.vector import SearchQAVectorEnv
-
 from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ import pytest
 import requests
 
 import search_env  # noqa: F401  (registers the env)
-from search_env.retrieval import Hit, HTTPRetriever, RetrieverUnavailable, make_retriever
 from search_env.data import load_corpus
+from search_env.retrieval import Hit, HTTPRetriever, RetrieverUnavailable, make_retriever
 from search_env.retrieval.bm25 import BM25Retriever
 from search_env.retrieval.http import MalformedResponse, parse_response
 from search_env.vector import SearchQAVectorEnv

@@ -8,9 +8,9 @@ import pytest
 from search_env.data.qa import QADataset
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.wrappers.numeric import NumericSearchView, TitleMentions
 from search_env.retrieval.base import Hit
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG
+from search_env.wrappers.numeric import NumericSearchView, TitleMentions
 
 
 def _assert_sum(reward, info):

@@ -4,11 +4,11 @@ plan-writing teacher."""
 
 import pytest
 
+from search_env.agents.policy import OraclePolicy, play_episode
 from search_env.data import load_questions
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.plan import MAX_PLAN_STEPS, match_sub_question, parse_plan, plan_quality
-from search_env.agents.policy import OraclePolicy, play_episode
 from tests.shared_data import shared_data
 from tests.test_actions import INVALID_ACTIONS
 

@@ -7,9 +7,9 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from search_env import Answer, QADataset, SearchQAEnv, parse_action
 from search_env.agents import models
-from search_env.dialects import get_dialect
 from search_env.agents.models import load_causal_lm
 from search_env.agents.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, play_episode
+from search_env.dialects import get_dialect
 
 
 @pytest.fixture(scope="module")

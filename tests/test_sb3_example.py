@@ -22,9 +22,8 @@ from stable_baselines3.common.env_checker import check_env  # noqa: E402
 from search_env.data.qa import QADataset  # noqa: E402
 from search_env.data.synthetic import build_world  # noqa: E402
 from search_env.env import SearchQAEnv  # noqa: E402
-from search_env.wrappers.numeric import NumericSearchView  # noqa: E402
 from search_env.wrappers import OutcomeOnly, OutcomePlusIG  # noqa: E402
-
+from search_env.wrappers.numeric import NumericSearchView  # noqa: E402
 from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,14 @@ from search_env._http import MalformedResponse
 from search_env.agents.models import bundled_model_dir
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig
+from search_env.scoring.servers import (
+    ScorerUnavailable,
+    SGLangScorer,
+    VLLMScorer,
+    parse_sglang_logprobs,
+    parse_vllm_logprobs,
+)
 from search_env.scoring.transformers_scorer import TransformersScorer
-from search_env.scoring.servers import (SGLangScorer, ScorerUnavailable, VLLMScorer, parse_sglang_logprobs,
-                                       parse_vllm_logprobs)
 from search_env.vector import SearchQAVectorEnv
 from tests.servers import free_port
 

@@ -13,7 +13,6 @@ import os
 import sys
 import types
 import typing
-
 from pathlib import Path
 
 import numpy as np

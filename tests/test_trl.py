@@ -23,7 +23,6 @@ from search_env.data.synthetic import build_world
 from search_env.integrations.trl import SearchEnvFactory, SearchToolEnv, make_dataset
 
 
-
 def trl_tools(env) -> dict:
     """The tool dict TRL builds for one rollout (same filter as GRPOTrainer._generate_and_score_completions)."""
     return {

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from search_env.agents.models import bundled_model_dir
-from search_env.data.qa import load_questions
 from search_env.env import SearchQAEnv
 from search_env.info_gain import DeferredIG, IGConfig, finish_deferred
 from search_env.scoring.servers import VLLMScorer
@@ -64,7 +63,8 @@ def _import_verl():
     if stub:
         sys.meta_path.insert(0, stub)
     try:
-        import search_env.integrations.verl  # noqa: F401
+        # the adapter first, as before (import order kept on purpose)
+        import search_env.integrations.verl  # noqa: F401, I001
         import verl.trainer.ppo.ray_trainer  # noqa: F401
     except ImportError as error:
         message = f"verl 0.9.1 is not importable ({error}): run `bash scripts/setup.sh` (make test does)"

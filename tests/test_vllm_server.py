@@ -11,8 +11,8 @@ import pytest
 from search_env.agents.models import bundled_model_dir
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
-from search_env.scoring.transformers_scorer import default_scorer
 from search_env.scoring import ScorerUnavailable, VLLMScorer
+from search_env.scoring.transformers_scorer import default_scorer
 from tests.servers import free_port, start_vllm, stop_process_group, vllm_command, vllm_python
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,6 @@ import transformers
 
 from search_env import QADataset, SearchQAEnv, build_world
 from search_env.agents.policy import OraclePolicy, chat_prompt, play_episode
-
 from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -48,11 +48,18 @@ import numpy as np
 import torch
 import transformers
 
-from search_env import (IGConfig, QADataset, SearchQAEnv, SearchQAVectorEnv, TransformersScorer, build_world,
-                        parse_action)
+from search_env import (
+    IGConfig,
+    QADataset,
+    SearchQAEnv,
+    SearchQAVectorEnv,
+    TransformersScorer,
+    build_world,
+    parse_action,
+)
 from search_env._cache import cache_dir, replace_dir
-from search_env.dialects import DIALECTS, get_dialect, invalid_feedback, search_block
 from search_env.agents.policy import STOP_STRINGS, OraclePolicy, chat_prompt, play_episode
+from search_env.dialects import DIALECTS, get_dialect, invalid_feedback, search_block
 from search_env.retrieval import Hit
 from search_env.training.args import arg, parse_args
 from search_env.training.rollout import build_model, rollout

@@ -43,9 +43,9 @@ def run_demo(policy: str = "model", episodes: int = 3, seed: int = 0, ig: bool =
     import gymnasium as gym
 
     import search_env  # noqa: F401  (registers the env ids)
-    from search_env.data import load_questions
     from search_env.agents.models import load_causal_lm
     from search_env.agents.policy import LMPolicy, OraclePolicy, play_episode
+    from search_env.data import load_questions
     from search_env.scoring.transformers_scorer import TransformersScorer
 
     start = time.perf_counter()

@@ -43,8 +43,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from search_env.commands.args import OneLineParser, positive_int
 from search_env.agents.models import MINILM_NAME
+from search_env.commands.args import OneLineParser, positive_int
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.retrieval.base import Hit, Retriever
 

@@ -12,8 +12,8 @@ import transformers
 
 from search_env.actions import Search, parse_action
 from search_env.agents.models import RANDOM_MODELS, load_causal_lm, random_causal_lm
-from search_env.training.credit import Trajectory, token_span
 from search_env.agents.policy import STOP_STRINGS, cut_at_stop
+from search_env.training.credit import Trajectory, token_span
 
 EPISODE_STATS = ("em", "answered", "searches", "invalid", "truncated")
 
