@@ -91,9 +91,9 @@ def bench_http(n: int, workdir: Path, n_queries: int, batch: int) -> dict:
         for round_ in range(3):  # alternate the two, so that load from other processes hits both alike
             for name, retriever in (("local", local), ("http", remote)):
                 times.setdefault(f"{name}_single_ms", []).append(
-                    per_call(lambda q: retriever.search(q, 10), singles[round_::3]) * 1e3)
+                    per_call(lambda q, r=retriever: r.search(q, 10), singles[round_::3]) * 1e3)
                 times.setdefault(f"{name}_batch_ms", []).append(
-                    per_call(lambda b: retriever.batch_search(b, 10), batches[round_::3]) * 1e3)
+                    per_call(lambda b, r=retriever: r.batch_search(b, 10), batches[round_::3]) * 1e3)
         result = {"server_start_s": t_start, **{key: float(np.median(v)) for key, v in times.items()}}
         result["server_rss_mb"] = psutil.Process(server.pid).memory_info().rss / MB
         return result
@@ -123,8 +123,8 @@ def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
         start = time.perf_counter()
         retriever = DenseRetriever.from_embeddings(corpus, vectors, encoder, index=kind)
         result[f"{kind}_build_s"] = time.perf_counter() - start
-        result[f"{kind}_single_ms"] = per_call(lambda q: retriever.search_vectors(q[None], 10), queries[:n_queries]) * 1e3
-        result[f"{kind}_batch_ms"] = per_call(lambda b: retriever.search_vectors(b, 10), [queries[n_queries:]] * 3) * 1e3
+        result[f"{kind}_single_ms"] = per_call(lambda q, r=retriever: r.search_vectors(q[None], 10), queries[:n_queries]) * 1e3
+        result[f"{kind}_batch_ms"] = per_call(lambda b, r=retriever: r.search_vectors(b, 10), [queries[n_queries:]] * 3) * 1e3
         positions = retriever.search_vectors(queries, 10)[0]
         exact = positions if exact is None else exact
         result[f"{kind}_recall10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(positions.tolist(), exact.tolist())]))

@@ -208,7 +208,7 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
     comparisons = []
     for arm in others:  # each arm against the baseline; the first listed comparison is the last line
         a = stats[arm]
-        ratio = lambda k: a[k]["mean"] / base[k]["mean"] if base[k]["mean"] else float("nan")  # noqa: E731
+        ratio = lambda k, a=a: a[k]["mean"] / base[k]["mean"] if base[k]["mean"] else float("nan")  # noqa: E731
         lo_s, hi_s = ratio_interval(a["steps_to_threshold"]["values"], base["steps_to_threshold"]["values"], rng)
         lo_e, hi_e = ratio_interval(a["final_em"]["values"], base["final_em"]["values"], rng)
         comparisons.append(

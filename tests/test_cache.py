@@ -146,4 +146,4 @@ def test_moved_names_still_import_with_a_warning(module, name, new):
         value = getattr(importlib.import_module(module), name)
     assert value is getattr(importlib.import_module(new), name)
     with pytest.raises(AttributeError):
-        importlib.import_module(module).no_such_name
+        _ = importlib.import_module(module).no_such_name

@@ -93,7 +93,10 @@ def test_observation_layout_and_info(world, two_hop):
 
 def test_reset_seed_picks_questions_reproducibly(world, two_hop):
     view = _view(world, two_hop)
-    ids = lambda: [view.reset(seed=7)[1]["question_id"]] + [view.reset()[1]["question_id"] for _ in range(5)]
+
+    def ids():
+        return [view.reset(seed=7)[1]["question_id"]] + [view.reset()[1]["question_id"] for _ in range(5)]
+
     assert ids() == ids()
     assert view.reset(options={"question_id": two_hop[5].id})[1]["question_id"] == two_hop[5].id
 

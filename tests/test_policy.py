@@ -138,7 +138,7 @@ def test_noisy_teacher_searches_the_right_entity_at_its_accuracy_and_answers_fro
         titles = item.metadata["supporting_titles"]
         seen = []  # the transcript after each step: what the next turn was chosen from
         record = play_episode(env, teacher, options={"question_id": item.id},
-                              on_step=lambda *_: seen.append(env.unwrapped.transcript))
+                              on_step=lambda *_, seen=seen: seen.append(env.unwrapped.transcript))
         searches, answer = record["turns"][:-1], record["turns"][-1]
         assert [t["action_type"] for t in record["turns"]] == ["search"] * len(titles) + ["answer"]
         assert searches[0]["query"] == titles[0]  # the question names only the first entity: nothing else to pick

@@ -236,7 +236,7 @@ def test_prefix_sharing_runs_fewer_tokens(tokenizer):
         model = tiny_model(tokenizer)
         seen = [0]
         embed = model.model.embed_tokens
-        embed.register_forward_hook(lambda _m, args, _o: seen.__setitem__(0, seen[0] + args[0].numel()))
+        embed.register_forward_hook(lambda _m, args, _o, seen=seen: seen.__setitem__(0, seen[0] + args[0].numel()))
         TransformersScorer(model, tokenizer, share_prefix=share).score(contexts, answers)
         tokens[share] = seen[0]
     assert tokens[True] < 0.6 * tokens[False]

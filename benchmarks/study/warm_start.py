@@ -210,7 +210,7 @@ def teacher_episodes(tokenizer, questions, corpus, args: Args) -> tuple[list[tup
             prompt = get_dialect(args.dialect).prompt(item.question, args.topk)
             parts, seen = [], [len(prompt)]  # (text, is the policy's) in order, read off the transcript as it grows
 
-            def on_step(text, *_):
+            def on_step(text, *_, seen=seen, parts=parts):
                 new, seen[0] = env.transcript[seen[0] :], len(env.transcript)
                 assert new.startswith(text), "the env appends a turn's text as it was written"
                 parts.extend([(text, True), (new[len(text) :], False)])
