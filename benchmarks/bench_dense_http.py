@@ -115,7 +115,9 @@ def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, encoder.dim), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = vectors[rng.integers(0, n, n_queries + batch)] + 0.3 * rng.standard_normal((n_queries + batch, encoder.dim), dtype=np.float32)
+    queries = vectors[rng.integers(0, n, n_queries + batch)] + 0.3 * rng.standard_normal(
+        (n_queries + batch, encoder.dim), dtype=np.float32
+    )
     corpus = Corpus([Passage(f"v{i}", "", "x") for i in range(n)], name=f"vectors-{n}")
     result: dict = {"passages": n, "dim": encoder.dim, "embeddings_mb": vectors.nbytes / MB}
     exact = None
@@ -123,11 +125,17 @@ def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
         start = time.perf_counter()
         retriever = DenseRetriever.from_embeddings(corpus, vectors, encoder, index=kind)
         result[f"{kind}_build_s"] = time.perf_counter() - start
-        result[f"{kind}_single_ms"] = per_call(lambda q, r=retriever: r.search_vectors(q[None], 10), queries[:n_queries]) * 1e3
-        result[f"{kind}_batch_ms"] = per_call(lambda b, r=retriever: r.search_vectors(b, 10), [queries[n_queries:]] * 3) * 1e3
+        result[f"{kind}_single_ms"] = (
+            per_call(lambda q, r=retriever: r.search_vectors(q[None], 10), queries[:n_queries]) * 1e3
+        )
+        result[f"{kind}_batch_ms"] = (
+            per_call(lambda b, r=retriever: r.search_vectors(b, 10), [queries[n_queries:]] * 3) * 1e3
+        )
         positions = retriever.search_vectors(queries, 10)[0]
         exact = positions if exact is None else exact
-        result[f"{kind}_recall10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(positions.tolist(), exact.tolist())]))
+        result[f"{kind}_recall10"] = float(
+            np.mean([len(set(a) & set(b)) / 10 for a, b in zip(positions.tolist(), exact.tolist())])
+        )
     import torch
 
     world = build_world(seed=0, n_passages=300)
@@ -152,7 +160,9 @@ def bench_dense(n: int, n_queries: int, batch: int, hnsw: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", type=int, default=100_000, help="passages of the bm25s corpus searched locally and over HTTP")
+    parser.add_argument(
+        "--small", type=int, default=100_000, help="passages of the bm25s corpus searched locally and over HTTP"
+    )
     parser.add_argument("--dense", type=int, default=100_000, help="vectors in the dense comparison")
     parser.add_argument("--queries", type=int, default=200, help="single queries timed per setting")
     parser.add_argument("--batch", type=int, default=64)
@@ -163,8 +173,11 @@ def main() -> None:
     import faiss
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, numpy {np.__version__}, faiss {faiss.__version__}, "
+        f"torch {torch.__version__}"
+    )
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +190,8 @@ def main() -> None:
         BM25Retriever(corpus, cache=workdir / f"bm25-{args.small}", mmap=True)
         del corpus
         http = bench_http(args.small, workdir, args.queries, args.batch)
-        print(f"\n== bm25s over {args.small:,} passages: in-process vs HTTP on 127.0.0.1 (server in its own process) ==")
+        print(f"\n== bm25s over {args.small:,} passages: in-process vs HTTP on 127.0.0.1 "
+              "(server in its own process) ==")
         print(f"{'':>12} {'single ms':>10} {'batch of ' + str(args.batch) + ' ms':>16}")
         for name in ("local", "http"):
             print(f"{name:>12} {http[name + '_single_ms']:>10.2f} {http[name + '_batch_ms']:>16.1f}")
@@ -186,15 +200,19 @@ def main() -> None:
         dense = bench_dense(args.dense, args.queries // 4, args.batch, args.hnsw)
         print(f"\n== dense search over {args.dense:,} unit vectors of dim {dense['dim']} "
               f"({dense['embeddings_mb']:.0f} MB), k=10, query vectors given ==")
-        print(f"{'index':>8} {'build s':>8} {'single ms':>10} {'batch of ' + str(args.batch) + ' ms':>16} {'recall@10':>10}")
+        print(f"{'index':>8} {'build s':>8} {'single ms':>10} "
+              f"{'batch of ' + str(args.batch) + ' ms':>16} {'recall@10':>10}")
         for kind in ("numpy", "flat", "hnsw"):
             if f"{kind}_build_s" in dense:
                 print(f"{kind:>8} {dense[kind + '_build_s']:>8.2f} {dense[kind + '_single_ms']:>10.2f} "
                       f"{dense[kind + '_batch_ms']:>16.1f} {dense[kind + '_recall10']:>10.3f}")
         for threads in sorted({dense["torch_threads"], 1}, reverse=True):
-            print(f"bundled MiniLM encoder, {threads} torch thread(s): a query {dense[f'encode_query_ms_{threads}']:.1f} ms, "
-                  f"a batch of {args.batch} queries {dense[f'encode_batch_ms_{threads}']:.0f} ms, "
-                  f"{dense[f'encode_passages_per_s_{threads}']:.0f} passages/s")
+            print(
+                f"bundled MiniLM encoder, {threads} torch thread(s): "
+                f"a query {dense[f'encode_query_ms_{threads}']:.1f} ms, "
+                f"a batch of {args.batch} queries {dense[f'encode_batch_ms_{threads}']:.0f} ms, "
+                f"{dense[f'encode_passages_per_s_{threads}']:.0f} passages/s"
+            )
         print(f"\ntotal {time.perf_counter() - start:.0f} s; load average after: "
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 

@@ -102,7 +102,8 @@ def main() -> None:
             model.generate(**ids, min_new_tokens=args.turn_tokens, max_new_tokens=args.turn_tokens, do_sample=False,
                            pad_token_id=tokenizer.eos_token_id)
     t_generate = time.perf_counter() - start
-    print(f"{'generation':<18} {t_generate:7.2f}s  {t_generate / steps * 1000:7.0f} ms per turn ({args.turn_tokens} tokens, batch 1)")
+    print(f"{'generation':<18} {t_generate:7.2f}s  {t_generate / steps * 1000:7.0f} ms per turn "
+          f"({args.turn_tokens} tokens, batch 1)")
     print(f"IG (prefix-shared) cost as a share of generating the same turns: {t_shared / t_generate:.1%}")
     print(f"prefix sharing speed-up {t_naive / t_shared:.2f}x; vector batching speed-up over one by one "
           f"{t_shared / t_vector:.2f}x; vector over naive {t_naive / t_vector:.2f}x")

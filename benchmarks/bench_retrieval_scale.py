@@ -19,8 +19,8 @@ At ``--old-at`` (the first size) also the code before the mapped corpus and the 
 Python objects, bm25s's ``index`` over every passage's token list at once): its build peak, an env process's RSS,
 and whether the two indexes give the same top-10 on 200 queries. Then the growth from the smallest to the largest
 size, extrapolated linearly to 21M passages, and what a vocabulary of ``--vocab-words`` distinct words costs each
-process that loads the index (the generated corpora's vocabulary is far smaller than Wikipedia's). The last line: an env process's RSS at ``--old-at`` passages, new /
-old, with the build peaks beside it.
+process that loads the index (the generated corpora's vocabulary is far smaller than Wikipedia's). The last line:
+an env process's RSS at ``--old-at`` passages, new / old, with the build peaks beside it.
 """
 
 from __future__ import annotations
@@ -53,7 +53,13 @@ def memory() -> dict[str, float]:
     for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
             out["Pss"] = int(line.split()[1]) / 1024
-    return {"rss": out["VmRSS"], "anon": out["RssAnon"], "mapped": out["RssFile"], "peak": out["VmHWM"], "pss": out["Pss"]}
+    return {
+        "rss": out["VmRSS"],
+        "anon": out["RssAnon"],
+        "mapped": out["RssFile"],
+        "peak": out["VmHWM"],
+        "pss": out["Pss"],
+    }
 
 
 def dir_mb(path: Path) -> float:
@@ -95,8 +101,14 @@ def phase_build_new(n: int, workdir: Path) -> dict:
     singles, _ = queries_for(corpus)
     top = [np.argsort(-retriever.get_scores(q), kind="stable")[:10].tolist() for q in singles]
     (workdir / f"top_new-{n}.json").write_text(json.dumps(top))
-    return {"map_corpus_s": t_corpus, "build_s": t_build, "peak_mb": peak, "index_disk_mb": dir_mb(workdir / f"bm25-{n}"),
-            "mapped_disk_mb": dir_mb(corpus.folder), "vocab_words": len(retriever.analyzer.tokenizer.word_to_id)}
+    return {
+        "map_corpus_s": t_corpus,
+        "build_s": t_build,
+        "peak_mb": peak,
+        "index_disk_mb": dir_mb(workdir / f"bm25-{n}"),
+        "mapped_disk_mb": dir_mb(corpus.folder),
+        "vocab_words": len(retriever.analyzer.tokenizer.word_to_id),
+    }
 
 
 def phase_build_old(n: int, workdir: Path) -> dict:
@@ -246,10 +258,14 @@ def report(n: int, r: dict) -> None:
           f"{b['build_s']:.0f} s, peak {b['peak_mb']:,.0f} MB, index on disk {b['index_disk_mb']:,.0f} MB")
     if "build_old" in r:
         o = r["build_old"]
-        print(f"build, old (corpus in memory, bm25s index over all token lists): {o['build_s']:.0f} s, peak "
-              f"{o['peak_mb']:,.0f} MB (the corpus alone {o['corpus_rss_mb']:,.0f} MB); same top-10 as the new index on "
-              f"{N_SINGLE} queries: {o['same_top10']:.3f}")
-    rows = [("env process, corpus mapped", e)] + ([("env process, corpus in memory (old)", r["env_old"])] if "env_old" in r else [])
+        print(
+            f"build, old (corpus in memory, bm25s index over all token lists): {o['build_s']:.0f} s, peak "
+            f"{o['peak_mb']:,.0f} MB (the corpus alone {o['corpus_rss_mb']:,.0f} MB); same top-10 as the new index on "
+            f"{N_SINGLE} queries: {o['same_top10']:.3f}"
+        )
+    rows = [("env process, corpus mapped", e)] + (
+        [("env process, corpus in memory (old)", r["env_old"])] if "env_old" in r else []
+    )
     for label, q in rows:
         print(f"{label}: RSS {q['rss_mb']:,.0f} MB (anon {q['anon_mb']:,.0f}, file pages {q['mapped_mb']:,.0f}), PSS "
               f"{q['pss_mb']:,.0f} MB; search {q['single_ms']:.1f} ms single, {q['batch_ms'] / BATCH:.1f} ms/query in "
@@ -265,10 +281,14 @@ def projection(results: dict[int, dict]) -> None:
     """Linear in the growth from the smallest to the largest size measured."""
     (n1, a), (n2, b) = min(results.items()), max(results.items())
     quantities = {
-        "build peak MB": lambda r: r["build"]["peak_mb"], "build s": lambda r: r["build"]["build_s"] + r["build"]["map_corpus_s"],
-        "index on disk MB": lambda r: r["build"]["index_disk_mb"], "mapped corpus on disk MB": lambda r: r["build"]["mapped_disk_mb"],
-        "env process RSS MB": lambda r: r["env"]["rss_mb"], "env process anon MB": lambda r: r["env"]["anon_mb"],
-        "server RSS MB (serving)": lambda r: r["server"]["rss_mb"], "single search ms": lambda r: r["env"]["single_ms"],
+        "build peak MB": lambda r: r["build"]["peak_mb"],
+        "build s": lambda r: r["build"]["build_s"] + r["build"]["map_corpus_s"],
+        "index on disk MB": lambda r: r["build"]["index_disk_mb"],
+        "mapped corpus on disk MB": lambda r: r["build"]["mapped_disk_mb"],
+        "env process RSS MB": lambda r: r["env"]["rss_mb"],
+        "env process anon MB": lambda r: r["env"]["anon_mb"],
+        "server RSS MB (serving)": lambda r: r["server"]["rss_mb"],
+        "single search ms": lambda r: r["env"]["single_ms"],
         "batched search ms/query": lambda r: r["env"]["batch_ms"] / BATCH,
         f"{a['shared']['processes']} env processes PSS MB": lambda r: r["shared"]["pss_total_mb"],
     }
@@ -292,17 +312,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         name, n, workdir = args.phase[0], int(args.phase[1]), Path(args.phase[2])
-        run = {"generate": phase_generate, "build_new": phase_build_new, "build_old": phase_build_old,
-               "query_memory": lambda n, w: phase_query(n, w, False), "query_mapped": lambda n, w: phase_query(n, w, True),
-               "query_mapped_hold": lambda n, w: phase_query(n, w, True, hold=True),
-               "vocab_build": phase_vocab_build, "vocab_load": phase_vocab_load}[name]
+        run = {
+            "generate": phase_generate,
+            "build_new": phase_build_new,
+            "build_old": phase_build_old,
+            "query_memory": lambda n, w: phase_query(n, w, False),
+            "query_mapped": lambda n, w: phase_query(n, w, True),
+            "query_mapped_hold": lambda n, w: phase_query(n, w, True, hold=True),
+            "vocab_build": phase_vocab_build,
+            "vocab_load": phase_vocab_load,
+        }[name]
         print(json.dumps(run(n, workdir)))
         return
     old_at = args.old_at or args.passages[0]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        os.environ["SEARCH_ENV_CACHE"] = str(workdir / "cache")  # mapped corpora go here, for every phase and the server
+        os.environ["SEARCH_ENV_CACHE"] = str(
+            workdir / "cache"
+        )  # mapped corpora go here, for every phase and the server
         print(f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / (1 << 30):.0f} GiB; "
               f"load average before {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         results = {n: measure(n, workdir, args.processes, old=n == old_at) for n in args.passages}
@@ -319,7 +347,9 @@ def main() -> None:
                   f"{vocab['vocab_anon_mb']:,.0f} MB of anonymous memory ({vocab['bytes_per_word']:.0f} bytes a word); "
                   f"the corpora above have {results[min(results)]['build'].get('vocab_words', 0):,} distinct words")
         if args.json:
-            Path(args.json).write_text(json.dumps({**{str(n): r for n, r in results.items()}, "vocab": vocab}, indent=1))
+            Path(args.json).write_text(
+                json.dumps({**{str(n): r for n, r in results.items()}, "vocab": vocab}, indent=1)
+            )
         print(f"\nload average after {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     r = results[old_at]
     new, old = r["env"], r["env_old"]

@@ -75,8 +75,10 @@ def main(argv=None) -> None:
     print(f"IG steps: {n} (4 scored pairs each), the same draws in both")
     print(f"in-process TransformersScorer: {t_local / n:.3f} s per IG step")
     print(f"vLLM server (VLLMScorer):      {t_remote / n:.3f} s per IG step")
-    print(f"IG agreement: max |diff| {diff.max():.2e}, mean {diff.mean():.2e}, Pearson r {np.corrcoef(a, b)[0, 1]:.6f}, "
-          f"IG spread (sd) {a.std():.3f}")
+    print(
+        f"IG agreement: max |diff| {diff.max():.2e}, mean {diff.mean():.2e}, Pearson r {np.corrcoef(a, b)[0, 1]:.6f}, "
+        f"IG spread (sd) {a.std():.3f}"
+    )
     print(f"server / in-process time per IG step: {t_remote / t_local:.2f}x (max IG diff {diff.max():.1e})")
 
 

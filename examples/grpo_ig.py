@@ -4,8 +4,9 @@ command line) first, then the three parts of a training step, the pieces they us
 1. **Rollout** (``search_env.training.rollout``): ``questions_per_step`` questions, ``group_size`` sampled episodes
    each, in a ``SearchQAVectorEnv`` that retrieves passages and scores each search's IG with the policy itself (or
    a frozen scorer: ``--ig-scorer``). Token ids are kept as generated and as tokenised once, never re-tokenised.
-2. **Credit** (``search_env.training.credit``): GRPO advantages from the episode rewards, plus ``ig_weight · clip(IG_t, −c,
-   c)`` on the tokens of search t's ``<search>…</search>``; env tokens are masked out. ``--ig-weight 0``: plain GRPO.
+2. **Credit** (``search_env.training.credit``): GRPO advantages from the episode rewards, plus
+   ``ig_weight · clip(IG_t, −c, c)`` on the tokens of search t's ``<search>…</search>``; env tokens are masked
+   out. ``--ig-weight 0``: plain GRPO.
 3. **Update**: PPO-clip token-mean loss, k3 KL to a frozen initial copy. Default model: Qwen2.5-0.5B-Instruct.
    ``--distill hindsight|sibling`` adds a self-distillation loss (``search_env.training.distill``: SD-Search, OFSD).
 
@@ -178,8 +179,8 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
 
 
 def distill_inputs(trajectories, episodes, args: Args, tokenizer, prompt_text, device):
-    """:func:`search_env.training.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's hindsight,
-    or its sibling's episode), rendered as the policy reads its own prompt."""
+    """:func:`search_env.training.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's
+    hindsight, or its sibling's episode), rendered as the policy reads its own prompt."""
     attempts = [Attempt(e["queries"], e["answer"], bool(e["em"])) for e in episodes]
     completions = [decode(tokenizer, t.completion_ids) for t in trajectories]
     texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], completions, args.group_size, kind=args.distill)
