@@ -9,10 +9,10 @@ How a turn's text becomes an action (every case has one outcome, tested in ``tes
 - The first *complete* ``<search>…</search>`` or ``<answer>…</answer>`` outside reasoning wins (the one whose
   opening tag comes first). Text after its closing tag is dropped, including further tags.
 - Invalid, with a reason code: no tag (``no_tag``); a tag opened but never closed (``unclosed_tag``); tags
-  only inside ``<think>`` (``in_think``); another ``search``, ``answer`` or ``think`` tag inside the winning one (``nested_tags``); empty
-  or whitespace content (``empty``); content over ``max_content_chars`` (``content_too_long``); a turn over
-  ``max_action_chars`` (``action_too_long``, not scanned at all); anything but a str or such a dict
-  (``bad_type``).
+  only inside ``<think>`` (``in_think``); another ``search``, ``answer`` or ``think`` tag inside the winning one
+  (``nested_tags``); empty or whitespace content (``empty``); content over ``max_content_chars``
+  (``content_too_long``); a turn over ``max_action_chars`` (``action_too_long``, not scanned at all); anything but
+  a str or such a dict (``bad_type``).
 - Tags are lower case and exact (``<search>``, not ``<Search>`` or ``< search >``).
 - Control characters and lone surrogates in the content become spaces, runs of whitespace become one space.
 
@@ -125,7 +125,9 @@ def _make(kind: str, raw: str, text: str, max_content_chars: int) -> Action:
     if not content:
         return Invalid("empty", f"the {kind} is empty", text)
     if len(content) > max_content_chars:
-        return Invalid("content_too_long", f"the {kind} has {len(content):,} characters, over {max_content_chars:,}", text)
+        return Invalid(
+            "content_too_long", f"the {kind} has {len(content):,} characters, over {max_content_chars:,}", text
+        )
     return Search(content, text) if kind == "search" else Answer(content, text)
 
 

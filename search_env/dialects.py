@@ -48,7 +48,9 @@ class Dialect:
 
     def worked_example(self) -> str:
         """A worked two-hop episode in this dialect, on a question outside any dataset, for small models."""
-        founder = Hit("example-1", "Pellwick Mills", "Pellwick Mills is a textile company founded in 1881 by Ansel Dorrow.", 0.0)
+        founder = Hit(
+            "example-1", "Pellwick Mills", "Pellwick Mills is a textile company founded in 1881 by Ansel Dorrow.", 0.0
+        )
         birthplace = Hit("example-2", "Ansel Dorrow", "Ansel Dorrow was born in Castemar, a town in Ruvenia.", 0.0)
         return (
             "Here is an example of how to work.\n"

@@ -162,10 +162,24 @@ def random_causal_lm(name: str, seed: int = 0) -> tuple[Any, Any]:
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, num_key_value_heads=2)
     if name == "tiny-random":
-        config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                          max_position_embeddings=8192, **common)
+        config = transformers.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=8192,
+            **common,
+        )
     else:
-        config = transformers.Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                                          max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, **common)
+        config = transformers.Qwen2Config(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+            rms_norm_eps=1e-6,
+            **common,
+        )
     torch.manual_seed(seed)
     return transformers.AutoModelForCausalLM.from_config(config), tokenizer

@@ -142,7 +142,9 @@ class LMPolicy:
             self._stopping = stop_criteria(self.tokenizer)
         tok = self._tokenizer_for_batch()
         batch = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {"do_sample": False}
+        )
         with torch.inference_mode():
             out = self.model.generate(
                 **batch,

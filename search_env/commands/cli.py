@@ -60,10 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     build = index_commands.add_parser("build", help="build (and cache) a BM25 or dense index over a corpus")
     build.add_argument("--corpus", required=True, help="FlashRAG corpus JSONL, or 'builtin' for the built-in world")
     build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
-    build.add_argument("--output", help="directory to save the index in (default: the user cache, keyed by corpus hash)")
-    build.add_argument("--encoder", help="dense only: Hugging Face encoder name or path (default: bundled all-MiniLM-L6-v2)")
-    build.add_argument("--mmap", action="store_true", help="read the corpus memory-mapped (built once, as serve --mmap "
-                                                           "uses it) instead of loading it into memory: for corpora of millions of passages")
+    build.add_argument(
+        "--output", help="directory to save the index in (default: the user cache, keyed by corpus hash)"
+    )
+    build.add_argument(
+        "--encoder", help="dense only: Hugging Face encoder name or path (default: bundled all-MiniLM-L6-v2)"
+    )
+    build.add_argument(
+        "--mmap",
+        action="store_true",
+        help="read the corpus memory-mapped (built once, as serve --mmap "
+        "uses it) instead of loading it into memory: for corpora of millions of passages",
+    )
     build.set_defaults(handler=cmd_index_build)
 
     serve = commands.add_parser("serve", help="serve a retriever over HTTP (Search-R1's /retrieve protocol)",
@@ -72,14 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=server.run)
 
     ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)")
-    ev.add_argument("--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'")
-    ev.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl next to each QA file; 'builtin' for the built-in world)")
-    ev.add_argument("--policy", default="bundled", help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path")
+    ev.add_argument(
+        "--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'"
+    )
+    ev.add_argument(
+        "--corpus",
+        help="FlashRAG corpus JSONL (default: the corpus.jsonl next to each QA file; 'builtin' for the built-in world)",
+    )
+    ev.add_argument(
+        "--policy",
+        default="bundled",
+        help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path",
+    )
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
-    ev.add_argument("--output", required=True, help="trajectories JSONL (a settings line, then one episode a line); "
-                    "an existing file made with the same settings is resumed, not redone; one made otherwise is refused")
-    ev.add_argument("--limit", type=positive_int, help="the first N questions of each dataset (default: all); a resumed "
-                    "file may hold more, which are not counted")
+    ev.add_argument(
+        "--output",
+        required=True,
+        help="trajectories JSONL (a settings line, then one episode a line); "
+        "an existing file made with the same settings is resumed, not redone; one made otherwise is refused",
+    )
+    ev.add_argument(
+        "--limit",
+        type=positive_int,
+        help="the first N questions of each dataset (default: all); a resumed "
+        "file may hold more, which are not counted",
+    )
     ev.add_argument("--max-turns", type=positive_int, default=4)
     ev.add_argument("--topk", type=positive_int, default=3)
     ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
@@ -95,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--topk", type=positive_int, default=5, help="passages retrieved for each question")
     dig.add_argument("--limit", type=positive_int, help="the first N questions (default: all)")
     dig.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
-    dig.add_argument("--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder")
+    dig.add_argument(
+        "--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder"
+    )
     dig.add_argument("--seed", type=int, default=0)
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
@@ -124,7 +151,9 @@ def cmd_index_build(args) -> int:
         kwargs = {"encoder": args.encoder} if args.encoder else {}
         retriever = DenseRetriever(corpus, cache=args.output or True, show_progress=True, **kwargs)
         where = getattr(retriever, "directory", None)
-    print(f"{args.retriever} index over {len(corpus):,} passages ready in {time.perf_counter() - start:.1f}s at {where}")
+    print(
+        f"{args.retriever} index over {len(corpus):,} passages ready in {time.perf_counter() - start:.1f}s at {where}"
+    )
     return 0
 
 

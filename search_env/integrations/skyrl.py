@@ -36,10 +36,10 @@ per-token rewards, ``response_mask`` (1 on every response token, observations in
 the estimator does not get, separates the turns), the group ids, ``grpo_norm_by_std`` and its algorithm config.
 So a turn ends where a reward sits (or where a run of ``response_mask == 1`` ends), and the final turn at the
 response's last token. The trajectory's outcome is the reward on that last token, group-normalised over rollouts
-of the same ``index`` (:func:`search_env.training.credit.group_advantages`; ``grpo_norm_by_std=False`` is Dr. GRPO); each
-earlier turn's reward (this env's ``ig_weight * clip(IG)``) is added to that turn's tokens
-(:func:`search_env.training.credit.token_advantages`). For two rollouts of a question, one right (outcome 1) and one wrong
-(0), whose first turns earned 0.2: the right one's turn-1 tokens get ``0.5 / (std + 1e-6) + 0.2 = 0.9071``, its
+of the same ``index`` (:func:`search_env.training.credit.group_advantages`; ``grpo_norm_by_std=False`` is Dr.
+GRPO); each earlier turn's reward (this env's ``ig_weight * clip(IG)``) is added to that turn's tokens
+(:func:`search_env.training.credit.token_advantages`). For two rollouts of a question, one right (outcome 1) and one
+wrong (0), whose first turns earned 0.2: the right one's turn-1 tokens get ``0.5 / (std + 1e-6) + 0.2 = 0.9071``, its
 last turn's ``0.7071``; the wrong one's ``-0.5071`` and ``-0.7071`` (Dr. GRPO: ``0.7, 0.5, -0.3, -0.5``). It needs
 ``trainer.algorithm.use_kl_in_reward=false`` (a KL term on every token's reward would hide where turns end) and
 per-trajectory rows (``generator.step_wise_trajectories=false``: step-wise, SkyRL keeps only the last step's

@@ -132,7 +132,9 @@ class SearchToolEnv:
                 "search_env.integrations.trl.make_dataset(...) or add those columns to yours"
             )
         extra = {"metadata": row["metadata"]} if isinstance(row.get("metadata"), Mapping) else {}
-        record = base.question_record(question, golden_answers if golden_answers is not None else row.get("answer"), row.get("id"), **extra)
+        record = base.question_record(
+            question, golden_answers if golden_answers is not None else row.get("answer"), row.get("id"), **extra
+        )
         questions = load_questions([record])
         self.env = SearchQAEnv(
             questions=questions,

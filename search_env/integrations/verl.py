@@ -29,8 +29,8 @@ searched:
   imported, which selecting the manager class does in the trainer's process) is
   :func:`search_env.integrations.skyrl.ig_advantage`: the group-normalised outcome (the reward on the last turn's
   last token, grouped by ``uid``) on every policy token, plus each earlier turn's reward on that turn's tokens,
-  i.e. ``A_tok = A_traj + ig_weight * clip(IG_t)`` as :mod:`search_env.training.credit` computes it. That is the advantage
-  verl's policy loss multiplies with the ratio on the tokens where ``response_mask`` is 1.
+  i.e. ``A_tok = A_traj + ig_weight * clip(IG_t)`` as :mod:`search_env.training.credit` computes it. That is the
+  advantage verl's policy loss multiplies with the ratio on the tokens where ``response_mask`` is 1.
 
 ``extra_fields`` also holds ``turn_scores`` (the turn rewards), ``actions`` (each turn's text, prefix included) and
 ``reward_extra_info`` (em, f1, answered, searches, invalid, ig_steps, ig_mean: verl logs them per step).

@@ -105,7 +105,9 @@ class HTTPRetriever:
         if not urls:
             raise ValueError("HTTPRetriever needs at least one URL")
         if timeout <= 0 or retries < 0 or batch_size < 1:
-            raise ValueError(f"need timeout > 0, retries >= 0, batch_size >= 1 (got {timeout}, {retries}, {batch_size})")
+            raise ValueError(
+                f"need timeout > 0, retries >= 0, batch_size >= 1 (got {timeout}, {retries}, {batch_size})"
+            )
         self.client = JSONClient([endpoint(url, "/retrieve") for url in urls], timeout=timeout, retries=retries,
                                  backoff=backoff, max_backoff=max_backoff, pool_size=pool_size,
                                  error=RetrieverUnavailable, what="retrieval")

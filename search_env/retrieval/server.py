@@ -170,7 +170,9 @@ class QueryBatcher:
 
 def _document(hit: Hit, corpus: Corpus | None) -> dict:
     """A hit as a corpus row: ``contents`` as the corpus stores it, ``title`` and ``text`` beside it."""
-    contents = corpus.get(hit.doc_id).contents if corpus is not None and hit.doc_id in corpus else f'"{hit.title}"\n{hit.text}'
+    contents = (
+        corpus.get(hit.doc_id).contents if corpus is not None and hit.doc_id in corpus else f'"{hit.title}"\n{hit.text}'
+    )
     return {"id": hit.doc_id, "contents": contents, "title": hit.title, "text": hit.text}
 
 
@@ -225,8 +227,10 @@ def create_app(retriever: Retriever, *, corpus: Corpus | None = None, default_to
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type"), "input": _echo(e.get("input"))}
-                  for e in exc.errors()[:20]]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type"), "input": _echo(e.get("input"))}
+            for e in exc.errors()[:20]
+        ]
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/health")
@@ -306,7 +310,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=positive_int, default=3, help="hits per query when a request gives no topk")
     parser.add_argument("--index-dir", help="where the index is kept (default: the search_env cache)")
     parser.add_argument("--encoder", default=MINILM_NAME, help="dense: Hugging Face encoder name or path")
-    parser.add_argument("--index", choices=("numpy", "flat", "hnsw", "ivf"), default="numpy", help="dense: search index")
+    parser.add_argument(
+        "--index", choices=("numpy", "flat", "hnsw", "ivf"), default="numpy", help="dense: search index"
+    )
     parser.add_argument("--max-batch", type=positive_int, default=256, help="most queries merged into one batch_search")
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
     parser.add_argument("--max-queries", type=positive_int, default=MAX_QUERIES, help="most queries in one request")

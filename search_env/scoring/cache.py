@@ -204,7 +204,9 @@ class DiskScoreCache:
             for start in range(0, len(digests), _CHUNK):
                 chunk = digests[start : start + _CHUNK]
                 query = f"SELECT key, value FROM scores WHERE model = ? AND key IN ({','.join('?' * len(chunk))})"
-                rows = _retry(lambda query=query, chunk=chunk: conn.execute(query, [fingerprint, *chunk]).fetchall(), self.timeout)
+                rows = _retry(
+                    lambda query=query, chunk=chunk: conn.execute(query, [fingerprint, *chunk]).fetchall(), self.timeout
+                )
                 found.update((keys[bytes(k)], float(v)) for k, v in rows)
             self.hits += len(found)
             self.misses += len(keys) - len(found)

@@ -61,7 +61,9 @@ def parse_vllm_logprobs(body: Any, encoded: Sequence[tuple[Sequence[int], int]])
         rows = choice.get("prompt_logprobs") if isinstance(choice, dict) else None
         if not isinstance(rows, list) or len(rows) != len(ids):
             size = len(rows) if isinstance(rows, list) else "no"
-            raise MalformedResponse(f"choice {i}: {size} prompt_logprobs for {len(ids)} prompt tokens (was prompt_logprobs asked?)")
+            raise MalformedResponse(
+                f"choice {i}: {size} prompt_logprobs for {len(ids)} prompt tokens (was prompt_logprobs asked?)"
+            )
         answer = []
         for j in range(start, len(ids)):
             row = rows[j]
@@ -87,7 +89,9 @@ def parse_sglang_logprobs(body: Any, encoded: Sequence[tuple[Sequence[int], int]
         n = len(ids) - start
         if not isinstance(rows, list) or len(rows) < n + 1:
             size = len(rows) if isinstance(rows, list) else "no"
-            raise MalformedResponse(f"result {i}: {size} input_token_logprobs, need {n + 1} (was return_logprob asked?)")
+            raise MalformedResponse(
+                f"result {i}: {size} input_token_logprobs, need {n + 1} (was return_logprob asked?)"
+            )
         answer = []
         for k in range(1, n + 1):
             row, token = rows[k], ids[start - 1 + k]
@@ -156,7 +160,8 @@ class _ServerScorer:
 
 
 class VLLMScorer(_ServerScorer):
-    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on vLLM's OpenAI-compatible server(s) (see the module docstring).
+    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on vLLM's OpenAI-compatible server(s) (see the module
+    docstring).
 
     Args:
         urls: ``http://host:port`` (``/v1/completions`` is added) or full endpoint URLs; several are replicas.
@@ -181,8 +186,8 @@ class VLLMScorer(_ServerScorer):
 
 
 class SGLangScorer(_ServerScorer):
-    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on SGLang's native ``/generate`` (see the module docstring); the
-    arguments are :class:`VLLMScorer`'s, without ``model``."""
+    """A :class:`~search_env.scoring.transformers_scorer.Scorer` on SGLang's native ``/generate`` (see the module
+    docstring); the arguments are :class:`VLLMScorer`'s, without ``model``."""
 
     default_path = "/generate"
     parse = staticmethod(parse_sglang_logprobs)

@@ -220,7 +220,9 @@ class TransformersScorer:
 
     def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, int]]:
         """Token ids of each full sequence and the number of context tokens in it."""
-        return [(np.asarray(ids, dtype=np.int64), start) for ids, start in self.score_format.encode(self.tokenizer, pairs)]
+        return [
+            (np.asarray(ids, dtype=np.int64), start) for ids, start in self.score_format.encode(self.tokenizer, pairs)
+        ]
 
     def _score_uncached(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         encoded = self._encode(pairs)

@@ -23,8 +23,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "choose_sibling", "distill_loss", "forward_kl", "hindsight_block", "masked_jsd", "teacher_prompts",
-           "teacher_rows", "with_hindsight", "with_sibling"]
+__all__ = [
+    "Attempt",
+    "choose_sibling",
+    "distill_loss",
+    "forward_kl",
+    "hindsight_block",
+    "masked_jsd",
+    "teacher_prompts",
+    "teacher_rows",
+    "with_hindsight",
+    "with_sibling",
+]
 
 HINDSIGHT_HEADER = "Hindsight from {n} earlier attempts at this question (queries, then the outcome):"
 
@@ -109,7 +119,9 @@ def masked_jsd(student_logits, teacher_logits, mask, *, beta: float = 0.5, tempe
         raise ValueError(f"beta must be in (0, 1), not {beta}")
     log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_t = torch.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    log_m = torch.logsumexp(torch.stack([log_s + torch.log(torch.tensor(beta)), log_t + torch.log(torch.tensor(1 - beta))]), dim=0)
+    log_m = torch.logsumexp(
+        torch.stack([log_s + torch.log(torch.tensor(beta)), log_t + torch.log(torch.tensor(1 - beta))]), dim=0
+    )
     kl_s = (log_s.exp() * (log_s - log_m)).sum(-1)
     kl_t = (log_t.exp() * (log_t - log_m)).sum(-1)
     return _masked_mean(beta * kl_s + (1 - beta) * kl_t, mask)
@@ -161,8 +173,8 @@ def distill_loss(model, student_ids, student_mask, teacher_ids, offsets, *, kind
 
 
 def teacher_rows(trajectories, teacher_prompts, *, queries_only: bool, pad_id: int):
-    """The inputs of :func:`distill_loss` for a batch of :class:`~search_env.training.credit.Trajectory`: ``(student_ids,
-    student_mask, teacher_ids, offsets)`` tensors, right-padded with ``pad_id``.
+    """The inputs of :func:`distill_loss` for a batch of :class:`~search_env.training.credit.Trajectory`:
+    ``(student_ids, student_mask, teacher_ids, offsets)`` tensors, right-padded with ``pad_id``.
 
     A trajectory's teacher row is its completion (policy and env tokens, as generated and tokenised) after
     ``teacher_prompts[i]`` (token ids) instead of its own prompt. The mask covers its search-query tokens

@@ -10,4 +10,11 @@ from search_env.wrappers.rewards import (
                                          TurnLimitAsTerminal,
 )
 
-__all__ = ["IGShapedReward", "NumericSearchView", "OutcomeOnly", "OutcomePlusIG", "PotentialShapedReward", "TurnLimitAsTerminal"]
+__all__ = [
+    "IGShapedReward",
+    "NumericSearchView",
+    "OutcomeOnly",
+    "OutcomePlusIG",
+    "PotentialShapedReward",
+    "TurnLimitAsTerminal",
+]

@@ -83,7 +83,9 @@ class TitleMentions:
                 word = _WORD.match(text, start)
                 for title in self._by_first.get(word.group() if word else "", ()):
                     end = start + len(title)
-                    if text.startswith(title, start) and not (end < len(text) and (text[end].isalnum() or text[end] == "_")):
+                    if text.startswith(title, start) and not (
+                        end < len(text) and (text[end].isalnum() or text[end] == "_")
+                    ):
                         if title != hit.title:
                             found.append((title, start, end, False))
                         break
@@ -131,7 +133,17 @@ def _hashed(tokens: Sequence[str], dim: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- numeric view
 
-_SLOT_SCALARS = ("present", "is_year", "in_question", "latest_search", "rank_0", "rank_1", "rank_2+", "order", "overlap")
+_SLOT_SCALARS = (
+    "present",
+    "is_year",
+    "in_question",
+    "latest_search",
+    "rank_0",
+    "rank_1",
+    "rank_2+",
+    "order",
+    "overlap",
+)
 
 
 class NumericSearchView(gym.Wrapper):
