@@ -9,14 +9,23 @@ from search_env.retrieval.base import Hit
     "text, expected",
     [
         ("<search>capital of Karvesh</search>", Search("capital of Karvesh", "<search>capital of Karvesh</search>")),
-        ("<think>I need facts</think>\n<search> who founded X </search>", Search("who founded X", "<think>I need facts</think>\n<search> who founded X </search>")),
+        (
+            "<think>I need facts</think>\n<search> who founded X </search>",
+            Search("who founded X", "<think>I need facts</think>\n<search> who founded X </search>"),
+        ),
         ("<answer> Lisbon </answer>", Answer("Lisbon", "<answer> Lisbon </answer>")),
         ("<search>q1</search> then <search>q2</search>", Search("q1", "<search>q1</search>")),  # first wins
         ("<answer>a</answer><search>q</search>", Answer("a", "<answer>a</answer>")),
         ("<search>q</search><information>made up</information>", Search("q", "<search>q</search>")),
         ("I will <answer> later, <search>q</search>", Search("q", "I will <answer> later, <search>q</search>")),
-        ("<think><search>x</search></think><answer>y</answer>", Answer("y", "<think><search>x</search></think><answer>y</answer>")),
-        ("<search>a\x00b\x1f\x7fc\ud800d\n\te</search>", Search("a b c d e", "<search>a\x00b\x1f\x7fc\ud800d\n\te</search>")),
+        (
+            "<think><search>x</search></think><answer>y</answer>",
+            Answer("y", "<think><search>x</search></think><answer>y</answer>"),
+        ),
+        (
+            "<search>a\x00b\x1f\x7fc\ud800d\n\te</search>",
+            Search("a b c d e", "<search>a\x00b\x1f\x7fc\ud800d\n\te</search>"),
+        ),
         ("<search>  ünïcödé 中文  </search>", Search("ünïcödé 中文", "<search>  ünïcödé 中文  </search>")),
     ],
 )
@@ -79,7 +88,10 @@ def test_clean_content():
 def test_dialects_format_passages():
     hits = [Hit("7", "Karvesh", "A city.", 2.0), Hit("9", "Osmund", "A person.", 1.0)]
     r1, ar = get_dialect("search-r1"), get_dialect("autorefine")
-    assert r1.observation(hits) == "\n\n<information>Doc 1(Title: Karvesh) A city.\nDoc 2(Title: Osmund) A person.\n</information>\n\n"
+    assert (
+        r1.observation(hits)
+        == "\n\n<information>Doc 1(Title: Karvesh) A city.\nDoc 2(Title: Osmund) A person.\n</information>\n\n"
+    )
     assert ar.documents_block(hits).startswith("<documents>Doc 1(Title: Karvesh)")
     assert "<refine>" in ar.prompt("q?", 3) and "<refine>" not in r1.prompt("q?", 3)
     assert r1.prompt("Who is X?", 5).endswith("Question: Who is X?\n") and "5 best" in r1.prompt("Who is X?", 5)

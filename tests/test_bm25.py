@@ -385,7 +385,9 @@ def test_query_words_use_the_index_vocabulary(retriever, corpus):
     """A query is tokenized with the index's own tokenizer (stemmed, known ids), not a fresh vocab."""
     passage = corpus[42]
     assert _ids(retriever.search(f"{passage.title} {passage.text}", 1)) == [passage.id]
-    stemmed = BM25Retriever(Corpus([Passage("r", "", "The runner was running."), Passage("s", "", "Swim.")]), cache=False)
+    stemmed = BM25Retriever(
+        Corpus([Passage("r", "", "The runner was running."), Passage("s", "", "Swim.")]), cache=False
+    )
     assert _ids(stemmed.search("runs", 2)) == ["r"]  # "runs" is unseen but stems to "run"
 
 

@@ -44,7 +44,9 @@ def test_eval_prints_table_and_resumes_without_redoing_or_losing(qa_dir, tmp_pat
     records = read_records(out)
     assert [r["id"] for r in records] == ["q0", "q1", "q2", "q3", "q4", "q5"]  # no repeats, none lost
     assert records[:2] == first
-    assert all(r["em"] == 1.0 and r["dataset"] == "tinyset" and r["turns"][0]["action_type"] == "search" for r in records)
+    assert all(
+        r["em"] == 1.0 and r["dataset"] == "tinyset" and r["turns"][0]["action_type"] == "search" for r in records
+    )
     table = capsys.readouterr().out
     assert "tinyset" in table and "1.000" in table and "4 episodes run, 2 resumed" in table
 
@@ -137,7 +139,9 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
 @pytest.mark.parametrize("bad", [["--limit", "0"], ["--limit", "-1"], ["--topk", "x"], ["--bogus"]])
 def test_bad_options_are_one_line(qa_dir, tmp_path, capsys, bad):
     out = tmp_path / "o.jsonl"
-    assert main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle", "--output", str(out), *bad]) == 2
+    assert (
+        main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle", "--output", str(out), *bad]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err and "--help" in err
     assert not out.exists()  # nothing ran
@@ -146,7 +150,10 @@ def test_bad_options_are_one_line(qa_dir, tmp_path, capsys, bad):
 def test_serve_errors_are_one_line(tmp_path, capsys):
     pytest.importorskip("fastapi", reason="serve needs the `server` extra")
     assert main(["serve", "--port", "x"]) == 2
-    assert capsys.readouterr().err == "search-env serve: error: argument --port: invalid int value: 'x' (see search-env serve --help)\n"
+    assert (
+        capsys.readouterr().err
+        == "search-env serve: error: argument --port: invalid int value: 'x' (see search-env serve --help)\n"
+    )
     assert main(["serve", "--corpus", str(tmp_path / "none.jsonl")]) == 2
     assert capsys.readouterr().err == f"search-env: error: {tmp_path / 'none.jsonl'}: no such file\n"
 
@@ -163,14 +170,22 @@ def test_index_build_and_info(qa_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "gymnasium" in out and "cache dir" in out
     # --mmap: the corpus read from its mapped form; the same corpus fingerprint, so the index built above is found
-    assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--mmap"]) == 0
+    assert (
+        main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx"), "--mmap"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "bm25 index over 39 passages" in captured.out and "Tokenize texts" not in captured.err
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["index", "build"], ["eval"], ["info"], ["serve"]])
 def test_help_of_every_command(command):
-    result = subprocess.run([sys.executable, "-m", "search_env.commands.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "search_env.commands.cli", *command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout and "Traceback" not in result.stderr
 
@@ -216,7 +231,10 @@ def test_index_build_dense(qa_dir, tmp_path, capsys):
     from search_env.retrieval.dense import DenseRetriever
 
     out = tmp_path / "dense"
-    assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--retriever", "dense", "--output", str(out)]) == 0
+    assert (
+        main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--retriever", "dense", "--output", str(out)])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "dense index over 39 passages" in captured.out and "encoding 39 passages" in captured.err
     from search_env.data import load_corpus

@@ -37,11 +37,15 @@ def test_rows_are_the_envs_doc_gains(world, fake_scorer):
 
 
 def test_ranking_auc_by_hand():
-    rows = [{"question_id": "a", "gold": True, "dig": 0.5, "bm25": 1.0}, {"question_id": "a", "gold": False, "dig": 0.1, "bm25": 2.0},
-            {"question_id": "a", "gold": False, "dig": 0.5, "bm25": 3.0},
-            {"question_id": "b", "gold": True, "dig": -1.0, "bm25": 5.0}, {"question_id": "b", "gold": False, "dig": 0.0, "bm25": 4.0},
-            {"question_id": "c", "gold": True, "dig": 1.0, "bm25": 1.0},  # no non-gold passage: no pair
-            {"question_id": "d", "gold": None, "dig": 1.0, "bm25": 1.0}]
+    rows = [
+        {"question_id": "a", "gold": True, "dig": 0.5, "bm25": 1.0},
+        {"question_id": "a", "gold": False, "dig": 0.1, "bm25": 2.0},
+        {"question_id": "a", "gold": False, "dig": 0.5, "bm25": 3.0},
+        {"question_id": "b", "gold": True, "dig": -1.0, "bm25": 5.0},
+        {"question_id": "b", "gold": False, "dig": 0.0, "bm25": 4.0},
+        {"question_id": "c", "gold": True, "dig": 1.0, "bm25": 1.0},  # no non-gold passage: no pair
+        {"question_id": "d", "gold": None, "dig": 1.0, "bm25": 1.0},
+    ]
     assert ranking_auc(rows, "dig") == (pytest.approx((1 + 0.5 + 0) / 3), 3)
     assert ranking_auc(rows, "bm25") == (pytest.approx(1 / 3), 3)
     auc, pairs = ranking_auc([], "dig")

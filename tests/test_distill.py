@@ -44,7 +44,9 @@ def test_sibling_choice():
     assert choose_sibling([Attempt(["a"], "x", False), Attempt(["b"], None, False)], 0) is None
     tie = [Attempt(["a", "b"], "y", False), Attempt(["c"], "x", True), Attempt(["d"], "x", True)]
     assert choose_sibling(tie, 0) == 1
-    assert "An earlier attempt" in with_sibling("P", " <search> c </search> ") and "<search> c </search>" in with_sibling("P", "<search> c </search>")
+    assert "An earlier attempt" in with_sibling(
+        "P", " <search> c </search> "
+    ) and "<search> c </search>" in with_sibling("P", "<search> c </search>")
 
 
 def logits():
@@ -134,7 +136,9 @@ def test_teacher_rows():
     assert s.tolist() == [[1, 2, 10, 11, 12, 13, 20, 21, 14, 15], [1, 2, 3, 16, 17, 0, 0, 0, 0, 0]]
     assert m.tolist()[0] == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0] and not m[1].any()  # a's query tokens; b has no teacher
     assert t.tolist()[0] == [7, 8, 9, 1, 2, 10, 11, 12, 13, 20, 21, 14, 15] and off.tolist() == [3, 0]
-    assert [t[0, j + 3].item() for j in range(10)] == s[0].tolist()  # token j of the student is token j + offset of the teacher
+    assert [t[0, j + 3].item() for j in range(10)] == s[
+        0
+    ].tolist()  # token j of the student is token j + offset of the teacher
     _, m_all, _, _ = teacher_rows([a], [[5, 1, 2]], queries_only=False, pad_id=0)
     assert m_all.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0, 1, 1]]  # every policy token, no env or prompt token
 
@@ -149,6 +153,8 @@ def test_teacher_prompts_per_group():
     assert hind[0] == with_hindsight("P0", hindsight_block(GROUP)) and hind[3].startswith("P3\n\nHindsight from 4")
     assert hind[4] == with_hindsight("P4", hindsight_block(GROUP[:2])) and "from 2 earlier" in hind[5]
     sib = teacher_prompts(attempts, prompts, completions, 4, kind="sibling")
-    assert sib[0] == with_sibling("P0", "C3") and sib[3] is None and sib[4] == with_sibling("P4", "C5") and sib[5] is None
+    assert (
+        sib[0] == with_sibling("P0", "C3") and sib[3] is None and sib[4] == with_sibling("P4", "C5") and sib[5] is None
+    )
     with pytest.raises(ValueError, match="kind"):
         teacher_prompts(attempts, prompts, completions, 4, kind="both")

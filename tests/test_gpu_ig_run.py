@@ -29,7 +29,9 @@ def test_tiny_run_trains_both_arms_from_the_warm_started_base_model(tmp_path):
     lines, results = run(tmp_path)
     assert lines[-1].startswith("IG / outcome: final held-out EM ") and "of the IG arm's step time" in lines[-1]
     warm = results["warm_start"]
-    assert warm["args"]["base_model"] == "tiny-random" and warm["vocab_size"] > 40_000  # SmolLM2's tokenizer, not the world's
+    assert (
+        warm["args"]["base_model"] == "tiny-random" and warm["vocab_size"] > 40_000
+    )  # SmolLM2's tokenizer, not the world's
     assert results["ended"] == {"outcome": "finished", "ig": "finished"}
     for arm, weight in (("outcome", 0), ("ig", 0.3)):
         summary = results["arms"][arm]

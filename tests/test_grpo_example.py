@@ -45,7 +45,9 @@ def ids_of(tok, text):
 
 def test_cut_turn_keeps_generated_ids_up_to_the_stop(example, tok):
     eos = tok.eos_token_id
-    generated = ids_of(tok, "<think>I need the founder.</think>\n<search> Pellwick Mills founder </search>\n\nand more") + [eos, eos]
+    generated = ids_of(
+        tok, "<think>I need the founder.</think>\n<search> Pellwick Mills founder </search>\n\nand more"
+    ) + [eos, eos]
     ids, text = rollouts.cut_turn(tok, generated, {eos})
     assert ids == generated[: len(ids)]  # a prefix, never re-tokenised
     assert "</search>" in example.decode(tok, ids) and "</search>" not in example.decode(tok, ids[:-1])
@@ -67,7 +69,9 @@ SCRIPT = [
 ]
 
 
-def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch):
+def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
+    example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch
+):
     """Scripted generations through the real env: segments, spans, IG and the next turn's context."""
     seen_contexts = []
 
@@ -83,8 +87,18 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_qu
                              ig=IGConfig(n_random=2), scorer=fake_scorer, max_turns=3)
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
     items = [tiny_questions[0], tiny_questions[1]]
-    trajs, episodes = example.rollout(model, tok, venv, items, group_size=2, seed=7, gen_kwargs={}, prompt_text=lambda p: p,
-                                      timer=example.Timer(torch.device("cpu")), amp=nullcontext)
+    trajs, episodes = example.rollout(
+        model,
+        tok,
+        venv,
+        items,
+        group_size=2,
+        seed=7,
+        gen_kwargs={},
+        prompt_text=lambda p: p,
+        timer=example.Timer(torch.device("cpu")),
+        amp=nullcontext,
+    )
 
     assert [e["em"] for e in episodes] == [1.0, 0.0, 1.0, 0.0]
     assert [t.group for t in trajs] == ["q0", "q0", "q1", "q1"]
@@ -102,7 +116,9 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(example, tok, tiny_qu
     batch = assign_credit(trajs, ig_weight=0.5)
     query = batch.token_turns == 0
     ig_term = batch.token_advantages - batch.advantages[:, None]
-    np.testing.assert_allclose(ig_term[query], np.repeat([0.5 * np.clip(t.step_ig[0], -1, 1) for t in trajs], query.sum(1)))
+    np.testing.assert_allclose(
+        ig_term[query], np.repeat([0.5 * np.clip(t.step_ig[0], -1, 1) for t in trajs], query.sum(1))
+    )
     assert not ig_term[batch.loss_mask & ~query].any()
 
 
@@ -202,7 +218,9 @@ def test_logprobs_are_those_of_the_temperature_that_sampled(example, monkeypatch
     with torch.no_grad():
         got = example.token_logprobs(model, out.sequences, torch.ones_like(out.sequences), 4, temperature=0.7)[0, 4:]
     torch.testing.assert_close(got, sampled, rtol=0, atol=1e-4)
-    assert (got - example.token_logprobs(model, out.sequences, torch.ones_like(out.sequences), 4)[0, 4:]).abs().max() > 1e-2
+    assert (
+        got - example.token_logprobs(model, out.sequences, torch.ones_like(out.sequences), 4)[0, 4:]
+    ).abs().max() > 1e-2
 
     seen = []
     real = example.token_logprobs
@@ -221,7 +239,9 @@ def test_bf16_weights_are_refused(example):
 
 
 def test_reference_is_exactly_the_initial_policy_under_bf16_mixed(example):
-    model, ref, _ = example.load_models(example.Args(model="tiny-random", kl_coef=0.1), torch.device("cpu"), "bf16-mixed")
+    model, ref, _ = example.load_models(
+        example.Args(model="tiny-random", kl_coef=0.1), torch.device("cpu"), "bf16-mixed"
+    )
     assert {p.dtype for p in ref.parameters()} == {p.dtype for p in model.parameters()} == {torch.float32}
     ids = torch.tensor([[3, 9, 27, 81, 243, 5]])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -258,8 +278,12 @@ def test_hops_restricts_both_splits_without_moving_the_held_out_split(example):
 
 def test_rollout_counts_truncation_and_step_metrics_count_all_failed_groups(example, tok, tiny_questions, tiny_corpus,
                                                                           monkeypatch):
-    monkeypatch.setattr(rollouts, "generate", lambda m, t, contexts, g: [ids_of(tok, "<search> Karvesh </search>")] * len(contexts))
-    venv = SearchQAVectorEnv(2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2)
+    monkeypatch.setattr(
+        rollouts, "generate", lambda m, t, contexts, g: [ids_of(tok, "<search> Karvesh </search>")] * len(contexts)
+    )
+    venv = SearchQAVectorEnv(
+        2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2
+    )
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
     _, episodes = example.rollout(model, tok, venv, [tiny_questions[0]], group_size=2, seed=0, gen_kwargs={},
                                   prompt_text=lambda p: p, timer=example.Timer(), amp=nullcontext)
@@ -282,8 +306,9 @@ def test_rollout_counts_truncation_and_step_metrics_count_all_failed_groups(exam
 def test_distill_options_add_their_loss_to_the_update(example, tok):
     prompt = "Question: In which country is Karvesh?\n"
     trajs, episodes = [], []
-    for i, (em, queries) in enumerate([(1.0, ["Karvesh"]), (0.0, ["Omrith", "Quenlar"]), (1.0, ["Karvesh", "Veltrania"]),
-                                       (0.0, ["Dallowmere"])]):
+    for i, (em, queries) in enumerate(
+        [(1.0, ["Karvesh"]), (0.0, ["Omrith", "Quenlar"]), (1.0, ["Karvesh", "Veltrania"]), (0.0, ["Dallowmere"])]
+    ):
         traj = Trajectory(ids_of(tok, prompt), group=i // 2, reward=em)
         for q in queries:
             ids = ids_of(tok, f"<search> {q} </search>")
@@ -315,7 +340,9 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
                 sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: read the gradients, keep the weights
                 example.grpo_update(model, None, sgd, batch, args, example.Timer(torch.device("cpu")), nullcontext,
                                     distill if with_distill else None, policy_loss=policy_loss)
-                grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+                grads.append(
+                    [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+                )
             only_policy = any(g.abs().sum() > 0 for g in grads[1])
             assert only_policy == policy_loss  # without the policy loss and without distillation: no gradient at all
 

@@ -170,7 +170,9 @@ def test_client_matches_in_process(live, bm25):
 
 def test_server_protocol(live, tiny_corpus):
     single = requests.post(f"{live.url}/retrieve", json={"query": QUERIES[0], "topk": 2, "return_scores": True}).json()
-    batch = requests.post(f"{live.url}/retrieve", json={"queries": [QUERIES[0]], "topk": 2, "return_scores": True}).json()
+    batch = requests.post(
+        f"{live.url}/retrieve", json={"queries": [QUERIES[0]], "topk": 2, "return_scores": True}
+    ).json()
     assert single == batch and len(single["result"]) == 1 and len(single["result"][0]) == 2
     entry = single["result"][0][0]
     assert set(entry) == {"document", "score"} and set(entry["document"]) == {"id", "contents", "title", "text"}
@@ -249,7 +251,11 @@ def test_gym_make_with_url_equals_in_process(live, tiny_corpus, tiny_questions, 
     local = gym.make("search_env:SearchQA-v0", retriever="bm25", **kwargs)
     assert isinstance(remote.unwrapped.retriever, HTTPRetriever)
     assert remote.reset(seed=1) == local.reset(seed=1)
-    for action in ["<search> Karvesh country </search>", "<search> capital Veltrania </search>", "<answer> Veltrania </answer>"]:
+    for action in [
+        "<search> Karvesh country </search>",
+        "<search> capital Veltrania </search>",
+        "<answer> Veltrania </answer>",
+    ]:
         assert remote.step(action) == local.step(action)
 
 
@@ -474,7 +480,8 @@ def test_pickle_and_urls():
 def test_server_module_stands_alone():
     """``python -m search_env.retrieval.server`` works, and the server module never imports the CLI."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = "import sys, search_env.retrieval.server; assert 'search_env.commands.cli' not in sys.modules, 'imports the CLI'"
+    code = ("import sys, search_env.retrieval.server; "
+            "assert 'search_env.commands.cli' not in sys.modules, 'imports the CLI'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env)
     shown = subprocess.run([sys.executable, "-m", "search_env.retrieval.server", "--help"], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=True).stdout
@@ -558,14 +565,19 @@ def test_a_large_request_does_not_starve_a_small_one():
 
 def test_documents_come_back_with_contents_as_stored(tmp_path):
     path = tmp_path / "corpus.jsonl"
-    rows = [{"id": "a", "contents": "no quoted title, Karvesh river"}, {"id": "b", "contents": "Plain title\nOmrith  text "},
-            {"id": "c", "contents": '"Quoted"\nVeltrania'}]
+    rows = [
+        {"id": "a", "contents": "no quoted title, Karvesh river"},
+        {"id": "b", "contents": "Plain title\nOmrith  text "},
+        {"id": "c", "contents": '"Quoted"\nVeltrania'},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for mmap in (False, True):
         corpus = load_corpus(path, mmap=mmap)
         server = LiveServer(BM25Retriever(corpus, cache=False))
         try:
-            result = requests.post(f"{server.url}/retrieve", json={"queries": ["Karvesh", "Omrith", "Veltrania"], "topk": 1}).json()
+            result = requests.post(
+                f"{server.url}/retrieve", json={"queries": ["Karvesh", "Omrith", "Veltrania"], "topk": 1}
+            ).json()
             docs = [row[0] for row in result["result"]]
             assert [d["contents"] for d in docs] == [r["contents"] for r in rows]
             assert (docs[1]["title"], docs[1]["text"]) == ("Plain title", "Omrith  text")

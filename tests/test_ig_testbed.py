@@ -104,6 +104,8 @@ def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_fir
         assert ("loss/distill" in read(tmp_path / "runs" / f"{arm}_s1" / "metrics.csv")[0]) == (kind != "none")
     assert not (tmp_path / "runs" / "ig_s1").exists()
     lines = result.stdout.strip().splitlines()
-    assert lines[-1].startswith("hindsight / outcome: ") and any(line.startswith("sibling / outcome: ") for line in lines)
+    assert lines[-1].startswith("hindsight / outcome: ") and any(
+        line.startswith("sibling / outcome: ") for line in lines
+    )
     table = (tmp_path / "results.md").read_text()
     assert "| outcome + hindsight JSD (--distill hindsight) |" in table and "| outcome + sibling KL" in table

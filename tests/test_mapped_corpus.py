@@ -68,14 +68,22 @@ def test_episodes_ig_draws_and_retrieval_are_identical(source, tmp_path, tiny_qu
     memory, mapped = load_corpus(source), load_corpus(source, mmap=True)
     assert isinstance(mapped, MappedCorpus)
     queries = ["Karvesh", "capital of Osmundia", "harbour guild", "Omrith", "Veltrania"]
-    assert BM25Retriever(memory, cache=False).batch_search(queries, 4) == BM25Retriever(mapped, cache=False).batch_search(queries, 4)
+    assert BM25Retriever(memory, cache=False).batch_search(queries, 4) == BM25Retriever(
+        mapped, cache=False
+    ).batch_search(queries, 4)
     runs = []
     for corpus in (memory, mapped):
-        env = SearchQAEnv(questions=tiny_questions, corpus=corpus, scorer=fake_scorer, ig=IGConfig(n_random=3, per_document=True))
+        env = SearchQAEnv(
+            questions=tiny_questions, corpus=corpus, scorer=fake_scorer, ig=IGConfig(n_random=3, per_document=True)
+        )
         steps = []
         for seed in range(3):
             env.reset(seed=seed)
-            for action in ("<search> Karvesh </search>", "<search> Omrith capital </search>", "<answer> Veltrania </answer>"):
+            for action in (
+                "<search> Karvesh </search>",
+                "<search> Omrith capital </search>",
+                "<answer> Veltrania </answer>",
+            ):
                 obs, reward, term, trunc, info = env.step(action)
                 steps.append((obs, reward, term, info.get("ig"), info.get("ig_detail"), info.get("doc_gains")))
         runs.append(steps)

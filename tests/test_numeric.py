@@ -44,7 +44,9 @@ def two_hop(world):
 
 
 def _view(world, questions, **kwargs):
-    return NumericSearchView(OutcomeOnly(SearchQAEnv(questions=questions, corpus=world.corpus, ig=False, max_turns=4)), **kwargs)
+    return NumericSearchView(
+        OutcomeOnly(SearchQAEnv(questions=questions, corpus=world.corpus, ig=False, max_turns=4)), **kwargs
+    )
 
 
 def _play(view, policy, index):

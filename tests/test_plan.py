@@ -17,13 +17,20 @@ STRING_CASES = [(a, r) for a, r in INVALID_ACTIONS if isinstance(a, str)]
 
 
 def test_parse_plan():
-    assert parse_plan(PLAN + "<search> x </search>") == (["Which label released After Holmessa?", "When was that label founded?"], None)
+    assert parse_plan(PLAN + "<search> x </search>") == (
+        ["Which label released After Holmessa?", "When was that label founded?"],
+        None,
+    )
     assert parse_plan("<plan>- one\n* two\n\n3 three</plan>")[0] == ["one", "two", "3 three"]
     assert parse_plan("no plan <search> x </search>") == (None, None)
     assert parse_plan("<think><plan>1. a</plan></think>") == (None, None)  # reasoning, not a plan
-    for text, reason in [("<plan>1. a", "unclosed_tag"), ("<plan>\n\n  </plan>", "empty"), ("<plan>1. <answer>x</answer></plan>", "nested_tags"),
-                         ("<plan>" + "\n".join(f"{i}. q" for i in range(MAX_PLAN_STEPS + 1)) + "</plan>", "plan_too_long"),
-                         ("<plan>1. " + "x" * 2500 + "</plan>", "content_too_long")]:
+    for text, reason in [
+        ("<plan>1. a", "unclosed_tag"),
+        ("<plan>\n\n  </plan>", "empty"),
+        ("<plan>1. <answer>x</answer></plan>", "nested_tags"),
+        ("<plan>" + "\n".join(f"{i}. q" for i in range(MAX_PLAN_STEPS + 1)) + "</plan>", "plan_too_long"),
+        ("<plan>1. " + "x" * 2500 + "</plan>", "content_too_long"),
+    ]:
         steps, bad = parse_plan(text)
         assert steps is None and bad.reason == reason and bad.message
 
@@ -58,14 +65,19 @@ def test_env_rules_and_info(env):
     info = env.step("<search> After Holmessa </search>" + PLAN)[4]  # a plan after the action is not read
     assert info["invalid_reason"] == "no_plan"
     info = env.step(PLAN + "<think>first the label</think><search> After Holmessa </search>")[4]
-    assert info["plan"] == ["Which label released After Holmessa?", "When was that label founded?"] and info["sub_question"] == 0
+    assert (
+        info["plan"] == ["Which label released After Holmessa?", "When was that label founded?"]
+        and info["sub_question"] == 0
+    )
     info = env.step("<search> Brodamuld Music founded </search>")[4]
     assert "plan" not in info and info["sub_question"] == 1
     info = env.step("<plan>1. Who founded Brodamuld Music?</plan><search> Brodamuld Music </search>")[4]
     assert info["plan"] == ["Who founded Brodamuld Music?"] and info["sub_question"] == 0  # re-planned
     assert env.step("<answer> 1941 </answer>")[4]["em"] == 1.0
     env.reset(seed=1)
-    assert env.plan is None and env.step({"kind": "answer", "text": "x"})[4]["action_type"] == "answer"  # no plan needed to answer
+    assert (
+        env.plan is None and env.step({"kind": "answer", "text": "x"})[4]["action_type"] == "answer"
+    )  # no plan needed to answer
     plain = SearchQAEnv(ig=False)
     plain.reset(seed=0)
     assert plain.step("<search> After Holmessa </search>")[4]["action_type"] == "search"  # other dialects unchanged

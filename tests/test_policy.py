@@ -168,11 +168,21 @@ def test_noisy_teacher_is_seeded_and_accuracy_one_is_the_oracle(world_multi_hop)
     def queries(policy):
         return [[t["text"] for t in play_episode(env, policy, options={"index": i})["turns"]] for i in range(20)]
 
-    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) == queries(OraclePolicy(questions, accuracy=0.3, seed=1))
-    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) != queries(OraclePolicy(questions, accuracy=0.3, seed=2))
-    oracle = [play_episode(env, OraclePolicy(questions, think=False, accuracy=1.0, seed=5), options={"index": i}) for i in range(20)]
+    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) == queries(
+        OraclePolicy(questions, accuracy=0.3, seed=1)
+    )
+    assert queries(OraclePolicy(questions, accuracy=0.3, seed=1)) != queries(
+        OraclePolicy(questions, accuracy=0.3, seed=2)
+    )
+    oracle = [
+        play_episode(env, OraclePolicy(questions, think=False, accuracy=1.0, seed=5), options={"index": i})
+        for i in range(20)
+    ]
     assert all(r["em"] == 1.0 for r in oracle)
-    assert all([t["query"] for t in r["turns"][:-1]] == questions[i].metadata["supporting_titles"] for i, r in enumerate(oracle))
+    assert all(
+        [t["query"] for t in r["turns"][:-1]] == questions[i].metadata["supporting_titles"]
+        for i, r in enumerate(oracle)
+    )
     with pytest.raises(ValueError, match="accuracy"):
         OraclePolicy(questions, accuracy=1.5)
 

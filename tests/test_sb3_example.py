@@ -67,7 +67,9 @@ def _mean_return(env, act, passes=1):
     return total / (passes * n)
 
 
-@pytest.mark.parametrize("learning_rate", [3e-4, pytest.param(0.0, marks=pytest.mark.xfail(strict=True, reason="no learning"))])
+@pytest.mark.parametrize(
+    "learning_rate", [3e-4, pytest.param(0.0, marks=pytest.mark.xfail(strict=True, reason="no learning"))]
+)
 def test_ppo_learns_a_few_hundred_steps(world, fake_scorer, one_thread, learning_rate):
     """640 PPO steps teach the greedy policy what a uniformly random one does not know, above all not to waste
     turns on empty candidate slots (invalid turns, -0.1 each): its mean return on the training questions goes
@@ -79,7 +81,9 @@ def test_ppo_learns_a_few_hundred_steps(world, fake_scorer, one_thread, learning
     env, eval_env = make_env(fake_scorer), make_env(type(fake_scorer)())
     rng = np.random.default_rng(0)
     random_return = _mean_return(eval_env, lambda obs: rng.integers(eval_env.action_space.n), passes=5)
-    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, learning_rate=learning_rate, seed=0, device="cpu")
+    model = PPO(
+        "MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, learning_rate=learning_rate, seed=0, device="cpu"
+    )
 
     def greedy(obs):
         return model.predict(obs, deterministic=True)[0]
@@ -110,7 +114,10 @@ def test_potential_arm_env_telescopes_under_the_numeric_view(ex):
     args = ex.Args(n_questions=6, n_heldout=4, ig_weight=0.3)
     train, _ = ex.questions(args)
     check_env(ex.make_env(args, train, "outcome+ig-potential", LengthScorer()))
-    shaped, plain = ex.make_env(args, train, "outcome+ig-potential", LengthScorer()), ex.make_env(args, train, "outcome")
+    shaped, plain = (
+        ex.make_env(args, train, "outcome+ig-potential", LengthScorer()),
+        ex.make_env(args, train, "outcome"),
+    )
     rng, endings = np.random.default_rng(0), set()
     for episode in range(40):
         _, info = shaped.reset(options={"index": episode % 6})

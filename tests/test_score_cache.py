@@ -165,7 +165,10 @@ def test_disk_cache_argument(tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path / "cache"))
     model = tiny_model(tokenizer)
     assert TransformersScorer(model, tokenizer).disk_cache is None
-    assert TransformersScorer(model, tokenizer, disk_cache=True).disk_cache.path == tmp_path / "cache/scores/scores.sqlite3"
+    assert (
+        TransformersScorer(model, tokenizer, disk_cache=True).disk_cache.path
+        == tmp_path / "cache/scores/scores.sqlite3"
+    )
     shared = DiskScoreCache(tmp_path / "mine.db")
     assert TransformersScorer(model, tokenizer, disk_cache=shared).disk_cache is shared
     with pytest.raises(TypeError, match="disk_cache"):

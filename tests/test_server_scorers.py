@@ -75,7 +75,10 @@ class StandIn:
                 if self.path == "/v1/completions":
                     body = {"choices": [owner.vllm_choice(i, ids) for i, ids in enumerate(payload["prompt"])][::-1]}
                 else:
-                    body = [owner.sglang_result(ids, s) for ids, s in zip(payload["input_ids"], payload["logprob_start_len"])]
+                    body = [
+                        owner.sglang_result(ids, s)
+                        for ids, s in zip(payload["input_ids"], payload["logprob_start_len"])
+                    ]
                 self._send(200, json.dumps(body).encode())
 
             def _send(self, status, body):
@@ -103,8 +106,13 @@ class StandIn:
         if self.mode == "neg-inf":
             lps[-1] = -9999.0
         rows = [None] + [{str(t): {"logprob": lp, "rank": 1, "decoded_token": "?"}} for t, lp in zip(ids[1:], lps[1:])]
-        return {"index": index, "text": "", "logprobs": None, "prompt_logprobs": rows[:-1] if self.mode == "short" else rows,
-                "finish_reason": "length"}
+        return {
+            "index": index,
+            "text": "",
+            "logprobs": None,
+            "prompt_logprobs": rows[:-1] if self.mode == "short" else rows,
+            "finish_reason": "length",
+        }
 
     def sglang_result(self, ids, start):
         lps = self.logprobs(ids)
@@ -184,10 +192,15 @@ def test_parsers_reject_what_does_not_fit():
     encoded = [([5, 6, 7], 2)]
     ok = {"choices": [{"index": 0, "prompt_logprobs": [None, {"6": {"logprob": -1.0}}, {"7": {"logprob": -2.0}}]}]}
     assert parse_vllm_logprobs(ok, encoded) == [[-2.0]]
-    for body, message in (({"choices": []}, "expected 1 choices"),
-                          ({"choices": [{"index": 0, "prompt_logprobs": [None, {"6": -1.0}, {"8": -2.0}]}]}, "no log-probability for token 7"),
-                          ({"choices": [{"index": 0, "prompt_logprobs": [None, {"6": -1.0}, {"7": "x"}]}]}, "not a log-probability"),
-                          ([], "no 'choices'")):
+    for body, message in (
+        ({"choices": []}, "expected 1 choices"),
+        (
+            {"choices": [{"index": 0, "prompt_logprobs": [None, {"6": -1.0}, {"8": -2.0}]}]},
+            "no log-probability for token 7",
+        ),
+        ({"choices": [{"index": 0, "prompt_logprobs": [None, {"6": -1.0}, {"7": "x"}]}]}, "not a log-probability"),
+        ([], "no 'choices'"),
+    ):
         with pytest.raises(MalformedResponse, match=message):
             parse_vllm_logprobs(body, encoded)
     good = {"meta_info": {"input_token_logprobs": [[None, 6, None], [-0.5, 7, None]]}}
@@ -196,7 +209,9 @@ def test_parsers_reject_what_does_not_fit():
         parse_sglang_logprobs({"meta_info": {"input_token_logprobs": [[None, 6, None], [-0.5, 9, None]]}}, encoded)
 
 
-def test_a_failed_scoring_call_leaves_the_episode_and_its_draws_intact(stand_in, tokenizer, tiny_corpus, tiny_questions):
+def test_a_failed_scoring_call_leaves_the_episode_and_its_draws_intact(
+    stand_in, tokenizer, tiny_corpus, tiny_questions
+):
     server = stand_in("500")
     failing = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=IGConfig(),
                           scorer=VLLMScorer(server.url, tokenizer, **PATIENT))

@@ -203,7 +203,10 @@ def _runs(mask):
 
 def test_the_loops_are_registered_by_name(rollout):
     assert _agent_loop_registry["search_env_agent"]["_target_"] == "search_env.integrations.verl.SearchEnvAgentLoop"
-    assert _agent_loop_registry["search_env_deferred"]["ig"] == {"deferred": True, "n_random": 1}  # the YAML entry verl loaded
+    assert _agent_loop_registry["search_env_deferred"]["ig"] == {
+        "deferred": True,
+        "n_random": 1,
+    }  # the YAML entry verl loaded
 
 
 def test_masks_tokens_and_rewards_line_up_with_the_env(rollout, server):

@@ -47,7 +47,11 @@ def ids_of(tok, text):
 
 def test_tokenizer_round_trips_real_transcripts_with_tags_and_newlines_as_tokens(tok, multi_hop):
     questions, corpus = multi_hop
-    assert tok.chat_template is None and {tok.pad_token, tok.unk_token, tok.eos_token} == {"<|pad|>", "<|unk|>", "<|endoftext|>"}
+    assert tok.chat_template is None and {tok.pad_token, tok.unk_token, tok.eos_token} == {
+        "<|pad|>",
+        "<|unk|>",
+        "<|endoftext|>",
+    }
     for tag in TAGS:
         assert len(ids_of(tok, tag)) == 1 and len(ids_of(tok, " " + tag)) == 1, tag
     assert tok.convert_ids_to_tokens(ids_of(tok, "a\n\nb")).count("\n") == 2
@@ -172,12 +176,16 @@ def test_plan_teacher_episodes_open_with_a_plan_the_v4_tokenizer_knows(ws, multi
     replay = OraclePolicy(questions, think=False, accuracy=0.5, seed=args.seed, plan=True)
     for item, (ids, mask) in zip(items, examples):
         record = play_episode(env, replay, options={"question_id": item.id})
-        assert record["turns"][0]["text"].startswith("<plan>") and {t["action_type"] for t in record["turns"]} <= {"search", "answer"}
+        assert record["turns"][0]["text"].startswith("<plan>") and {t["action_type"] for t in record["turns"]} <= {
+            "search",
+            "answer",
+        }
         policy = tok4.decode([t for t, m in zip(ids, mask) if m])
         assert policy == "".join(t["text"] for t in record["turns"]) and policy.startswith("<plan>\n1. ")
         assert tok4.unk_token_id not in ids  # every word of the prompt, plan, passages and answer is known
-    kept, em_all = ws.teacher_episodes(tok4, items, corpus, ws.Args(episodes_per_question=1, accuracy=0.5, dialect="plan",
-                                                                    keep_correct=True))
+    kept, em_all = ws.teacher_episodes(
+        tok4, items, corpus, ws.Args(episodes_per_question=1, accuracy=0.5, dialect="plan", keep_correct=True)
+    )
     assert em_all == em and 0 < len(kept) == round(em * len(items)) < len(items)  # only the right ones
     assert [e for e in examples if e in kept] == kept
 
@@ -210,10 +218,38 @@ def test_smoke_plan_warm_start_then_grpo_in_the_plan_dialect(tmp_path):
     assert report["args"]["dialect"] == "plan" and 0 < report["sft_episodes"] < 12  # the wrong ones were dropped
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "grpo_ig.py"), "--model", str(tmp_path / "ws"),
-                             "--dialect", "plan", "--total-steps", "1", "--questions-per-step", "2", "--group-size", "2",
-                             "--max-turns", "3", "--max-new-tokens", "40", "--eval-every", "1", "--eval-questions", "4",
-                             "--no-tensorboard", "--output-dir", str(tmp_path / "runs"), "--run-name", "plan"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "grpo_ig.py"),
+            "--model",
+            str(tmp_path / "ws"),
+            "--dialect",
+            "plan",
+            "--total-steps",
+            "1",
+            "--questions-per-step",
+            "2",
+            "--group-size",
+            "2",
+            "--max-turns",
+            "3",
+            "--max-new-tokens",
+            "40",
+            "--eval-every",
+            "1",
+            "--eval-questions",
+            "4",
+            "--no-tensorboard",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--run-name",
+            "plan",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "step    1" in result.stdout and (tmp_path / "runs" / "plan" / "metrics.csv").exists()

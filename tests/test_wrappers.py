@@ -120,7 +120,10 @@ def test_wrapper_does_not_turn_ig_on(tiny_corpus, tiny_questions, fake_scorer):
 
 
 def test_reward_is_sum_of_components_and_format_penalty(base_env):
-    for wrapper, penalty in ((OutcomePlusIG(base_env, 0.2), -0.1), (OutcomePlusIG(base_env, 0.2, format_penalty=False), 0.0)):
+    for wrapper, penalty in (
+        (OutcomePlusIG(base_env, 0.2), -0.1),
+        (OutcomePlusIG(base_env, 0.2, format_penalty=False), 0.0),
+    ):
         _reset(wrapper)
         for action in (SEARCH, "no tags at all", {"kind": "search", "text": "Omrith"}, ANSWER_RIGHT):
             _, reward, terminated, truncated, info = wrapper.step(action)
@@ -265,7 +268,9 @@ def test_turn_limit_as_terminal_changes_only_the_cut_off_step(tiny_corpus, tiny_
         _reset(env)
     first = [env.step(SEARCH) for env in (wrapped, plain)]
     assert first[0][1:4] == first[1][1:4] == (first[1][1], False, False)
-    (_, r_w, term_w, trunc_w, info_w), (_, r_p, term_p, trunc_p, info_p) = [env.step(SEARCH) for env in (wrapped, plain)]
+    (_, r_w, term_w, trunc_w, info_w), (_, r_p, term_p, trunc_p, info_p) = [
+        env.step(SEARCH) for env in (wrapped, plain)
+    ]
     assert (term_p, trunc_p) == (False, True) and "turn_limit" not in info_p
     assert (term_w, trunc_w) == (True, False) and info_w["turn_limit"] is True and r_w == r_p
     _reset(wrapped)
