@@ -49,24 +49,6 @@ def test_ig_on_the_server_equals_in_process_ig(server):
     assert np.abs(np.subtract(igs[0], igs[1])).max() < 1e-4  # measured: 2.3e-6 (IGs -0.648 and 4.699)
 
 
-def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episode(server):
-    url, process = server
-    scorer = VLLMScorer(url, "bundled", batch_size=1, timeout=10, retries=1, backoff=0.1)
-    env = SearchQAEnv(scorer=scorer, max_turns=3)
-    env.reset(seed=3)
-    before = (env.transcript, env.turn)
-    killed = []
-    threading.Timer(1.0, lambda: (stop_process_group(process), killed.append(time.monotonic()))).start()
-    with pytest.raises(ScorerUnavailable, match=f"scoring failed after 2 attempt.*{url}/v1/completions") as error:
-        for _ in range(20):  # each step scores 4 pairs, one request each; the kill lands in one of them
-            env.step(f"<search> {env.item.question} </search>")
-            env.reset(seed=3)
-            before = (env.transcript, env.turn)
-    # within (retries + 1) * timeout + backoff of the kill, which landed while the episode was being played
-    assert killed and time.monotonic() - killed[0] < 2 * 10 + 0.1 + 1 and len(error.value.failures) == 2
-    assert (env.transcript, env.turn) == before
-
-
 def test_the_readme_starts_the_server_these_tests_start():
     from pathlib import Path
 
@@ -90,3 +72,22 @@ def test_the_readme_block_scores_ig_on_the_server(server):
     env.reset(seed=7)
     in_process = env.step("<search> After Holmessa </search>")[4]["ig"]
     assert abs(namespace["vllm_ig"] - in_process) < 1e-4
+
+
+# Last: it kills the server the other tests share.
+def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episode(server):
+    url, process = server
+    scorer = VLLMScorer(url, "bundled", batch_size=1, timeout=10, retries=1, backoff=0.1)
+    env = SearchQAEnv(scorer=scorer, max_turns=3)
+    env.reset(seed=3)
+    before = (env.transcript, env.turn)
+    killed = []
+    threading.Timer(1.0, lambda: (stop_process_group(process), killed.append(time.monotonic()))).start()
+    with pytest.raises(ScorerUnavailable, match=f"scoring failed after 2 attempt.*{url}/v1/completions") as error:
+        for _ in range(20):  # each step scores 4 pairs, one request each; the kill lands in one of them
+            env.step(f"<search> {env.item.question} </search>")
+            env.reset(seed=3)
+            before = (env.transcript, env.turn)
+    # within (retries + 1) * timeout + backoff of the kill, which landed while the episode was being played
+    assert killed and time.monotonic() - killed[0] < 2 * 10 + 0.1 + 1 and len(error.value.failures) == 2
+    assert (env.transcript, env.turn) == before
