@@ -10,6 +10,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 from search_env.data import Corpus, Passage, load_questions
+from tests.standins import FakeScorer
 
 CITIES = ["Karvesh", "Omrith", "Dallowmere", "Sentavo", "Brisk Hollow", "Quenlar"]
 COUNTRIES = ["Veltrania", "Osmundia", "Harrowstan"]
@@ -50,24 +51,6 @@ def tiny_questions():
             for i, city in enumerate(CITIES)
         ]
     )
-
-
-class FakeScorer:
-    """score = 1 if the answer is in the last documents block of the context, plus a length-based jitter
-    so different contexts get different scores. Counts calls."""
-
-    def __init__(self):
-        self.calls = 0
-        self.pairs = 0
-
-    def score(self, contexts, answers):
-        self.calls += 1
-        self.pairs += len(contexts)
-        out = []
-        for context, answer in zip(contexts, answers):
-            last = context.rsplit("<search>", 1)[-1]
-            out.append(float(answer in last) + 1e-4 * (len(context) % 7))
-        return np.array(out, dtype=np.float64)
 
 
 @pytest.fixture

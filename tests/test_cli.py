@@ -8,6 +8,7 @@ import pytest
 
 from search_env.commands.cli import main
 from tests.servers import free_port, wait_healthy
+from tests.standins import tiny_llama, tiny_llama_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,17 +207,14 @@ def test_demo_refuses_zero_episodes_either_way(command):
 
 def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
     """The demo's policy model also scores IG: one load, never the default scorer's second copy."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from search_env.agents import models as bundled
     from search_env.commands import demo
     from search_env.scoring import transformers_scorer as scorers
 
     tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
-    torch.manual_seed(0)
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)).eval()
+    tiny = tiny_llama(len(tokenizer), layers=1)
     loads = []
     monkeypatch.setattr(bundled, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
     monkeypatch.setattr(scorers, "default_scorer", lambda *a: pytest.fail("the demo loaded a second model"))
@@ -256,13 +254,12 @@ def test_model_errors_are_one_line(qa_dir, tmp_path, capsys):
 def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
     """`--policy DIR`: a causal LM saved with save_pretrained (a tiny random one, with the bundled tokenizer)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from search_env.agents.models import bundled_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, eos_token_id=tokenizer.eos_token_id)
+    config = tiny_llama_config(len(tokenizer), layers=1, heads=2, kv_heads=1, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-lm"
     AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)

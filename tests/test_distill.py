@@ -14,6 +14,7 @@ from search_env.training.distill import (
     with_hindsight,
     with_sibling,
 )
+from tests.standins import tiny_llama
 
 torch = pytest.importorskip("torch")
 
@@ -88,11 +89,8 @@ def test_forward_kl_by_hand():
 
 
 def tiny_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                        num_key_value_heads=2, intermediate_size=32, initializer_range=0.5)).eval()
+    return tiny_llama(50, hidden=16, layers=1, heads=2, intermediate=32, initializer_range=0.5)
 
 
 def test_distill_loss_reads_the_same_tokens_after_a_longer_prompt():

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 import search_env
 from search_env import IGConfig, RetrieverUnavailable, RewardConfig, SearchQAEnv
-from search_env.retrieval.base import Hit
 from tests.shared_data import shared_data
 
 REGISTERED = sorted(k for k, spec in gym.registry.items() if str(spec.entry_point).startswith("search_env"))

@@ -19,6 +19,7 @@ from search_env.training import rollout as rollouts
 from search_env.training.credit import Trajectory, assign_credit
 from search_env.vector import SearchQAVectorEnv
 from tests.scripts import imported  # noqa: E402
+from tests.standins import tiny_llama_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "grpo_ig.py"
@@ -251,11 +252,10 @@ def test_reference_is_exactly_the_initial_policy_under_bf16_mixed(example):
 
 
 def test_dropout_is_off_in_the_update(example, tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     tok = example.build_model("tiny-random", seed=0)[1]
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5)
+    config = tiny_llama_config(len(tok), layers=1, attention_dropout=0.5)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     model, _, _ = example.load_models(example.Args(model=str(tmp_path / "m"), kl_coef=0.0), torch.device("cpu"), "fp32")

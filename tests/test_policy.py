@@ -2,23 +2,20 @@ import dataclasses
 import re
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from search_env import Answer, QADataset, SearchQAEnv, parse_action
 from search_env.agents import models
 from search_env.agents.models import load_causal_lm
 from search_env.agents.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, play_episode
 from search_env.dialects import get_dialect
+from tests.standins import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_policy():
     tokenizer = AutoTokenizer.from_pretrained(models.bundled_model_dir())
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64)
-    return LlamaForCausalLM(config).eval(), tokenizer
+    return tiny_llama(len(tokenizer)), tokenizer
 
 
 def test_cut_at_stop():

@@ -12,10 +12,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from search_env import bundled, scorers
 from search_env.scorers import Scorer, TransformersScorer
+from tests.standins import tiny_llama
 
 PREFIX = "\n<answer>"
 WORDS = (
@@ -30,19 +31,8 @@ def tokenizer():
 
 
 def tiny_model(tokenizer, seed: int = 0, **overrides) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=2048,
-        initializer_range=0.5,  # peaked distributions, so that different contexts score clearly differently
-        **overrides,
-    )
-    return LlamaForCausalLM(config).eval()
+    # initializer_range 0.5: peaked distributions, so that different contexts score clearly differently
+    return tiny_llama(len(tokenizer), seed=seed, max_position_embeddings=2048, initializer_range=0.5, **overrides)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from search_env._http import MalformedResponse
 from search_env.agents.models import bundled_model_dir
@@ -28,6 +28,7 @@ from search_env.scoring.servers import (
 from search_env.scoring.transformers_scorer import TransformersScorer
 from search_env.vector import SearchQAVectorEnv
 from tests.servers import free_port
+from tests.standins import tiny_llama
 
 FAST = {"timeout": 1.0, "retries": 1, "backoff": 0.05}
 PATIENT = {"timeout": 30.0, "retries": 0}  # for requests that score whole IG steps on a busy machine
@@ -45,10 +46,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, initializer_range=0.5)
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(len(tokenizer), initializer_range=0.5)
 
 
 class StandIn:

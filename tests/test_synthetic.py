@@ -15,8 +15,7 @@ import pytest
 
 from search_env import _cache
 from search_env.data import synthetic_words as vocab
-from search_env.data.synthetic import (_RELATIONS, _SHARES, RELATION_NAMES, YEAR, World, _Builder, _Namer,
-                                       build_world)
+from search_env.data.synthetic import _RELATIONS, _SHARES, RELATION_NAMES, YEAR, World, _Builder, _Namer, build_world
 
 # Common English words, plus a few real places and first names, that no generated name may be.
 COMMON_WORDS = frozenset("""
