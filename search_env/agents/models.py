@@ -161,25 +161,13 @@ def random_causal_lm(name: str, seed: int = 0) -> tuple[Any, Any]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(bundled_model_dir())
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, num_key_value_heads=2)
-    if name == "tiny-random":
-        config = transformers.LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=8192,
-            **common,
-        )
-    else:
-        config = transformers.Qwen2Config(
-            hidden_size=896,
-            intermediate_size=4864,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            max_position_embeddings=32768,
-            rope_theta=1e6,
-            rms_norm_eps=1e-6,
-            **common,
-        )
+    kind, shape = {
+        "tiny-random": ("LlamaConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, max_position_embeddings=8192)),
+        "random-0.5b": ("Qwen2Config", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                            num_attention_heads=14, max_position_embeddings=32768, rope_theta=1e6,
+                                            rms_norm_eps=1e-6)),
+    }[name]
+    config = getattr(transformers, kind)(**shape, **common)
     torch.manual_seed(seed)
     return transformers.AutoModelForCausalLM.from_config(config), tokenizer
