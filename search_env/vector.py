@@ -11,13 +11,21 @@ from gymnasium.vector.utils import batch_space
 
 from search_env.actions import Search
 from search_env.env import SearchQAEnv
+from search_env.info_gain.gain import score_pairs
 
 
 class SearchQAVectorEnv(VectorEnv):
     """``num_envs`` sub-envs sharing one corpus, retriever and scorer.
 
     One ``step`` parses every action, runs one ``batch_search`` for all searches and one scorer call for
-    all IG contexts, so its results equal ``num_envs`` separate envs with the same seeds. Observations are
+    all IG contexts (each distinct pair scored once), so its results equal ``num_envs`` separate envs with the same
+    seeds (and the same draw seeds).
+
+    Shared draws are on unless the sub-envs' ``IGConfig(shared_draws=False)`` says otherwise: ``reset(seed=s)``
+    gives every sub-env it resets draw seed ``s`` (``options={"draw_seed": ...}`` overrides it), so the rollouts of
+    one question reset together (a GRPO group) score each turn against the same random passages, and a later
+    ``reset`` with another seed (the next training step) draws fresh ones. Sub-envs reset with no seed (autoreset,
+    ``seed=None``) draw their own draw seed from their ``np_random``. Observations are
     a tuple of strings (Gymnasium's batching of text spaces); infos are dicts of arrays with ``_key`` masks.
 
     A ``None`` action leaves that sub-env untouched for this step (reward 0, not done, no info): a trainer
@@ -51,6 +59,9 @@ class SearchQAVectorEnv(VectorEnv):
         first = SearchQAEnv(**env_kwargs)
         shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": env_kwargs.get("scorer")}
         self.envs = [first] + [SearchQAEnv(**{**env_kwargs, **shared}) for _ in range(num_envs - 1)]
+        for env in self.envs:
+            if env.ig and env.ig.config.shared_draws is None:
+                env.ig.shared_draws = True
         self.num_envs = num_envs
         self.ig_pool = ig_pool
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -74,6 +85,8 @@ class SearchQAVectorEnv(VectorEnv):
         seeds = _seeds(seed, self.num_envs)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
+        if isinstance(seed, (int, np.integer)):
+            options.setdefault("draw_seed", int(seed))
         mask = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         observations, infos = [""] * self.num_envs, {}
         for i in np.flatnonzero(mask):
@@ -106,7 +119,7 @@ class SearchQAVectorEnv(VectorEnv):
         pending = self._prepare(to_step, actions)
         requests = [pair for i in to_step for pair in pending[i].pairs]
         try:
-            scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
+            scores = score_pairs(self.scorer, requests) if requests else np.empty(0)
         except BaseException:  # the episodes stay as they were, IG's draws included, so the step can be retried
             for i, state in states.items():
                 self.envs[i].np_random.bit_generator.state = state
