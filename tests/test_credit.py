@@ -195,7 +195,8 @@ def test_normalize_turn_ig_by_hand():
     assert out[3, 0] == 0.0 and np.isnan(out[1, 1]) and np.isnan(out[3, 1])
     pooled = normalize_step_ig(ig, ["a", "a", "a", "b"], eps=0.0)  # the old rule mixes the turns: [1,3,5,.2,.5]
     assert pooled[0, 1] < 0 and pooled[0, 0] < 0 and not np.isclose(pooled[1, 0], 0.0)
-    np.testing.assert_allclose(normalize_turn_ig(ig, ["a"] * 4, floor=5.0, eps=0.0)[:, 0], [-3 / 5, -1 / 5, 1 / 5, 3 / 5])
+    wide = normalize_turn_ig(ig, ["a"] * 4, floor=5.0, eps=0.0)[:, 0]
+    np.testing.assert_allclose(wide, [-3 / 5, -1 / 5, 1 / 5, 3 / 5])
 
 
 def test_turn_norm_in_an_all_failed_group_sums_to_zero_per_turn():

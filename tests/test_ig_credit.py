@@ -23,7 +23,8 @@ MARKERS = ["alphafact", "betafact", "gammafact", "deltafact", "epsilonfact"]
 
 
 def corpus_with(*specials: tuple[str, str, str], n_filler: int = 30) -> Corpus:
-    filler = [Passage(f"f{i}", f"Notes {i}", f"Miscellany number {i} about harbours and mills.") for i in range(n_filler)]
+    filler = [Passage(f"f{i}", f"Notes {i}", f"Miscellany number {i} about harbours and mills.")
+              for i in range(n_filler)]
     return Corpus([Passage(*s) for s in specials] + filler, name="toy")
 
 
@@ -81,7 +82,8 @@ def test_same_query_same_turn_of_a_group_gets_identical_contexts_and_ig(tiny_que
     assert pending[0].pairs == pending[1].pairs and pending[2].pairs == pending[3].pairs
     randoms = [[c.rsplit("</search>\n", 1)[-1] for c, _ in pending[i].pairs[1:]] for i in range(4)]
     _, _, _, _, infos = venv.step(actions)
-    assert infos["ig"][0] == infos["ig"][1] and infos["ig_detail"]["logp_random"][0] == infos["ig_detail"]["logp_random"][1]
+    detail = infos["ig_detail"]
+    assert infos["ig"][0] == infos["ig"][1] and detail["logp_random"][0] == detail["logp_random"][1]
     # unshared, as before: each rollout draws its own
     own = SearchQAVectorEnv(2, questions=tiny_questions, corpus=tiny_corpus, ig=IGConfig(shared_draws=False),
                             scorer=GameScorer({}))
@@ -100,7 +102,8 @@ def test_draws_are_keyed_by_question_turn_and_draw_seed(tiny_questions, tiny_cor
 
     base = randoms(1)
     assert randoms(1) == base and randoms(2) != base and randoms(1, turns=2) != base
-    assert [c.rsplit("</search>\n", 1)[-1] for c in randoms(1, qid="q1")] != [c.rsplit("</search>\n", 1)[-1] for c in base]
+    blocks = [c.rsplit("</search>\n", 1)[-1] for c in randoms(1, qid="q1")]
+    assert blocks != [c.rsplit("</search>\n", 1)[-1] for c in base]
     env = shared_env(tiny_questions, tiny_corpus)  # an explicit draw seed wins over the reset seed
     env.reset(seed=99, options={"question_id": "q0", "draw_seed": 1})
     assert [c for c, _ in env.prepare_step("<search> Karvesh </search>").pairs[1:]] == base
@@ -277,4 +280,5 @@ def test_authors_answer_style_with_the_bundled_tokenizer():
     (ids_a, start_a), = ScoreFormat(answer_style="authors").encode(tok, [("Q", "0.47")])
     bare = tok("0.47", add_special_tokens=False)["input_ids"]
     assert ids_a[start_a:] == bare and ids_n[start_n:] == tok(" 0.47", add_special_tokens=False)["input_ids"]
-    assert ids_n[start_n:] != ids_a[start_a:] and ids_a[:start_a] == tok("Q\n<answer> ", add_special_tokens=False)["input_ids"]
+    assert ids_n[start_n:] != ids_a[start_a:]
+    assert ids_a[:start_a] == tok("Q\n<answer> ", add_special_tokens=False)["input_ids"]

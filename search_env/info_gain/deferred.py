@@ -97,7 +97,8 @@ class DeferredCredit:
     def from_dict(cls, data: dict) -> DeferredCredit:
         requests = dict(data["requests"])
         requests["pairs"] = [tuple(pair) for pair in requests["pairs"]]
-        return cls(**{**data, "requests": CreditRequests(**requests), "score_format": ScoreFormat(**data["score_format"])})
+        return cls(**{**data, "requests": CreditRequests(**requests),
+                      "score_format": ScoreFormat(**data["score_format"])})
 
 
 def finish_deferred(
@@ -106,7 +107,8 @@ def finish_deferred(
     *,
     scores: Sequence[float] | None = None,
 ) -> list[dict]:
-    """:meth:`DeferredIG.finish` (or :meth:`DeferredCredit.finish`) for many requests at once, from the log-probabilities (or scores) of all their
+    """:meth:`DeferredIG.finish` (or :meth:`DeferredCredit.finish`) for many requests at once, from the
+    log-probabilities (or scores) of all their
     pairs in one flat list, request after request: the order a trainer scores a whole batch in.
 
     Raises:

@@ -19,13 +19,15 @@ its queries. ``ig_norm`` says what that gradient is in such a group:
   ``max(std, ig_floor)``: at each turn the terms sum to zero over the group's rollouts, so only differences between
   rollouts at the same turn push; a turn scored in one rollout alone gets 0; differences smaller than the floor
   (the measured draw noise, 0.6 nats/token) stay below 1.
-- ``"group"`` (deprecated): z-scores over all scored steps of the group, turns pooled: first hops are pushed down
-  against later answer-bearing ones (mean z −0.09 vs +0.07 measured).
+- ``"group"`` (deprecated): z-scores over all scored steps of the group, turns pooled, floor 0.1: first hops, whose
+  IG is lower, are pushed down against later answer-bearing ones.
 
 With ``IGConfig(credit=...)`` the env gives ``info["search_credit"]`` at the end of an episode, one value per search;
-:meth:`Trajectory.set_search_credit` puts those values where step IG goes, on each search's query tokens. A :class:`Trajectory` keeps token ids per segment exactly as they were generated (policy) or
-tokenised (env), so spans and masks are exact: nothing is decoded and re-tokenised (the BPE drift TRL had
-to fix, huggingface/trl#5224).
+:meth:`Trajectory.set_search_credit` puts those values where step IG goes, on each search's query tokens.
+
+A :class:`Trajectory` keeps token ids per segment exactly as they were generated (policy) or tokenised (env), so
+spans and masks are exact: nothing is decoded and re-tokenised (the BPE drift TRL had to fix,
+huggingface/trl#5224).
 
 ```python
 traj = Trajectory(prompt_ids, group="q17")
