@@ -240,13 +240,15 @@ class SearchQAEnv(gym.Env[str, str]):
                           max_action_chars=self.max_action_chars)
 
     def prepare_step(
-        self, action: str | Mapping | Turn, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None
+        self, action: str | Mapping | Turn, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None,
+        refine_pool: Sequence[tuple[str, str]] | None = None,
     ) -> PendingStep:
         """Parse the turn (unless it is a :class:`Turn` from :meth:`parse`), retrieve (unless ``hits`` are given)
         and draw the IG counterfactuals.
 
         Nothing about the episode changes here, so a step whose retrieval raised can simply be retried.
-        ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option).
+        ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option);
+        ``refine_pool``: other questions' (documents, refine) pairs, for ``IGConfig(credit="refine")``.
         """
         if self._done:
             raise RuntimeError("the episode is over; call reset() before step()")
@@ -264,7 +266,7 @@ class SearchQAEnv(gym.Env[str, str]):
                                              turn=self.turn + 1)
         if self.ig and (isinstance(parsed, Answer) or self.turn + 1 >= self.max_turns):  # the episode ends here
             pending.credit = self.ig.prepare_credit(self._prefix, pending.history, self.item.golden_answers,
-                                                    rng=self.np_random)
+                                                    rng=self.np_random, pool=refine_pool)
         return pending
 
     def complete_step(self, pending: PendingStep, scores: np.ndarray) -> tuple[str, float, bool, bool, dict]:

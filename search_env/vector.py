@@ -36,7 +36,8 @@ class SearchQAVectorEnv(VectorEnv):
         autoreset_mode: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``.
         ig_pool: ``"corpus"`` (default) or ``"batch"``: draw IG's random passages from other questions'
             retrieved blocks in the same step (the IG-Search authors' variant), falling back to the corpus
-            when there are none.
+            when there are none; with ``IGConfig(credit="refine")`` also the (documents, refine) pairs its
+            end-of-episode IG swaps in, from the other questions' steps so far.
         **env_kwargs: given to each :class:`SearchQAEnv` (``questions``, ``corpus``, ``scorer``, ...).
 
     Raises:
@@ -156,8 +157,19 @@ class SearchQAVectorEnv(VectorEnv):
             if self.ig_pool == "batch" and i in searches:
                 qid = self.envs[i].item.id
                 pool = [b for j, b in blocks.items() if j != i and self.envs[j].item.id != qid] or None
-            pending[i] = self.envs[i].prepare_step(turns[i], hits=hits.get(i), pool=pool)
+            pending[i] = self.envs[i].prepare_step(turns[i], hits=hits.get(i), pool=pool,
+                                                   refine_pool=self._refine_pool(i))
         return pending
+
+    def _refine_pool(self, i: int) -> list[tuple[str, str]] | None:
+        """With ``ig_pool="batch"`` and ``IGConfig(credit="refine")``: the (documents, refine) pairs of the other
+        questions' steps in the batch so far."""
+        env = self.envs[i]
+        if self.ig_pool != "batch" or not env.ig or env.ig.config.credit != "refine":
+            return None
+        qid = env.item.id
+        return [(s.documents, s.refine) for other in self.envs if other.item is not None and other.item.id != qid
+                for s in other.steps if s.refine] or None
 
     def render(self) -> tuple[str | None, ...]:
         return tuple(env.render() for env in self.envs)

@@ -172,13 +172,13 @@ def test_monte_carlo_shapley_beyond_four_searches_keeps_the_sum():
     assert again["search_credit"] == credit  # permutations from the env's np_random: same seed, same values
 
 
-def chain_env(scorer=None, credit="sub-answer", **config):
+def chain_env(scorer=None, credit="sub-answer", dialect="search-r1", **config):
     corpus = corpus_with(("b", "Orlan", "Orlan was born in Quillhaven."),
                          ("a", "Quillhaven", "Quillhaven is a town of Zorbland."))
     questions = load_questions([{"id": "chain", "question": "Where is the birthplace of Orlan?",
                                  "golden_answers": ["Zorbland"], "metadata": {"sub_answers": ["Quillhaven"]}}])
     return SearchQAEnv(questions=questions, corpus=corpus, scorer=scorer or LastBlockScorer(), topk=1, max_turns=5,
-                       ig=IGConfig(credit=credit, **config))
+                       dialect=dialect, ig=IGConfig(credit=credit, **config))
 
 
 def test_sub_answer_credit_on_a_toy_chain():
@@ -237,6 +237,28 @@ def test_vector_env_credit_equals_single_envs(mode):
         _, _, _, _, v_info = venv.step(actions)
         s_infos = [env.step(a)[4] for env, a in zip(singles, actions)]
     assert [list(v_info["search_credit"][i]) for i in range(2)] == [s["search_credit"] for s in s_infos]
+
+
+def test_refine_credit_scores_after_the_refine_and_swaps_documents_and_refine_jointly():
+    """The passage names only the bridge; the agent's refine names the answer. Step IG (scored before the refine)
+    is 0; scored after it, against the step's random passages with the refine left out, it is 1."""
+    env = chain_env(credit="refine", dialect="autorefine")
+    env.reset(seed=0)
+    step = env.step("<search> Orlan </search>")[4]
+    end = env.step("<refine> Orlan was born in Quillhaven, a town of Zorbland </refine><answer> Zorbland </answer>")[4]
+    assert step["ig"] == 0.0 and end["search_credit"] == [1.0]
+    # with a pool of other questions' (documents, refine) pairs: both drawn (2 of 2), one names the answer
+    from search_env.info_gain.credit import credit_requests
+
+    steps, records = env.steps, env.ig._records
+    pool = [("<documents>x</documents>", "<refine> Zorbland </refine>"),
+            ("<documents>y</documents>", "<refine>no</refine>")]
+    requests = credit_requests("refine", env._prefix, steps, records, "Zorbland", pool=pool, n_random=2,
+                               rng=np.random.default_rng(0))
+    contexts = [c for c, _ in requests.pairs]
+    assert contexts[0].endswith("a town of Zorbland </refine>") and len(contexts) == 3
+    assert sorted(c.rsplit("</search>\n", 1)[-1] for c in contexts[1:]) == sorted("\n".join(p) for p in pool)
+    assert requests.finish(LastBlockScorer().score(*zip(*requests.pairs))) == [0.5]
 
 
 # -------------------------------------------------------------------------------------- sub-answers from data

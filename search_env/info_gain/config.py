@@ -10,7 +10,7 @@ from typing import Any, Literal
 from search_env.score_format import ScoreFormat
 
 BASELINES = ("random", "none", "previous", "best")
-CREDITS = ("step", "sub-answer", "leave-one-out", "shapley")
+CREDITS = ("step", "sub-answer", "leave-one-out", "shapley", "refine")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,11 @@ class IGConfig:
             ``"leave-one-out"``: the final context's score minus its score with that search's passages replaced by
             random ones; ``"shapley"``: its Shapley value in the game ``v(S)`` = the final context's score with
             the searches outside ``S`` replaced by random passages (exact up to ``shapley_exact`` searches, Monte
-            Carlo over ``shapley_permutations`` permutations beyond).
+            Carlo over ``shapley_permutations`` permutations beyond); ``"refine"`` (autorefine dialect, the
+            IG-Search authors' IG): each search's IG scored after its ``<refine>``, with documents and refine swapped
+            jointly for ``n_random`` (documents, refine) pairs of other questions' steps in the batch
+            (:class:`~search_env.vector.SearchQAVectorEnv` with ``ig_pool="batch"``); without such a pool the
+            step's own random passages with its refine left out.
         credit_draws: random blocks per left-out search (``"leave-one-out"``, ``"shapley"``): the first ones of the
             step's own draws; ``v(S)`` is the mean over them, so 4 searches cost ``1 + 15 · credit_draws`` contexts.
         shapley_exact: the most searches whose Shapley values are computed exactly (``2**k`` coalitions).
@@ -81,7 +85,7 @@ class IGConfig:
     answer_index: int = 0
     score_start: bool = False
     shared_draws: bool | None = None
-    credit: Literal["step", "sub-answer", "leave-one-out", "shapley"] = "step"
+    credit: Literal["step", "sub-answer", "leave-one-out", "shapley", "refine"] = "step"
     credit_draws: int = 1
     shapley_exact: int = 4
     shapley_permutations: int = 16
@@ -109,7 +113,7 @@ class IGConfig:
             raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
         if self.credit not in CREDITS:
             raise ValueError(f"credit must be one of {CREDITS}, not {self.credit!r}")
-        if self.credit in ("leave-one-out", "shapley") and self.baseline not in ("random", "none"):
+        if self.credit in ("leave-one-out", "shapley", "refine") and self.baseline not in ("random", "none"):
             raise ValueError(f"credit={self.credit!r} leaves searches out with random passages (baseline='random') or "
                              f"none (baseline='none'), not baseline={self.baseline!r}")
         if not 1 <= self.credit_draws <= self.n_random or self.shapley_permutations < 1 or self.shapley_exact < 1:

@@ -16,6 +16,11 @@ with shared draws the rollouts of a group are compared on the same random passag
   the draw generator (keyed by question and draw seed when draws are shared). Either way the values sum to
   ``v(N) - v(∅)``.
 
+- ``"refine"`` (the IG-Search authors' IG, autorefine dialect): search t scored after its own ``<refine>``:
+  ``score(C_t + refine_t) - mean_j score(C_t with (documents_t, refine_t) swapped for pair j)``, the pairs drawn
+  from a pool of other questions' (documents, refine) pairs (the batch), or, without one, the step's own random
+  blocks with the refine left out.
+
 A search that got no IG (nothing retrieved, or a search on the last turn, never read) gets ``None`` and is no
 player.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -56,7 +61,7 @@ class CreditRequests:
         if len(scores) != len(self.pairs):
             raise ValueError(f"expected {len(self.pairs)} scores, got {len(scores)}")
         credit: list[float | None] = [None] * self.n_searches
-        if self.mode == "sub-answer":
+        if self.mode in ("sub-answer", "refine"):
             for k, player in enumerate(self.players):
                 if self.fixed[k] is not None:
                     credit[player] = self.fixed[k]
@@ -106,12 +111,32 @@ def found_before(steps: Sequence[SearchStep], answer: str) -> list[bool]:
 
 def credit_requests(mode: str, prefix: str, steps: Sequence[SearchStep], records: Sequence[IGRequests | None],
                     answer: str, *, sub_answers: Sequence[str] = (), draws: int = 1, exact: int = 4,
-                    permutations: int = 16, rng: np.random.Generator | None = None) -> CreditRequests:
+                    permutations: int = 16, rng: np.random.Generator | None = None,
+                    pool: Sequence[tuple[str, str]] | None = None, n_random: int = 3) -> CreditRequests:
     """The requests for ``mode`` over ``steps`` (the searches whose passages were read), given each one's step-IG
-    requests ``records`` (``None``: no IG, no credit) and the gold ``answer``."""
+    requests ``records`` (``None``: no IG, no credit) and the gold ``answer``; ``pool``: (documents, refine) pairs
+    of other questions for ``"refine"``, ``n_random`` of them drawn per search with ``rng``."""
     requests = CreditRequests(mode, len(records))
     requests.players = [t for t, r in enumerate(records) if r is not None and t < len(steps)]
     if not requests.players:
+        return requests
+    if mode == "refine":
+        rng = rng if rng is not None else np.random.default_rng(0)
+        for t in requests.players:
+            record, step = records[t], steps[t]
+            candidates = [p for p in pool or () if p != (step.documents, step.refine)]
+            if candidates:
+                picks = rng.choice(len(candidates), size=n_random, replace=len(candidates) < n_random)
+                swaps = [candidates[int(i)] for i in picks]
+            else:
+                swaps = [(b, "") for b in record.random_blocks] or [("", "")]
+            contexts = [build_final_context(prefix, steps[: t + 1])]
+            contexts += [build_final_context(prefix, [*steps[:t], replace(step, documents=d, refine=r)])
+                         for d, r in swaps]
+            requests.baselines.append("random")
+            requests.fixed.append(None)
+            requests.answer_spans.append([[len(requests.pairs), len(requests.pairs) + len(contexts)]])
+            requests.pairs += [(c, answer) for c in contexts]
         return requests
     if mode == "sub-answer":
         final = normalize_answer(answer)

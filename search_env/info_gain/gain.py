@@ -134,9 +134,10 @@ class InformationGain:
         return info
 
     def prepare_credit(self, prefix: str | None, steps: Sequence[SearchStep], golden_answers: Sequence[str], *,
-                       rng: np.random.Generator) -> PendingCredit | None:
+                       rng: np.random.Generator, pool: Sequence[tuple[str, str]] | None = None) -> PendingCredit | None:
         """At the step that ends the episode: what to score for ``info["search_credit"]`` over ``steps`` (the
-        searches whose passages were read); None for ``credit="step"``."""
+        searches whose passages were read; ``pool``: other questions' (documents, refine) pairs, for
+        ``credit="refine"``); None for ``credit="step"``."""
         if self.config.credit == "step":
             return None
         c = self.config
@@ -144,7 +145,8 @@ class InformationGain:
             rng = keyed_rng(self._question_id, "shapley", self._draw_seed)
         requests = credit_requests(c.credit, prefix or "", steps, self._records[: len(steps)],
                                    gold_answer(golden_answers, c), sub_answers=self._sub_answers, draws=c.credit_draws,
-                                   exact=c.shapley_exact, permutations=c.shapley_permutations, rng=rng)
+                                   exact=c.shapley_exact, permutations=c.shapley_permutations, rng=rng,
+                                   pool=pool, n_random=c.n_random)
         return PendingCredit(requests, deferred=bool(c.deferred and requests.pairs))
 
     def finish_credit(self, pending: PendingCredit | None, scores: np.ndarray) -> dict:
