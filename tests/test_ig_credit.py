@@ -304,3 +304,26 @@ def test_authors_answer_style_with_the_bundled_tokenizer():
     assert ids_a[start_a:] == bare and ids_n[start_n:] == tok(" 0.47", add_special_tokens=False)["input_ids"]
     assert ids_n[start_n:] != ids_a[start_a:]
     assert ids_a[:start_a] == tok("Q\n<answer> ", add_special_tokens=False)["input_ids"]
+
+
+def test_vector_env_defers_credit_too():
+    def venv(**config):
+        return SearchQAVectorEnv(2, questions=chain_env().questions, corpus=chain_env().corpus,
+                                 scorer=LastBlockScorer(), topk=1, max_turns=5, ig=IGConfig(credit="shapley", **config))
+
+    scored, deferred = venv(), venv(deferred=Deferred(CharTokenizer()))
+    script = [["<search> Orlan </search>", "<search> Quillhaven town </search>"],
+              ["<search> Quillhaven town </search>", "<answer> no </answer>"],
+              ["<answer> Zorbland </answer>", None]]
+    for v in (scored, deferred):
+        v.reset(seed=3)
+    checked = 0
+    for actions in script:
+        a = scored.step(actions)[4]
+        b = deferred.step(actions)[4]
+        for i in np.flatnonzero(a.get("_search_credit", np.zeros(2, bool))):
+            request = b["credit_request"][i]
+            done = request.finish(scores=LastBlockScorer().score(*zip(*request.pairs)))
+            assert list(a["search_credit"][i]) == done["search_credit"] and "search_credit" not in b
+            checked += 1
+    assert checked == 2
