@@ -12,9 +12,10 @@ import numpy as np
 
 from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, Turn, parse_turn
 from search_env.data.corpus import Corpus, load_corpus
-from search_env.data.qa import QADataset, QAItem, load_questions
+from search_env.data.qa import QADataset, QAItem, load_questions, sub_answers
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
 from search_env.info_gain import IGConfig, InformationGain, PendingIG, SearchStep
+from search_env.info_gain.gain import PendingCredit, score_pairs
 from search_env.plan import match_sub_question
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
@@ -32,6 +33,7 @@ class PendingStep:
     history: list[SearchStep] = field(default_factory=list)  # earlier steps, refine blocks attached
     ig: PendingIG | None = None
     plan: list[str] | None = None  # sub-questions of a <plan> block this turn (the plan dialect)
+    credit: PendingCredit | None = None  # on the turn that ends the episode: its search credit
 
     @property
     def hits(self) -> list[Hit]:
@@ -39,8 +41,9 @@ class PendingStep:
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
-        """The pairs to score before ``complete_step`` (none when they are deferred)."""
-        return self.ig.pairs if self.ig else []
+        """The pairs to score before ``complete_step`` (none when they are deferred): the step's IG, then the
+        episode's search credit."""
+        return (self.ig.pairs if self.ig else []) + (self.credit.pairs if self.credit else [])
 
 
 class SearchQAEnv(gym.Env[str, str]):
@@ -78,12 +81,15 @@ class SearchQAEnv(gym.Env[str, str]):
     (:class:`~search_env.info_gain.DeferredIG`) holds what to score; its ``finish`` gives the IG.
     ``info["ig_detail"]["logp_real"]`` is the score of the gold answer given the context after the search; with
     ``IGConfig(score_start=True)``, ``reset``'s ``info["logp_start"]`` is that score before any search (the prefix
-    alone), so the two give the potential of every state for ``PotentialShapedReward``.
+    alone), so the two give the potential of every state for ``PotentialShapedReward``. With
+    ``IGConfig(credit="sub-answer" | "leave-one-out" | "shapley")`` the step that ends the episode also has
+    ``info["search_credit"]``, one value per search step in order (deferred: ``info["credit_request"]``).
 
     ## Starting State
 
     A question drawn uniformly with ``self.np_random``, or chosen by ``options={"question_id": id}`` or
-    ``options={"index": i}``.
+    ``options={"index": i}``. ``options={"draw_seed": s}`` keys IG's shared random draws (``IGConfig.shared_draws``;
+    default: the reset ``seed``).
 
     ## Episode End
 
@@ -213,14 +219,16 @@ class SearchQAEnv(gym.Env[str, str]):
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
         if self.ig:
-            info.update(self.ig.start(self.ig.render_prefix(self._prompt, ""), self.item.golden_answers))
+            info.update(self.ig.start(self.ig.render_prefix(self._prompt, ""), self.item.golden_answers,
+                                      question_id=self.item.id, draw_seed=(options or {}).get("draw_seed", seed),
+                                      sub_answers=sub_answers(self.item), rng=self.np_random))
         return self.transcript, info
 
     def step(self, action: str | Mapping) -> tuple[str, float, bool, bool, dict]:
         state = self.np_random.bit_generator.state
         pending = self.prepare_step(action)
         try:
-            scores = self.scorer.score(*zip(*pending.pairs)) if pending.pairs else np.empty(0)
+            scores = score_pairs(self.scorer, pending.pairs) if pending.pairs else np.empty(0)
         except BaseException:  # e.g. ScorerUnavailable: the episode stays as it was, IG's draws included
             self.np_random.bit_generator.state = state
             raise
@@ -232,13 +240,15 @@ class SearchQAEnv(gym.Env[str, str]):
                           max_action_chars=self.max_action_chars)
 
     def prepare_step(
-        self, action: str | Mapping | Turn, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None
+        self, action: str | Mapping | Turn, hits: Sequence[Hit] | None = None, pool: Sequence[str] | None = None,
+        refine_pool: Sequence[tuple[str, str]] | None = None,
     ) -> PendingStep:
         """Parse the turn (unless it is a :class:`Turn` from :meth:`parse`), retrieve (unless ``hits`` are given)
         and draw the IG counterfactuals.
 
         Nothing about the episode changes here, so a step whose retrieval raised can simply be retried.
-        ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option).
+        ``pool``: documents blocks to draw IG baselines from instead of the corpus (vector env option);
+        ``refine_pool``: other questions' (documents, refine) pairs, for ``IGConfig(credit="refine")``.
         """
         if self._done:
             raise RuntimeError("the episode is over; call reset() before step()")
@@ -252,7 +262,11 @@ class SearchQAEnv(gym.Env[str, str]):
             # A search on the last turn truncates the episode: its passages are never read, so it gains nothing.
             if self.ig and self.turn + 1 < self.max_turns:
                 pending.ig = self.ig.prepare(self._prefix_for(parsed), pending.history, pending.step,
-                                             self.item.golden_answers, rng=self.np_random, pool=pool)
+                                             self.item.golden_answers, rng=self.np_random, pool=pool,
+                                             turn=self.turn + 1)
+        if self.ig and (isinstance(parsed, Answer) or self.turn + 1 >= self.max_turns):  # the episode ends here
+            pending.credit = self.ig.prepare_credit(self._prefix, pending.history, self.item.golden_answers,
+                                                    rng=self.np_random, pool=refine_pool)
         return pending
 
     def complete_step(self, pending: PendingStep, scores: np.ndarray) -> tuple[str, float, bool, bool, dict]:
@@ -279,7 +293,8 @@ class SearchQAEnv(gym.Env[str, str]):
                 doc_ids=[h.doc_id for h in pending.hits],
                 doc_scores=[float(h.score) for h in pending.hits],
             )
-            info.update(self.ig.finish(pending.ig, scores) if self.ig else {"ig": None})
+            info.update(self.ig.finish(pending.ig, scores[: len(pending.ig.pairs) if pending.ig else 0])
+                        if self.ig else {"ig": None})
             components = rc.components(ig=info["ig"])
         elif isinstance(action, Answer):
             golds = self.item.golden_answers
@@ -298,6 +313,8 @@ class SearchQAEnv(gym.Env[str, str]):
             info.update(action_type="invalid", invalid_reason=action.reason)
         truncated = not terminated and self.turn >= self.max_turns
         self._done = terminated or truncated
+        if pending.credit is not None:
+            info.update(self.ig.finish_credit(pending.credit, scores[len(pending.ig.pairs) if pending.ig else 0 :]))
         info["n_searches"] = len(self.steps)
         info["reward_components"] = components
         self.transcript += action.text + obs

@@ -11,13 +11,21 @@ from gymnasium.vector.utils import batch_space
 
 from search_env.actions import Search
 from search_env.env import SearchQAEnv
+from search_env.info_gain.gain import score_pairs
 
 
 class SearchQAVectorEnv(VectorEnv):
     """``num_envs`` sub-envs sharing one corpus, retriever and scorer.
 
     One ``step`` parses every action, runs one ``batch_search`` for all searches and one scorer call for
-    all IG contexts, so its results equal ``num_envs`` separate envs with the same seeds. Observations are
+    all IG contexts (each distinct pair scored once), so its results equal ``num_envs`` separate envs with the same
+    seeds (and the same draw seeds).
+
+    Shared draws are on unless the sub-envs' ``IGConfig(shared_draws=False)`` says otherwise: ``reset(seed=s)``
+    gives every sub-env it resets draw seed ``s`` (``options={"draw_seed": ...}`` overrides it), so the rollouts of
+    one question reset together (a GRPO group) score each turn against the same random passages, and a later
+    ``reset`` with another seed (the next training step) draws fresh ones. Sub-envs reset with no seed (autoreset,
+    ``seed=None``) draw their own draw seed from their ``np_random``. Observations are
     a tuple of strings (Gymnasium's batching of text spaces); infos are dicts of arrays with ``_key`` masks.
 
     A ``None`` action leaves that sub-env untouched for this step (reward 0, not done, no info): a trainer
@@ -28,7 +36,8 @@ class SearchQAVectorEnv(VectorEnv):
         autoreset_mode: Gymnasium's ``NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED``.
         ig_pool: ``"corpus"`` (default) or ``"batch"``: draw IG's random passages from other questions'
             retrieved blocks in the same step (the IG-Search authors' variant), falling back to the corpus
-            when there are none.
+            when there are none; with ``IGConfig(credit="refine")`` also the (documents, refine) pairs its
+            end-of-episode IG swaps in, from the other questions' steps so far.
         **env_kwargs: given to each :class:`SearchQAEnv` (``questions``, ``corpus``, ``scorer``, ...).
 
     Raises:
@@ -51,6 +60,9 @@ class SearchQAVectorEnv(VectorEnv):
         first = SearchQAEnv(**env_kwargs)
         shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": env_kwargs.get("scorer")}
         self.envs = [first] + [SearchQAEnv(**{**env_kwargs, **shared}) for _ in range(num_envs - 1)]
+        for env in self.envs:
+            if env.ig and env.ig.config.shared_draws is None:
+                env.ig.shared_draws = True
         self.num_envs = num_envs
         self.ig_pool = ig_pool
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -74,6 +86,8 @@ class SearchQAVectorEnv(VectorEnv):
         seeds = _seeds(seed, self.num_envs)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
+        if isinstance(seed, (int, np.integer)):
+            options.setdefault("draw_seed", int(seed))
         mask = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         observations, infos = [""] * self.num_envs, {}
         for i in np.flatnonzero(mask):
@@ -106,7 +120,7 @@ class SearchQAVectorEnv(VectorEnv):
         pending = self._prepare(to_step, actions)
         requests = [pair for i in to_step for pair in pending[i].pairs]
         try:
-            scores = self.scorer.score(*zip(*requests)) if requests else np.empty(0)
+            scores = score_pairs(self.scorer, requests) if requests else np.empty(0)
         except BaseException:  # the episodes stay as they were, IG's draws included, so the step can be retried
             for i, state in states.items():
                 self.envs[i].np_random.bit_generator.state = state
@@ -143,8 +157,19 @@ class SearchQAVectorEnv(VectorEnv):
             if self.ig_pool == "batch" and i in searches:
                 qid = self.envs[i].item.id
                 pool = [b for j, b in blocks.items() if j != i and self.envs[j].item.id != qid] or None
-            pending[i] = self.envs[i].prepare_step(turns[i], hits=hits.get(i), pool=pool)
+            pending[i] = self.envs[i].prepare_step(turns[i], hits=hits.get(i), pool=pool,
+                                                   refine_pool=self._refine_pool(i))
         return pending
+
+    def _refine_pool(self, i: int) -> list[tuple[str, str]] | None:
+        """With ``ig_pool="batch"`` and ``IGConfig(credit="refine")``: the (documents, refine) pairs of the other
+        questions' steps in the batch so far."""
+        env = self.envs[i]
+        if self.ig_pool != "batch" or not env.ig or env.ig.config.credit != "refine":
+            return None
+        qid = env.item.id
+        return [(s.documents, s.refine) for other in self.envs if other.item is not None and other.item.id != qid
+                for s in other.steps if s.refine] or None
 
     def render(self) -> tuple[str | None, ...]:
         return tuple(env.render() for env in self.envs)

@@ -11,6 +11,7 @@ from search_env.training.credit import (
     char_to_token,
     group_advantages,
     normalize_step_ig,
+    normalize_turn_ig,
     token_advantages,
     token_span,
 )
@@ -119,7 +120,8 @@ def test_all_failed_group_gets_advantages_exactly_on_query_tokens():
     np.testing.assert_allclose(batch.token_advantages[2, 5:8], -0.3)  # -1.5 clipped to -1, times 0.3
     np.testing.assert_allclose(batch.token_advantages[2, 11:14], 0.27)
     # per-group z-scored IG: still non-zero exactly there (no value equals the group mean)
-    normed = assign_credit(trajs, ig_weight=0.3, ig_norm="group")
+    with pytest.warns(DeprecationWarning, match="turn"):
+        normed = assign_credit(trajs, ig_weight=0.3, ig_norm="group")
     np.testing.assert_array_equal(normed.token_advantages != 0, scored)
     # plain GRPO: nothing to learn from this group
     assert not assign_credit(trajs, ig_weight=0.0).token_advantages.any()
@@ -181,3 +183,42 @@ def test_char_to_token_and_token_span():
         assert char_to_token(decode, ids, char) == next(k for k, e in enumerate(ends) if e > char)
     with pytest.raises(IndexError):
         char_to_token(decode, ids, len(text))
+
+
+def test_normalize_turn_ig_by_hand():
+    """Per (group, turn): turn 0 of group a is [1, 3, 5] (mean 3, std 2 > floor 0.6), turn 1 is [0.2, 0.5] (std
+    0.212 < floor: divided by 0.6); group b's single scored turn-0 value is centred to 0."""
+    ig = np.array([[1.0, 0.2], [3.0, np.nan], [5.0, 0.5], [7.0, np.nan]])
+    out = normalize_turn_ig(ig, ["a", "a", "a", "b"], eps=0.0)
+    np.testing.assert_allclose(out[:3, 0], [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(out[[0, 2], 1], [-0.15 / 0.6, 0.15 / 0.6])
+    assert out[3, 0] == 0.0 and np.isnan(out[1, 1]) and np.isnan(out[3, 1])
+    pooled = normalize_step_ig(ig, ["a", "a", "a", "b"], eps=0.0)  # the old rule mixes the turns: [1,3,5,.2,.5]
+    assert pooled[0, 1] < 0 and pooled[0, 0] < 0 and not np.isclose(pooled[1, 0], 0.0)
+    wide = normalize_turn_ig(ig, ["a"] * 4, floor=5.0, eps=0.0)[:, 0]
+    np.testing.assert_allclose(wide, [-3 / 5, -1 / 5, 1 / 5, 3 / 5])
+
+
+def test_turn_norm_in_an_all_failed_group_sums_to_zero_per_turn():
+    trajs = [make_trajectory("q", 0.0, igs) for igs in ([0.4, -0.2], [0.5, None], [-1.5, 0.9])]
+    batch = assign_credit(trajs, ig_weight=0.3, ig_clip=None, ig_norm="turn")
+    first = np.array([0.4, 0.5, -1.5])  # std 1.127 > 0.6
+    expected = (first - first.mean()) / (first.std(ddof=1) + 1e-6)
+    np.testing.assert_allclose(batch.token_advantages[:, 5], 0.3 * expected, rtol=1e-6)
+    second = np.array([-0.2, 0.9])  # std 0.778 > 0.6
+    np.testing.assert_allclose(batch.token_advantages[[0, 2], 11], 0.3 * (second - 0.35) / (second.std(ddof=1) + 1e-6),
+                               rtol=1e-6)
+    assert batch.token_advantages[1, 11] == 0.0 and batch.token_advantages[:, 5].sum() == pytest.approx(0.0, abs=1e-12)
+    floored = assign_credit(trajs, ig_weight=0.3, ig_clip=None, ig_norm="turn", ig_floor=10.0)
+    np.testing.assert_allclose(floored.token_advantages[:, 5], 0.3 * (first - first.mean()) / (10.0 + 1e-6))
+
+
+def test_search_credit_goes_on_the_search_turns_in_order():
+    traj = make_trajectory("q", 0.0, [0.4, -0.2])
+    traj.set_search_credit([1.5, None])
+    assert traj.step_ig == [1.5, None, None]
+    batch = assign_credit([traj], ig_weight=0.2, ig_clip=None)
+    np.testing.assert_allclose(batch.token_advantages[0, 5:8], 0.3)
+    assert not batch.token_advantages[0, 11:14].any()
+    with pytest.raises(ValueError, match="2 search turns"):
+        traj.set_search_credit([1.0])

@@ -12,13 +12,18 @@ ACTION_SCRIPT = [
 ]
 
 
-def test_vector_env_equals_separate_envs(tiny_questions, tiny_corpus, fake_scorer):
-    kwargs = dict(questions=tiny_questions, corpus=tiny_corpus, ig=IGConfig(n_random=2, per_document=True), scorer=fake_scorer, max_turns=3)
-    venv = SearchQAVectorEnv(4, **kwargs)
-    singles = [SearchQAEnv(**kwargs) for _ in range(4)]
+@pytest.mark.parametrize("shared", [False, True])
+def test_vector_env_equals_separate_envs(tiny_questions, tiny_corpus, fake_scorer, shared):
+    """Unshared: sub-env i draws with seed 11 + i, as a single env does. Shared (the vector env's default): every
+    sub-env keys its draws with draw seed 11, as single envs with ``shared_draws=True`` and that draw seed do."""
+    kwargs = dict(questions=tiny_questions, corpus=tiny_corpus, scorer=fake_scorer, max_turns=3)
+    config = IGConfig(n_random=2, per_document=True)
+    venv = SearchQAVectorEnv(4, ig=config if shared else IGConfig(n_random=2, per_document=True, shared_draws=False),
+                             **kwargs)
+    singles = [SearchQAEnv(ig=IGConfig(n_random=2, per_document=True, shared_draws=shared), **kwargs) for _ in range(4)]
     obs, infos = venv.reset(seed=11)
     for i, env in enumerate(singles):
-        o, info = env.reset(seed=11 + i)
+        o, info = env.reset(seed=11 + i, options={"draw_seed": 11} if shared else None)
         assert obs[i] == o and infos["question_id"][i] == info["question_id"]
     calls_before = fake_scorer.calls
     for turn in range(len(ACTION_SCRIPT[0])):
@@ -48,7 +53,9 @@ def test_one_batched_retrieval_and_scorer_call_per_step(tiny_questions, tiny_cor
     before = fake_scorer.calls
     venv.step(["<search>Karvesh</search>"] * 5 + ["<answer>x</answer>", "bad", None])
     assert calls == [5]
-    assert fake_scorer.calls == before + 1 and fake_scorer.pairs >= 5 * 4
+    # shared draws: the same query on the same question at the same turn is the same 4 pairs, scored once
+    questions = {env.item.id for env in venv.envs[:5]}
+    assert fake_scorer.calls == before + 1 and fake_scorer.pairs == 4 * len(questions) < 5 * 4
 
 
 def test_none_action_skips_and_disabled_mode(tiny_questions, tiny_corpus):

@@ -1,4 +1,9 @@
-"""Question sets in FlashRAG JSONL: ``{"id", "question", "golden_answers": [...], "metadata": {...}}``."""
+"""Question sets in FlashRAG JSONL: ``{"id", "question", "golden_answers": [...], "metadata": {...}}``.
+
+Intermediate answers (:func:`sub_answers`) come from ``metadata.sub_answers`` (a list of strings, for any data), or
+are derived from what the set records: MuSiQue's and the built-in world's ``question_decomposition`` answers,
+2Wiki's ``evidences`` triples (their objects), HotpotQA bridge questions' supporting titles not named in the question.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,40 @@ from pathlib import Path
 from search_env.data.collection import QADataset, QAItem, parse_records
 from search_env.data.errors import DataFileError
 
-__all__ = ["QADataset", "QAItem", "load_hf_questions", "load_questions", "qa_item_from_record"]
+__all__ = ["QADataset", "QAItem", "load_hf_questions", "load_questions", "qa_item_from_record", "sub_answers"]
+
+
+def sub_answers(item: QAItem) -> tuple[str, ...]:
+    """The answers of a question's intermediate hops, in order, without the final answer; ``()`` where unknown.
+
+    ``metadata["sub_answers"]`` (strings) when given; else the ``answer`` of each ``question_decomposition`` entry
+    (MuSiQue, the built-in world); else the object of each ``evidences`` triple (2Wiki: a bridge entity, or a
+    compared date or place); else, for a HotpotQA ``bridge`` question, each supporting title (its parenthesised
+    part dropped) of which fewer than half the words occur in the question: the bridge entity the question does not
+    name.
+    """
+    from search_env.rewards import normalize_answer
+
+    meta = item.metadata
+    if meta.get("sub_answers") is not None:
+        found = [str(a) for a in meta["sub_answers"]]
+    elif meta.get("question_decomposition"):
+        found = [str(d.get("answer", "")) for d in meta["question_decomposition"] if isinstance(d, Mapping)]
+    elif meta.get("evidences"):
+        found = [str(e[2]) for e in meta["evidences"] if isinstance(e, (list, tuple)) and len(e) == 3]
+    elif meta.get("type") == "bridge" and meta.get("supporting_titles"):
+        words = set(normalize_answer(item.question).split())
+        found = []
+        for title in meta["supporting_titles"]:
+            name = str(title).split(" (")[0]
+            title_words = normalize_answer(name).split()
+            if title_words and sum(w in words for w in title_words) < len(title_words) / 2:
+                found.append(name)
+    else:
+        found = []
+    finals = {normalize_answer(a) for a in item.golden_answers}
+    out = [a.strip() for a in found if normalize_answer(a) and normalize_answer(a) not in finals]
+    return tuple(dict.fromkeys(out))
 
 
 def load_questions(source: str | os.PathLike | QADataset | Iterable[Mapping] | None = None) -> QADataset:

@@ -22,7 +22,8 @@ env, or, with ``IGConfig(deferred=True)``, wherever the trainer likes: the step'
 - :mod:`~search_env.info_gain.config`: :class:`IGConfig`, :class:`Deferred`.
 - :mod:`~search_env.info_gain.contexts`: :class:`SearchStep`, :func:`build_context`, :func:`step_requests`,
   :class:`IGRequests`.
-- :mod:`~search_env.info_gain.deferred`: :class:`DeferredIG`, :func:`finish_deferred`.
+- :mod:`~search_env.info_gain.credit`: credit across an episode's searches (sub-answer, leave-one-out, Shapley).
+- :mod:`~search_env.info_gain.deferred`: :class:`DeferredIG`, :class:`DeferredCredit`, :func:`finish_deferred`.
 - :mod:`~search_env.info_gain.gain`: :class:`InformationGain`, what the env calls.
 """
 
@@ -30,13 +31,16 @@ from __future__ import annotations
 
 import warnings
 
-from search_env.info_gain.config import BASELINES, Deferred, IGConfig
-from search_env.info_gain.contexts import IGRequests, IGResult, SearchStep, build_context, gold_answer, step_requests
-from search_env.info_gain.deferred import DeferredIG, finish_deferred
-from search_env.info_gain.gain import InformationGain, PendingIG
+from search_env.info_gain.config import BASELINES, CREDITS, Deferred, IGConfig
+from search_env.info_gain.contexts import (IGRequests, IGResult, SearchStep, build_context, gold_answer, keyed_rng,
+                                           step_requests)
+from search_env.info_gain.credit import CreditRequests
+from search_env.info_gain.deferred import DeferredCredit, DeferredIG, finish_deferred
+from search_env.info_gain.gain import InformationGain, PendingIG, score_pairs
 
-__all__ = ["BASELINES", "Deferred", "DeferredIG", "IGConfig", "IGRequests", "IGResult", "InformationGain",
-           "PendingIG", "SearchStep", "build_context", "finish_deferred", "gold_answer", "step_requests"]
+__all__ = ["BASELINES", "CREDITS", "CreditRequests", "Deferred", "DeferredCredit", "DeferredIG", "IGConfig",
+           "IGRequests", "IGResult", "InformationGain", "PendingIG", "SearchStep", "build_context", "finish_deferred",
+           "gold_answer", "keyed_rng", "score_pairs", "step_requests"]
 
 _RENAMED = {"IGPlan": ("IGRequests", IGRequests), "plan_step_gain": ("step_requests", step_requests)}
 

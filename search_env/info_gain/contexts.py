@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,7 @@ class IGRequests:
     n_baseline: int = 0  # pairs[1 : 1 + n_baseline] are the baseline contexts
     n_docs: int = 0  # then n_docs single-passage contexts and one no-passage context
     fixed_ig: float | None = None  # set when the gain is known without scoring
+    random_blocks: list[str] = field(default_factory=list)  # the random documents blocks drawn (baseline "random")
 
     def finish(self, scores: Sequence[float]) -> IGResult:
         scores = np.asarray(scores, dtype=np.float64)
@@ -70,18 +72,34 @@ class IGRequests:
 def build_context(prefix: str, steps: Sequence[SearchStep], last_documents: str | None = None) -> str:
     """``prefix`` then each step's search, documents and refine blocks, joined by newlines.
 
-    ``last_documents`` replaces the last step's documents block (``""`` drops it).
+    ``last_documents`` replaces the last step's documents block (``""`` drops it). The last step's refine is left
+    out: it is written after the documents the context ends with.
     """
+    replaced = {len(steps) - 1: last_documents} if last_documents is not None else {}
+    return build_final_context(prefix, steps, replaced, final_refine=False)
+
+
+def build_final_context(prefix: str, steps: Sequence[SearchStep], replaced: dict[int, str] | None = None, *,
+                        final_refine: bool = True) -> str:
+    """``prefix`` then every step's search, documents and refine blocks, with the documents of the steps in
+    ``replaced`` (index -> block, ``""`` drops it) replaced and their refine left out (it summarised the real
+    ones); ``final_refine=False`` leaves out the last step's refine too."""
+    replaced = replaced or {}
     parts = [prefix]
     for i, step in enumerate(steps):
-        last = i == len(steps) - 1
         parts.append(search_block(step.query))
-        documents = last_documents if last and last_documents is not None else step.documents
+        documents = replaced.get(i, step.documents)
         if documents:
             parts.append(documents)
-        if step.refine and not last:
+        if step.refine and i not in replaced and (final_refine or i < len(steps) - 1):
             parts.append(step.refine)
     return "\n".join(parts)
+
+
+def keyed_rng(*key: Hashable) -> np.random.Generator:
+    """A generator seeded by a stable hash (BLAKE2b) of ``key``'s parts: the same on every machine and run."""
+    digest = hashlib.blake2b("\x1f".join(map(repr, key)).encode(), digest_size=16).digest()
+    return np.random.default_rng(np.frombuffer(digest, dtype=np.uint32).tolist())
 
 
 def gold_answer(golden_answers: Sequence[str], config: IGConfig) -> str:
@@ -100,6 +118,7 @@ def step_requests(
     dialect: Dialect,
     rng: np.random.Generator,
     pool: Sequence[str] | None = None,
+    key: tuple | None = None,
 ) -> IGRequests | None:
     """What to score for ``step`` (after ``history``).
 
@@ -114,6 +133,8 @@ def step_requests(
         rng: draws the random passages.
         pool: documents blocks to draw random baselines from instead of the corpus (the authors' variant:
             other questions' retrieved blocks in the same batch).
+        key: shared draws: random block j comes from ``keyed_rng(*key, j)`` instead of ``rng`` (see
+            :func:`shared_random_blocks`).
 
     Returns:
         An :class:`IGRequests` (its ``pairs`` to score, then ``finish(scores)``), or None when the step cannot
@@ -125,9 +146,13 @@ def step_requests(
     steps = [*history, step]
     requests = IGRequests(config.baseline)
     if config.baseline == "random":
-        blocks = _random_blocks(step, config.n_random, corpus, dialect, rng, pool)
+        if key is None:
+            blocks = _random_blocks(step, config.n_random, corpus, dialect, rng, pool)
+        else:
+            blocks = shared_random_blocks(step, config.n_random, corpus, dialect, key, pool)
         if not blocks:
             return None
+        requests.random_blocks = blocks
         baseline_contexts = [build_context(prefix, steps, b) for b in blocks]
     elif config.baseline == "none":
         baseline_contexts = [build_context(prefix, steps, "")]
@@ -176,4 +201,45 @@ def _random_blocks(
         draw = rng.choice(len(corpus), size=min(len(corpus), size + len(retrieved)), replace=False)
         passages = [corpus[int(i)] for i in draw if corpus[int(i)].id not in retrieved][:size]
         blocks.append(dialect.documents_block([Hit(p.id, p.title, p.text, 0.0) for p in passages]))
+    return blocks
+
+
+_CHUNK = 16  # corpus indices drawn at a time from a keyed stream: fixed, so every rollout reads the same stream
+
+
+def shared_random_blocks(step: SearchStep, n: int, corpus: Corpus | None, dialect: Dialect, key: tuple,
+                         pool: Sequence[str] | None = None) -> list[str]:
+    """``n`` documents blocks drawn from keyed streams, the same for every rollout with the same ``key``.
+
+    Block j reads ``keyed_rng(*key, j)``: corpus indices (or, with ``pool``, pool entries), in chunks of a fixed
+    size, skipping repeats and passages this step retrieved (a pool entry equal to this step's block), until it has
+    as many passages as the step retrieved. So two rollouts differ in a block only where one of them retrieved a
+    passage the stream drew, and there the next passage of the same stream takes its place.
+    """
+    if pool is not None:
+        blocks = []
+        for j in range(n):
+            rng = keyed_rng(*key, j)
+            for _ in range(64):
+                block = pool[int(rng.integers(len(pool)))]
+                if block != step.documents:
+                    blocks.append(block)
+                    break
+        return blocks if len(blocks) == n else []
+    if corpus is None:
+        raise ValueError("random IG baselines need a corpus (or a pool of documents blocks)")
+    retrieved = {h.doc_id for h in step.hits}
+    size = min(len(step.hits), len(corpus) - len(retrieved))
+    if size <= 0:
+        return []
+    blocks = []
+    for j in range(n):
+        rng, chosen, seen = keyed_rng(*key, j), [], set()
+        while len(chosen) < size:
+            for i in rng.integers(len(corpus), size=_CHUNK).tolist():
+                passage = corpus[i]
+                if i not in seen and passage.id not in retrieved and len(chosen) < size:
+                    chosen.append(passage)
+                seen.add(i)
+        blocks.append(dialect.documents_block([Hit(p.id, p.title, p.text, 0.0) for p in chosen]))
     return blocks

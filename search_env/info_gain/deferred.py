@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from search_env.info_gain.contexts import IGRequests
+from search_env.info_gain.credit import CreditRequests
 from search_env.scoring.score_format import ScoreFormat
 
 
@@ -62,13 +63,52 @@ class DeferredIG:
         return cls(**{**data, "requests": IGRequests(**requests), "score_format": ScoreFormat(**data["score_format"])})
 
 
+@dataclass
+class DeferredCredit:
+    """An episode's search credit waiting for scores computed outside the env (``IGConfig(deferred=True)`` with a
+    ``credit`` mode): ``info["credit_request"]`` at the step that ends the episode. The same plain data as
+    :class:`DeferredIG`; ``finish`` gives ``{"search_credit": [...]}`` as the env would have put it in ``info``."""
+
+    requests: CreditRequests
+    score_format: ScoreFormat = ScoreFormat()
+    token_ids: list[list[int]] | None = None
+    answer_starts: list[int] | None = None
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.requests.pairs
+
+    def finish(
+        self, answer_logprobs: Sequence[Sequence[float]] | None = None, *, scores: Sequence[float] | None = None
+    ) -> dict:
+        """``{"search_credit": [...]}`` from each pair's answer-token log-probabilities or from finished ``scores``."""
+        if (answer_logprobs is None) == (scores is None):
+            raise ValueError("give either answer_logprobs (one sequence per pair) or scores (one per pair)")
+        if scores is None:
+            if len(answer_logprobs) != len(self.pairs):
+                raise ValueError(f"expected log-probabilities for {len(self.pairs)} pairs, got {len(answer_logprobs)}")
+            scores = [self.score_format.combine(lp) for lp in answer_logprobs]
+        return {"search_credit": self.requests.finish(scores)}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DeferredCredit:
+        requests = dict(data["requests"])
+        requests["pairs"] = [tuple(pair) for pair in requests["pairs"]]
+        return cls(**{**data, "requests": CreditRequests(**requests),
+                      "score_format": ScoreFormat(**data["score_format"])})
+
+
 def finish_deferred(
-    requests: Sequence[DeferredIG],
+    requests: Sequence[DeferredIG | DeferredCredit],
     answer_logprobs: Sequence[Sequence[float]] | None = None,
     *,
     scores: Sequence[float] | None = None,
 ) -> list[dict]:
-    """:meth:`DeferredIG.finish` for many requests at once, from the log-probabilities (or scores) of all their
+    """:meth:`DeferredIG.finish` (or :meth:`DeferredCredit.finish`) for many requests at once, from the
+    log-probabilities (or scores) of all their
     pairs in one flat list, request after request: the order a trainer scores a whole batch in.
 
     Raises:

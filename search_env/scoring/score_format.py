@@ -6,6 +6,12 @@ first ``head_tokens`` answer tokens and 1 after (IG-Search's emphasis on the ans
 is ``C + answer_prefix`` tokenized on its own and cut from the left to ``max_context_tokens``; the answer is
 ``" " + a.strip()`` tokenized on its own, so its first token carries the space as when a model writes it. No
 special tokens are added. numpy only: an env worker that holds no model can build requests with it.
+
+``answer_style="authors"`` reproduces the IG-Search authors' code instead: the context is ``C + answer_prefix + " "``
+(``"\n<answer> "``) and the answer ``a.strip()`` is tokenized bare, so the space is a token of the context and the
+answer's first token has no leading space. The default stays ``"natural"``: with SmolLM2-135M on 16 held-out 2Wiki
+questions it raised the gold-vs-unrelated paired win rate of IG from 0.75 to 0.88 (and a numeric answer is split
+as a model would write it).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScoreFormat"]
+__all__ = ["ANSWER_STYLES", "ScoreFormat"]
+
+ANSWER_STYLES = ("natural", "authors")
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,11 @@ class ScoreFormat:
     max_context_tokens: int = 4096
     head_tokens: int = 3
     head_weight: float = 3.0
+    answer_style: str = "natural"  # or "authors" (see the module docstring)
 
     def __post_init__(self):
+        if self.answer_style not in ANSWER_STYLES:
+            raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, not {self.answer_style!r}")
         if self.max_context_tokens < 1:
             raise ValueError(f"max_context_tokens must be >= 1, got {self.max_context_tokens}")
         if self.head_tokens < 0 or not self.head_weight > 0:
@@ -49,8 +60,10 @@ class ScoreFormat:
                 raise ValueError(f"answer {i} is empty: an empty answer has no tokens to score")
         if not pairs:
             return []
-        contexts = tokenizer([c + self.answer_prefix for c, _ in pairs], add_special_tokens=False)["input_ids"]
-        answers = tokenizer([" " + a.strip() for _, a in pairs], add_special_tokens=False)["input_ids"]
+        space = " " if self.answer_style == "authors" else ""
+        contexts = tokenizer([c + self.answer_prefix + space for c, _ in pairs], add_special_tokens=False)["input_ids"]
+        lead = "" if self.answer_style == "authors" else " "
+        answers = tokenizer([lead + a.strip() for _, a in pairs], add_special_tokens=False)["input_ids"]
         encoded = []
         for context, answer in zip(contexts, answers):
             context = list(context)[-self.max_context_tokens :]

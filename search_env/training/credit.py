@@ -11,9 +11,23 @@ loss mask = policy tokens only: prompt, retrieved passages and feedback text are
 ```
 
 The IG term is additive, so a group in which every rollout failed (``A_i = 0``) still gets a gradient on
-its queries. A :class:`Trajectory` keeps token ids per segment exactly as they were generated (policy) or
-tokenised (env), so spans and masks are exact: nothing is decoded and re-tokenised (the BPE drift TRL had
-to fix, huggingface/trl#5224).
+its queries. ``ig_norm`` says what that gradient is in such a group:
+
+- ``"none"``: raw IG, clipped: every scored query gets ``λ·clip(IG)``, its mean over the group included (a mean
+  IG of +2.5 nats clipped at 1 is a flat bonus on every search, the decision token too).
+- ``"turn"`` (A2TGPO's rule, :func:`normalize_turn_ig`): IG centred per (group, turn index) and divided by
+  ``max(std, ig_floor)``: at each turn the terms sum to zero over the group's rollouts, so only differences between
+  rollouts at the same turn push; a turn scored in one rollout alone gets 0; differences smaller than the floor
+  (the measured draw noise, 0.6 nats/token) stay below 1.
+- ``"group"`` (deprecated): z-scores over all scored steps of the group, turns pooled, floor 0.1: first hops, whose
+  IG is lower, are pushed down against later answer-bearing ones.
+
+With ``IGConfig(credit=...)`` the env gives ``info["search_credit"]`` at the end of an episode, one value per search;
+:meth:`Trajectory.set_search_credit` puts those values where step IG goes, on each search's query tokens.
+
+A :class:`Trajectory` keeps token ids per segment exactly as they were generated (policy) or tokenised (env), so
+spans and masks are exact: nothing is decoded and re-tokenised (the BPE drift TRL had to fix,
+huggingface/trl#5224).
 
 ```python
 traj = Trajectory(prompt_ids, group="q17")
@@ -28,6 +42,7 @@ batch.input_ids, batch.loss_mask, batch.token_advantages      # (B, L) numpy; ba
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +57,7 @@ __all__ = [
     "char_to_token",
     "group_advantages",
     "normalize_step_ig",
+    "normalize_turn_ig",
     "token_advantages",
     "token_span",
 ]
@@ -94,6 +110,19 @@ class Trajectory:
         self.segments.append(Segment(list(ids), True, query_span))
         self.step_ig.append(None if ig is None else float(ig))
         return len(self.step_ig) - 1
+
+    def set_search_credit(self, credit: Sequence[float | None]) -> None:
+        """Use an episode's ``info["search_credit"]`` (one value per search, in order) as the IG of its search
+        turns (those added with a ``query_span``), in order; the other turns keep theirs.
+
+        Raises:
+            ValueError: not one value per search turn.
+        """
+        searches = [t for t, seg in enumerate(s for s in self.segments if s.from_policy) if seg.query_span is not None]
+        if len(credit) != len(searches):
+            raise ValueError(f"{len(credit)} credit values for {len(searches)} search turns")
+        for t, value in zip(searches, credit):
+            self.step_ig[t] = None if value is None else float(value)
 
     def add_env(self, ids: Sequence[int]) -> None:
         """Append env text (passages, feedback) tokenised on its own."""
@@ -238,6 +267,38 @@ def normalize_step_ig(step_ig: Any, groups: Any, *, floor: float = IG_STD_FLOOR,
     return _like(out, step_ig)
 
 
+TURN_IG_FLOOR = 0.6  # nats/token: the sd of IG when only a rollout's own random draws change (measured, unshared)
+
+
+def normalize_turn_ig(step_ig: Any, groups: Any, *, floor: float = TURN_IG_FLOOR, eps: float = 1e-6) -> Any:
+    """IG centred per (group, turn index) and divided by ``max(std, floor) + eps`` (NaN = no IG, kept NaN).
+
+    Each column t of a group's rows is normalised on its own, so a first hop is compared only with the group's other
+    first hops. ``floor`` defaults to the draw noise measured with unshared draws (0.6 nats/token): differences the
+    draws alone could make stay below 1. With shared draws the same query gets the same IG and a smaller floor may
+    be chosen. A turn scored in one rollout only is centred to 0.
+
+    Args:
+        step_ig: ``(B, S)``, one row per rollout, one column per turn.
+        groups: one id per rollout (the question).
+        floor: the smallest std divided by, in nats/token.
+        eps: added to the divisor.
+    """
+    ig = _numpy(step_ig)
+    if ig.ndim != 2:
+        raise ValueError(f"step_ig must be (rollouts, turns), got shape {ig.shape}")
+    keys = _group_keys(groups, ig.shape[0])
+    out = np.full_like(ig, np.nan)
+    for key in dict.fromkeys(keys):
+        rows = np.flatnonzero(np.array([k == key for k in keys]))
+        for t in range(ig.shape[1]):
+            column = ig[rows, t]
+            scored = ~np.isnan(column)
+            column[scored] = _standardize(column[scored], True, eps, floor)
+            out[rows, t] = column
+    return _like(out, step_ig)
+
+
 def token_advantages(
     advantages: Any,
     token_turns: Any,
@@ -316,18 +377,24 @@ def assign_credit(
     pad_id: int = 0,
     ig_weight: float = 0.0,
     ig_clip: float | None = 1.0,
-    ig_norm: Literal["none", "group"] = "none",
+    ig_norm: Literal["none", "turn", "group"] = "none",
+    ig_floor: float = TURN_IG_FLOOR,
     spread: Spread = "query",
     scale: bool = True,
     eps: float = 1e-6,
 ) -> CreditBatch:
     """Pad trajectories and compute GRPO advantages with the IG term on query tokens.
 
-    ``ig_norm="group"`` z-scores IG over each group's steps before clipping; ``spread="turn"`` puts a
-    step's IG on all of its turn's tokens. Trajectories are grouped by ``Trajectory.group``.
+    ``ig_norm="turn"`` normalises IG per (group, turn index) with std floor ``ig_floor`` before clipping
+    (:func:`normalize_turn_ig`); ``"group"`` (deprecated: it pools turns) z-scores over each group's steps with
+    floor 0.1. ``spread="turn"`` puts a step's IG on all of its turn's tokens. Trajectories are grouped by
+    ``Trajectory.group``.
     """
-    if ig_norm not in ("none", "group"):
-        raise ValueError(f"ig_norm must be 'none' or 'group', not {ig_norm!r}")
+    if ig_norm not in ("none", "turn", "group"):
+        raise ValueError(f"ig_norm must be 'none', 'turn' or 'group', not {ig_norm!r}")
+    if ig_norm == "group":
+        warnings.warn("assign_credit(ig_norm='group') pools a group's turns; use ig_norm='turn' (per turn index)",
+                      DeprecationWarning, stacklevel=2)
     if not trajectories:
         raise ValueError("no trajectories")
     n, width = len(trajectories), max(len(t) for t in trajectories)
@@ -347,7 +414,10 @@ def assign_credit(
     rewards = np.array([t.reward for t in trajectories], dtype=np.float64)
     groups = [t.group for t in trajectories]
     advantages = group_advantages(rewards, groups, scale=scale, eps=eps)
-    ig = normalize_step_ig(step_ig, groups, eps=eps) if ig_norm == "group" else step_ig
+    if ig_norm == "turn":
+        ig = normalize_turn_ig(step_ig, groups, floor=ig_floor, eps=eps)
+    else:
+        ig = normalize_step_ig(step_ig, groups, eps=eps) if ig_norm == "group" else step_ig
     per_token = token_advantages(advantages, token_turns, ig, ig_weight=ig_weight, ig_clip=ig_clip, mask=loss_mask)
     return CreditBatch(
         input_ids, attention, loss_mask, token_turns, step_ig, rewards, groups,
