@@ -30,7 +30,7 @@ from search_env.data import load_corpus, load_questions
 from search_env.info_gain import keyed_rng
 from search_env.retrieval.base import Hit
 from search_env.rewards import normalize_answer
-from search_env.scorers import TransformersScorer
+from search_env.scoring.transformers_scorer import TransformersScorer
 
 MODES = ("sub-answer", "leave-one-out", "shapley")
 SETS = {"2wiki comparison": ("2wiki_dev_migres164", "comparison"),

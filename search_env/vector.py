@@ -58,7 +58,12 @@ class SearchQAVectorEnv(VectorEnv):
         if ig_pool not in ("corpus", "batch"):
             raise ValueError(f"ig_pool must be 'corpus' or 'batch', not {ig_pool!r}")
         first = SearchQAEnv(**env_kwargs)
-        shared = {"questions": first.questions, "corpus": first.corpus, "retriever": first.retriever, "scorer": env_kwargs.get("scorer")}
+        shared = {
+            "questions": first.questions,
+            "corpus": first.corpus,
+            "retriever": first.retriever,
+            "scorer": env_kwargs.get("scorer"),
+        }
         self.envs = [first] + [SearchQAEnv(**{**env_kwargs, **shared}) for _ in range(num_envs - 1)]
         for env in self.envs:
             if env.ig and env.ig.config.shared_draws is None:
@@ -128,7 +133,9 @@ class SearchQAVectorEnv(VectorEnv):
         offset = 0
         for i in to_step:
             k = len(pending[i].pairs)
-            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].complete_step(pending[i], scores[offset : offset + k])
+            obs, rewards[i], terminated[i], truncated[i], info = self.envs[i].complete_step(
+                pending[i], scores[offset : offset + k]
+            )
             offset += k
             done = terminated[i] or truncated[i]
             if done and self.autoreset_mode == AutoresetMode.SAME_STEP:

@@ -25,7 +25,9 @@ def test_group_advantages_by_hand():
     # a: mean 0.25, unbiased std 0.5; b: mean 0.5, std sqrt(1/3)
     expected = [1.5, -0.5, -0.5, -0.5, 0.5 / S3, 0.5 / S3, -0.5 / S3, -0.5 / S3]
     np.testing.assert_allclose(group_advantages(rewards, groups), expected, rtol=1e-5)
-    np.testing.assert_allclose(group_advantages(rewards, groups, scale=False), [0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5])
+    np.testing.assert_allclose(
+        group_advantages(rewards, groups, scale=False), [0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5]
+    )
 
 
 def test_group_advantages_interleaved_groups_and_degenerate_groups():
@@ -79,7 +81,9 @@ def test_normalize_step_ig_does_not_blow_up_baseline_noise():
     assert np.abs(out).max() < 0.01  # (x - mean) / 0.1 at most
     np.testing.assert_allclose(out[:, 0], (noise[:, 0] - noise.mean()) / (0.1 + 1e-6))
     spread = np.array([[0.0], [1.0]])  # a real difference (std 0.71 > floor) is z-scored as before
-    np.testing.assert_allclose(normalize_step_ig(spread, ["g", "g"])[:, 0], [-1 / math.sqrt(2), 1 / math.sqrt(2)], rtol=1e-5)
+    np.testing.assert_allclose(
+        normalize_step_ig(spread, ["g", "g"])[:, 0], [-1 / math.sqrt(2), 1 / math.sqrt(2)], rtol=1e-5
+    )
 
 
 def make_trajectory(group, reward, igs, prompt=(1, 2, 3)):
@@ -104,7 +108,13 @@ def test_trajectory_ids_masks_and_turns_are_exact():
     assert ids[traj.loss_mask()].tolist() == policy
     assert not (traj.env_mask() & traj.loss_mask()).any()
     assert not traj.env_mask()[:3].any() and not traj.loss_mask()[:3].any()  # the prompt is neither
-    assert [ids[s].tolist() for s in traj.segment_slices()] == [[10, 11, 12, 13, 14], [20, 21, 22], [30, 31, 32], [40, 41], [50, 51]]
+    assert [ids[s].tolist() for s in traj.segment_slices()] == [
+        [10, 11, 12, 13, 14],
+        [20, 21, 22],
+        [30, 31, 32],
+        [40, 41],
+        [50, 51],
+    ]
     assert traj.token_turns("query").tolist() == [-1] * 5 + [0, 0, 0] + [-1] * 3 + [1, 1, 1] + [-1] * 4
     assert traj.token_turns("turn").tolist() == [-1] * 3 + [0] * 5 + [-1] * 3 + [1] * 3 + [-1] * 2 + [2, 2]
     assert traj.step_ig == [0.2, None, None]
@@ -115,7 +125,9 @@ def test_all_failed_group_gets_advantages_exactly_on_query_tokens():
     batch = assign_credit(trajs, ig_weight=0.3, ig_clip=1.0)
     np.testing.assert_array_equal(batch.advantages, 0.0)
     nonzero = batch.token_advantages != 0
-    scored = (batch.token_turns >= 0) & ~np.isnan(np.take_along_axis(batch.step_ig, np.maximum(batch.token_turns, 0), 1))
+    scored = (batch.token_turns >= 0) & ~np.isnan(
+        np.take_along_axis(batch.step_ig, np.maximum(batch.token_turns, 0), 1)
+    )
     np.testing.assert_array_equal(nonzero, scored)  # exactly the query tokens of steps with IG
     np.testing.assert_allclose(batch.token_advantages[2, 5:8], -0.3)  # -1.5 clipped to -1, times 0.3
     np.testing.assert_allclose(batch.token_advantages[2, 11:14], 0.27)

@@ -33,7 +33,11 @@ def test_split_contents():
         (['{"contents": "x"}'], 1, "missing 'id'"),
         (['{"id": "1"}'], 1, "missing 'contents'"),
         (['{"id": "1", "contents": 5}'], 1, "must be a string"),
-        (['{"id": "1", "contents": "\\"T\\"\\na"}', "", '{"id": "1", "contents": "\\"U\\"\\nb"}'], 3, "duplicate id '1'"),
+        (
+            ['{"id": "1", "contents": "\\"T\\"\\na"}', "", '{"id": "1", "contents": "\\"U\\"\\nb"}'],
+            3,
+            "duplicate id '1'",
+        ),
         (["[1, 2]"], 1, "expected a JSON object"),
     ],
 )
@@ -58,7 +62,10 @@ def test_bad_corpus_files_name_file_line_and_reason(tmp_path, lines, line_no, re
     ],
 )
 def test_bad_question_records(tmp_path, record, reason):
-    path = write_lines(tmp_path / "test.jsonl", [json.dumps({"id": "0", "question": "ok?", "golden_answers": ["y"]}), json.dumps(record)])
+    path = write_lines(
+        tmp_path / "test.jsonl",
+        [json.dumps({"id": "0", "question": "ok?", "golden_answers": ["y"]}), json.dumps(record)],
+    )
     with pytest.raises(DataFileError, match=f"test.jsonl:2: .*{reason}"):
         load_questions(path)
 
@@ -77,7 +84,9 @@ def test_duplicate_question_ids_and_missing_file(tmp_path):
 
 
 def test_questions_from_dicts():
-    qs = load_questions([{"question": "Q1?", "golden_answers": "A"}, {"id": 5, "question": "Q2?", "answer": ["B", "b2"]}])
+    qs = load_questions(
+        [{"question": "Q1?", "golden_answers": "A"}, {"id": 5, "question": "Q2?", "answer": ["B", "b2"]}]
+    )
     assert [q.id for q in qs] == ["q0", "5"]
     assert qs.get("5").golden_answers == ("B", "b2")
     assert qs[0].golden_answers == ("A",)
@@ -95,7 +104,10 @@ def test_hugging_face_loader_reads_local_files_and_saved_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     from search_env.data import load_hf_questions
 
-    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x"]}, {"id": "b", "question": "Q2?", "golden_answers": ["y", "z"]}]
+    rows = [
+        {"id": "a", "question": "Q1?", "golden_answers": ["x"]},
+        {"id": "b", "question": "Q2?", "golden_answers": ["y", "z"]},
+    ]
     path = write_lines(tmp_path / "qa.jsonl", [json.dumps(r) for r in rows])
     from_file = load_hf_questions(str(path))
     assert [(q.id, q.golden_answers) for q in from_file] == [("a", ("x",)), ("b", ("y", "z"))]

@@ -10,7 +10,7 @@ import pytest
 from search_env.env import SearchQAEnv
 from search_env.info_gain import Deferred, DeferredIG, IGConfig, finish_deferred
 from search_env.rewards import RewardConfig
-from search_env.score_format import ScoreFormat
+from search_env.scoring.score_format import ScoreFormat
 from search_env.vector import SearchQAVectorEnv
 
 FORMAT = ScoreFormat(max_context_tokens=400)
@@ -124,7 +124,9 @@ def test_vector_env_defers_too(tiny_corpus, tiny_questions):
     def venv(deferred):
         scorer = ToyScorer()
         ig = IGConfig(deferred=Deferred(CharTokenizer(), FORMAT)) if deferred else IGConfig()
-        return SearchQAVectorEnv(3, questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=ig, ig_pool="batch"), scorer
+        return SearchQAVectorEnv(
+            3, questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=ig, ig_pool="batch"
+        ), scorer
 
     (scored, _), (deferred, deferred_by) = venv(False), venv(True)
     for v in (scored, deferred):
@@ -169,12 +171,21 @@ def test_a_trainers_own_forward_pass_gives_the_in_env_ig(tiny_corpus, tiny_quest
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from search_env.agents.models import bundled_model_dir
-    from search_env.scorers import TransformersScorer
+    from search_env.scoring.transformers_scorer import TransformersScorer
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, intermediate_size=64, initializer_range=0.5)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            initializer_range=0.5,
+        )
+    ).eval()
     scorer = TransformersScorer(model, tokenizer)
     envs = [SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, scorer=scorer, ig=config)
             for config in (IGConfig(), IGConfig(deferred=Deferred(tokenizer, scorer.score_format)))]

@@ -36,7 +36,9 @@ def test_ids_are_registered_and_versioned():
 
 
 def test_gym_make_with_own_data(tiny_questions, tiny_corpus):
-    env = gym.make("search_env:SearchQA-v0", questions=tiny_questions, corpus=tiny_corpus, ig=False, topk=2, max_turns=3)
+    env = gym.make(
+        "search_env:SearchQA-v0", questions=tiny_questions, corpus=tiny_corpus, ig=False, topk=2, max_turns=3
+    )
     obs, info = env.reset(seed=0, options={"question_id": "q1"})
     assert "In which country is Omrith?" in obs and "<search>" in obs
     assert info == {"question_id": "q1", "golden_answers": ["Osmundia"]}
@@ -51,13 +53,21 @@ def test_gym_make_with_own_data(tiny_questions, tiny_corpus):
     assert info["em"] == 1.0 and info["f1"] == 1.0 and info["prediction"] == "osmundia"
     assert info["turn"] == 2 and info["n_searches"] == 1
     transcript = env.unwrapped.transcript
-    assert transcript.index("<search>Omrith</search>") < transcript.index("<information>Doc 1") < transcript.index("<answer> osmundia </answer>")
+    assert (
+        transcript.index("<search>Omrith</search>")
+        < transcript.index("<information>Doc 1")
+        < transcript.index("<answer> osmundia </answer>")
+    )
 
 
 def test_info_keys_on_every_step(tiny_questions, tiny_corpus):
     env = make_env(tiny_questions, tiny_corpus, max_turns=5)
     env.reset(seed=1)
-    for action, kind in [("<search>Karvesh</search>", "search"), ("nothing", "invalid"), ("<answer>x</answer>", "answer")]:
+    for action, kind in [
+        ("<search>Karvesh</search>", "search"),
+        ("nothing", "invalid"),
+        ("<answer>x</answer>", "answer"),
+    ]:
         *_, info = env.step(action)
         assert info["action_type"] == kind
         assert {"turn", "n_searches", "reward_components"} <= set(info)
@@ -137,12 +147,27 @@ def test_same_seed_same_episode_bit_for_bit(tiny_questions, tiny_corpus, fake_sc
     actions=st.lists(
         st.one_of(
             st.text(max_size=300),
-            st.lists(st.sampled_from(["<search>", "</search>", "<answer>", "</answer>", "<think>", "</think>", "x", " ", "\x00", "é"]), max_size=40).map("".join),
-            st.builds(lambda k, t: {"kind": k, "text": t}, st.sampled_from(["search", "answer", "other"]), st.text(max_size=50)),
-            st.builds(lambda n, tail: "y" * n + tail, st.sampled_from([10, 5000, 1 << 20]), st.sampled_from(["", "<search>q</search>"])),
-            st.none(), st.integers(),
+            st.lists(
+                st.sampled_from(
+                    ["<search>", "</search>", "<answer>", "</answer>", "<think>", "</think>", "x", " ", "\x00", "é"]
+                ),
+                max_size=40,
+            ).map("".join),
+            st.builds(
+                lambda k, t: {"kind": k, "text": t},
+                st.sampled_from(["search", "answer", "other"]),
+                st.text(max_size=50),
+            ),
+            st.builds(
+                lambda n, tail: "y" * n + tail,
+                st.sampled_from([10, 5000, 1 << 20]),
+                st.sampled_from(["", "<search>q</search>"]),
+            ),
+            st.none(),
+            st.integers(),
         ),
-        min_size=1, max_size=6,
+        min_size=1,
+        max_size=6,
     )
 )
 def test_fuzzed_steps_never_raise(tiny_questions, tiny_corpus, fake_scorer, actions):
@@ -238,7 +263,9 @@ class EmptyRetriever:
 
 
 def test_ig_in_info_and_reward(tiny_questions, tiny_corpus, fake_scorer):
-    env = make_env(tiny_questions, tiny_corpus, ig=IGConfig(n_random=3), scorer=fake_scorer, reward=RewardConfig(ig_weight=0.5))
+    env = make_env(
+        tiny_questions, tiny_corpus, ig=IGConfig(n_random=3), scorer=fake_scorer, reward=RewardConfig(ig_weight=0.5)
+    )
     env.reset(seed=0, options={"question_id": "q0"})  # Karvesh, in Veltrania
     _, reward, _, _, info = env.step("<search>Karvesh river city</search>")
     assert info["doc_ids"][0] == "c0"
@@ -247,7 +274,9 @@ def test_ig_in_info_and_reward(tiny_questions, tiny_corpus, fake_scorer):
     assert detail["logp_real"] > 1.0 - 1e-3  # the gold passage holds the answer
     assert info["ig"] == pytest.approx(detail["logp_real"] - np.mean(detail["logp_random"]))
     assert info["ig"] > 0  # random passages rarely hold the answer (seeded, so never flaky)
-    assert reward == pytest.approx(0.5 * info["ig"]) and info["reward_components"]["ig"] == pytest.approx(0.5 * info["ig"])
+    assert reward == pytest.approx(0.5 * info["ig"]) and info["reward_components"]["ig"] == pytest.approx(
+        0.5 * info["ig"]
+    )
 
     empty = make_env(tiny_questions, tiny_corpus, retriever=EmptyRetriever(), ig=True, scorer=fake_scorer)
     empty.reset(seed=0)

@@ -15,7 +15,7 @@ from search_env.info_gain.contexts import shared_random_blocks
 from search_env.info_gain.deferred import DeferredCredit
 from search_env.info_gain.gain import score_pairs
 from search_env.retrieval.base import Hit
-from search_env.score_format import ScoreFormat
+from search_env.scoring.score_format import ScoreFormat
 from search_env.vector import SearchQAVectorEnv
 
 R1 = get_dialect("search-r1")
@@ -80,7 +80,6 @@ def test_same_query_same_turn_of_a_group_gets_identical_contexts_and_ig(tiny_que
                "<search> Omrith </search>"]
     pending = venv._prepare(list(range(4)), actions)
     assert pending[0].pairs == pending[1].pairs and pending[2].pairs == pending[3].pairs
-    randoms = [[c.rsplit("</search>\n", 1)[-1] for c, _ in pending[i].pairs[1:]] for i in range(4)]
     _, _, _, _, infos = venv.step(actions)
     detail = infos["ig_detail"]
     assert infos["ig"][0] == infos["ig"][1] and detail["logp_random"][0] == detail["logp_random"][1]

@@ -19,7 +19,9 @@ def test_build_context_layout():
     s1, s2 = step("q1", "a"), step("q2", "b")
     assert build_context("PROMPT", [s1, s2]) == "\n".join(
         ["PROMPT", "<search> q1 </search>", s1.documents, "<search> q2 </search>", s2.documents])
-    assert build_context("PROMPT", [s1, s2], "") == "\n".join(["PROMPT", "<search> q1 </search>", s1.documents, "<search> q2 </search>"])
+    assert build_context("PROMPT", [s1, s2], "") == "\n".join(
+        ["PROMPT", "<search> q1 </search>", s1.documents, "<search> q2 </search>"]
+    )
     assert build_context("PROMPT", [s1, s2], "DOCS").endswith("<search> q2 </search>\nDOCS")
     refined = SearchStep("q1", s1.documents, s1.hits, refine="<refine>a is x</refine>")
     assert "<refine>a is x</refine>\n<search> q2" in build_context("P", [refined, s2])
@@ -44,7 +46,12 @@ def test_random_baseline_replaces_only_the_last_documents(tiny_corpus):
         assert docs.count("Doc ") == 2 and "c1" not in docs and "Title: Omrith" not in docs
     result = p.finish([2.0, 0.5, 1.0, 1.5])
     assert result.ig == pytest.approx(1.0)
-    assert result.detail == {"baseline": "random", "logp_real": 2.0, "logp_random": [0.5, 1.0, 1.5], "logp_baseline": 1.0}
+    assert result.detail == {
+        "baseline": "random",
+        "logp_real": 2.0,
+        "logp_random": [0.5, 1.0, 1.5],
+        "logp_baseline": 1.0,
+    }
 
 
 def test_other_baselines(tiny_corpus):
@@ -160,6 +167,8 @@ def test_render_prefix_gives_the_scorer_the_policy_view_of_the_prompt(tiny_quest
         prompt, _ = env.reset(seed=0, options={"question_id": "q0"})
         env.step("<think>look it up</think><search>Karvesh</search>")
         env.step("<search>Omrith</search>")
-        expected = f"<|user|>{prompt}<|assistant|><think>look it up</think>" if head else prompt + "<think>look it up</think>"
+        expected = (
+            f"<|user|>{prompt}<|assistant|><think>look it up</think>" if head else prompt + "<think>look it up</think>"
+        )
         assert len(scorer.contexts) == 8 and all(c.startswith(expected) for c in scorer.contexts)
         assert all("<search> Karvesh </search>" in c or "<search>Karvesh</search>" in c for c in scorer.contexts)

@@ -1,4 +1,4 @@
-"""search_env.score_cache and TransformersScorer(disk_cache=...): values identical across processes, served
+"""search_env.scoring.cache and TransformersScorer(disk_cache=...): values identical across processes, served
 from disk by a second process, invalidated when the model changes, and safe with two writers at once.
 
 A tiny randomly initialised Llama with the bundled SmolLM2 tokenizer, as in test_scorers.py; the subprocesses
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from search_env.score_cache import DiskScoreCache
-from search_env.scorers import TransformersScorer
+from search_env.scoring.cache import DiskScoreCache
+from search_env.scoring.transformers_scorer import TransformersScorer
 from tests.test_scorers import count_forwards, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,8 @@ SCORE_IN_ANOTHER_PROCESS = """
     import json, sys
     import torch
     from transformers import AutoTokenizer
-    from search_env import bundled
-    from search_env.scorers import TransformersScorer
+    from search_env.agents import models as bundled
+    from search_env.scoring.transformers_scorer import TransformersScorer
     from tests.test_scorers import count_forwards, tiny_model
     from tests.test_score_cache import PAIRS
 
@@ -66,7 +66,7 @@ SCORE_IN_ANOTHER_PROCESS = """
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from search_env import bundled
+    from search_env.agents import models as bundled
 
     return AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
 
@@ -181,7 +181,7 @@ def test_disk_cache_argument(tokenizer, tmp_path, monkeypatch):
 WRITE_MANY = """
     import json, os, sys, time
     from pathlib import Path
-    from search_env.score_cache import DiskScoreCache
+    from search_env.scoring.cache import DiskScoreCache
 
     path, me, n, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     folder = Path(path).parent

@@ -14,8 +14,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from search_env import bundled, scorers
-from search_env.scorers import Scorer, TransformersScorer
+from search_env.agents import models as bundled
+from search_env.scoring import transformers_scorer as scorers
+from search_env.scoring.transformers_scorer import Scorer, TransformersScorer
 from tests.standins import tiny_llama
 
 PREFIX = "\n<answer>"

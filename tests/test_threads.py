@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from search_env._cache import built_once, forget
-from search_env.score_cache import DiskScoreCache
-from search_env.scorers import TransformersScorer
+from search_env.scoring.cache import DiskScoreCache
+from search_env.scoring.transformers_scorer import TransformersScorer
 from tests.test_scorers import tiny_model
 
 THREADS = 32
@@ -36,7 +36,7 @@ def _one_torch_thread():
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from search_env import bundled
+    from search_env.agents import models as bundled
 
     return AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
 
@@ -146,7 +146,7 @@ def test_concurrent_scoring_keeps_eval_mode_and_restores_train_mode(tokenizer):
 
 
 def test_memory_cache_drops_scores_looked_up_before_a_clear():
-    from search_env.score_cache import MemoryScoreCache
+    from search_env.scoring.cache import MemoryScoreCache
 
     cache = MemoryScoreCache(4)
     _, generation = cache.get([("c", "a")])
@@ -197,7 +197,7 @@ def test_disk_score_cache_get_and_put_under_32_threads(tmp_path):
 def test_vllm_scorer_replicas_and_cache_under_32_threads(tokenizer):
     """Two stand-in vLLM replicas (each prompt computed alone, so scores are batch-independent): every call gets
     the single-threaded scores, and the round robin splits the requests evenly."""
-    from search_env.server_scorers import VLLMScorer
+    from search_env.scoring.servers import VLLMScorer
     from tests.test_server_scorers import StandIn
 
     model = tiny_model(tokenizer)

@@ -7,7 +7,12 @@ from search_env.vector import SearchQAVectorEnv
 
 ACTION_SCRIPT = [
     ["<search>Karvesh</search>", "<search>Omrith salt road</search>", "no tag", "<answer>Veltrania</answer>"],
-    ["<search>capital of Osmundia</search>", "<answer>Omrith</answer>", "<search>Sentavo</search>", "<search>guild mill</search>"],
+    [
+        "<search>capital of Osmundia</search>",
+        "<answer>Omrith</answer>",
+        "<search>Sentavo</search>",
+        "<search>guild mill</search>",
+    ],
     ["<search>Dallowmere</search>", "<search>Quenlar</search>", "<answer>Harrowstan</answer>", "<search>x</search>"],
 ]
 
@@ -59,7 +64,9 @@ def test_one_batched_retrieval_and_scorer_call_per_step(tiny_questions, tiny_cor
 
 
 def test_none_action_skips_and_disabled_mode(tiny_questions, tiny_corpus):
-    venv = SearchQAVectorEnv(2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2)
+    venv = SearchQAVectorEnv(
+        2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2
+    )
     venv.reset(seed=0)
     obs, rew, term, trunc, info = venv.step(["<answer>x</answer>", None])
     assert term.tolist() == [True, False] and obs[1] == "" and not info["_action_type"][1]
@@ -87,9 +94,16 @@ def test_batch_pool_draws_other_questions_blocks(tiny_questions, tiny_corpus, fa
     venv.reset(seed=0)
     for i, env in enumerate(venv.envs):
         env.reset(options={"index": i})
-    obs, rew, term, trunc, info = venv.step(["<search>Karvesh</search>", "<search>Omrith</search>", "<search>Dallowmere</search>"])
+    obs, rew, term, trunc, info = venv.step(
+        ["<search>Karvesh</search>", "<search>Omrith</search>", "<search>Dallowmere</search>"]
+    )
     # the pool holds the other two envs' blocks: the Karvesh env's random contexts contain their passages
-    karvesh_random = [c for c, _ in venv.envs[0].prepare_step("<search>Karvesh</search>", pool=["<information>Doc 1(Title: Z) zz\n</information>"]).pairs[1:]]
+    karvesh_random = [
+        c
+        for c, _ in venv.envs[0]
+        .prepare_step("<search>Karvesh</search>", pool=["<information>Doc 1(Title: Z) zz\n</information>"])
+        .pairs[1:]
+    ]
     assert all("Title: Z" in c for c in karvesh_random)
 
 

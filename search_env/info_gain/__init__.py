@@ -32,8 +32,15 @@ from __future__ import annotations
 import warnings
 
 from search_env.info_gain.config import BASELINES, CREDITS, Deferred, IGConfig
-from search_env.info_gain.contexts import (IGRequests, IGResult, SearchStep, build_context, gold_answer, keyed_rng,
-                                           step_requests)
+from search_env.info_gain.contexts import (
+    IGRequests,
+    IGResult,
+    SearchStep,
+    build_context,
+    gold_answer,
+    keyed_rng,
+    step_requests,
+)
 from search_env.info_gain.credit import CreditRequests
 from search_env.info_gain.deferred import DeferredCredit, DeferredIG, finish_deferred
 from search_env.info_gain.gain import InformationGain, PendingIG, score_pairs

@@ -47,7 +47,9 @@ class ScoreFormat:
         if self.max_context_tokens < 1:
             raise ValueError(f"max_context_tokens must be >= 1, got {self.max_context_tokens}")
         if self.head_tokens < 0 or not self.head_weight > 0:
-            raise ValueError(f"head_tokens must be >= 0 and head_weight > 0, got {self.head_tokens}, {self.head_weight}")
+            raise ValueError(
+                f"head_tokens must be >= 0 and head_weight > 0, got {self.head_tokens}, {self.head_weight}"
+            )
 
     def encode(self, tokenizer: Any, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], int]]:
         """``(token ids, answer start)`` of each pair: the answer's tokens are ``ids[start:]``.
@@ -82,5 +84,7 @@ class ScoreFormat:
         """The score from the log-probabilities of an answer's tokens, in order (float64, as every scorer does)."""
         lp = np.asarray(answer_logprobs, dtype=np.float64)
         if lp.ndim != 1 or lp.size == 0:
-            raise ValueError(f"expected the log-probabilities of one answer's tokens (1-D, not empty), got shape {lp.shape}")
+            raise ValueError(
+                f"expected the log-probabilities of one answer's tokens (1-D, not empty), got shape {lp.shape}"
+            )
         return float(self.weights(lp.size) @ lp)

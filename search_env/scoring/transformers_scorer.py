@@ -124,7 +124,7 @@ class TransformersScorer:
         model_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> TransformersScorer:
-        """A scorer on the causal LM :func:`~search_env.policy.load_causal_lm` loads for ``name_or_path``
+        """A scorer on the causal LM :func:`~search_env.agents.models.load_causal_lm` loads for ``name_or_path``
         (``"bundled"``: the bundled SmolLM2-135M-Instruct).
 
         ``kwargs`` go to :class:`TransformersScorer`; ``model_kwargs`` to ``AutoModelForCausalLM.from_pretrained``.

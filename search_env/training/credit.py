@@ -1,7 +1,7 @@
 """Credit assignment for policy-gradient trainers: GRPO group advantages, IG → per-token advantages, loss masks.
 
 Trainer-agnostic: the array functions take numpy arrays or torch tensors and return the same kind (torch
-results keep the input's device). The recipe (see ``../shared/notes/method.md`` §3(b)):
+results keep the input's device). The recipe (IG-Search's, as its authors' reward code computes it):
 
 ```
 A_i   = (R_i − mean_group R) / (std_group R + eps)                     # group_advantages
@@ -84,7 +84,9 @@ class Segment:
         if self.query_span is not None:
             start, end = self.query_span
             if not (self.from_policy and 0 <= start < end <= len(self.ids)):
-                raise ValueError(f"query_span {self.query_span} is not a span of this policy segment ({len(self.ids)} tokens)")
+                raise ValueError(
+                    f"query_span {self.query_span} is not a span of this policy segment ({len(self.ids)} tokens)"
+                )
 
 
 @dataclass
@@ -326,7 +328,9 @@ def token_advantages(
         ValueError: the shapes do not agree, or ``token_turns`` names a turn ``step_ig`` does not have.
     """
     adv = _numpy(advantages).reshape(-1)
-    turns = np.asarray(token_turns.detach().cpu().numpy() if _torch_tensor(token_turns) else token_turns, dtype=np.int64)
+    turns = np.asarray(
+        token_turns.detach().cpu().numpy() if _torch_tensor(token_turns) else token_turns, dtype=np.int64
+    )
     ig = _numpy(step_ig)
     if turns.ndim != 2 or turns.shape[0] != adv.shape[0] or ig.ndim != 2 or ig.shape[0] != adv.shape[0]:
         raise ValueError(f"shapes do not match: advantages {adv.shape}, token_turns {turns.shape}, step_ig {ig.shape}")
