@@ -10,6 +10,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -224,13 +225,10 @@ class MemoryCorpus(IdCollection[Passage], Corpus):
 
     def __init__(self, passages: Iterable[Passage], name: str = "corpus"):
         super().__init__(passages, name)
-        self._fingerprint: str | None = None
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = corpus_fingerprint(self._items)
-        return self._fingerprint
+        return corpus_fingerprint(self._items)
 
 
 @dataclass(frozen=True)
@@ -251,20 +249,14 @@ class QADataset(IdCollection[QAItem]):
 
     kind = "questions"
 
-    def __init__(self, items: Iterable[QAItem], name: str = "questions"):
-        super().__init__(items, name)
-        self._fingerprint: str | None = None
-
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A sha256 over the questions' records (ids, questions, answers, metadata), in order."""
-        if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for item in self._items:
-                line = json.dumps(self.record(item), sort_keys=True, ensure_ascii=False, default=str) + "\n"
-                digest.update(line.encode("utf-8", "surrogatepass"))
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+        digest = hashlib.sha256()
+        for item in self._items:
+            line = json.dumps(self.record(item), sort_keys=True, ensure_ascii=False, default=str) + "\n"
+            digest.update(line.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     @staticmethod
     def record(item: QAItem) -> dict[str, Any]:

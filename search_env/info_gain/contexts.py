@@ -189,10 +189,7 @@ def _random_blocks(
             return []
         picks = rng.choice(len(candidates), size=n, replace=len(candidates) < n)
         return [candidates[int(i)] for i in picks]
-    if corpus is None:
-        raise ValueError("random IG baselines need a corpus (or a pool of documents blocks)")
-    retrieved = {h.doc_id for h in step.hits}
-    size = min(len(step.hits), len(corpus) - len(retrieved))
+    retrieved, size = _draw_size(step, corpus)
     if size <= 0:
         return []
     blocks = []
@@ -202,6 +199,14 @@ def _random_blocks(
         passages = [corpus[int(i)] for i in draw if corpus[int(i)].id not in retrieved][:size]
         blocks.append(dialect.documents_block([Hit(p.id, p.title, p.text, 0.0) for p in passages]))
     return blocks
+
+
+def _draw_size(step: SearchStep, corpus: Corpus | None) -> tuple[set[str], int]:
+    """The ids a random block must avoid (the step's own), and how many passages it holds."""
+    if corpus is None:
+        raise ValueError("random IG baselines need a corpus (or a pool of documents blocks)")
+    retrieved = {h.doc_id for h in step.hits}
+    return retrieved, min(len(step.hits), len(corpus) - len(retrieved))
 
 
 _CHUNK = 16  # corpus indices drawn at a time from a keyed stream: fixed, so every rollout reads the same stream
@@ -226,10 +231,7 @@ def shared_random_blocks(step: SearchStep, n: int, corpus: Corpus | None, dialec
                     blocks.append(block)
                     break
         return blocks if len(blocks) == n else []
-    if corpus is None:
-        raise ValueError("random IG baselines need a corpus (or a pool of documents blocks)")
-    retrieved = {h.doc_id for h in step.hits}
-    size = min(len(step.hits), len(corpus) - len(retrieved))
+    retrieved, size = _draw_size(step, corpus)
     if size <= 0:
         return []
     blocks = []

@@ -10,8 +10,30 @@ from search_env.info_gain.credit import CreditRequests
 from search_env.scoring.score_format import ScoreFormat
 
 
+class _DeferredScores:
+    """What both kinds of deferred request share: their ``pairs``, scores from the pairs' answer-token
+    log-probabilities, and ``to_dict``."""
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.requests.pairs
+
+    def _scores(self, answer_logprobs: Sequence[Sequence[float]] | None, scores: Sequence[float] | None) -> list:
+        """Raises ValueError: neither or both given, or not one per pair."""
+        if (answer_logprobs is None) == (scores is None):
+            raise ValueError("give either answer_logprobs (one sequence per pair) or scores (one per pair)")
+        if scores is not None:
+            return list(scores)
+        if len(answer_logprobs) != len(self.pairs):
+            raise ValueError(f"expected log-probabilities for {len(self.pairs)} pairs, got {len(answer_logprobs)}")
+        return [self.score_format.combine(lp) for lp in answer_logprobs]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class DeferredIG:
+class DeferredIG(_DeferredScores):
     """A search step's IG waiting for scores computed outside the env (``IGConfig(deferred=True)``).
 
     ``pairs`` are the (context, answer) pairs to score, in order; with a tokenizer (``Deferred(tokenizer=...)``),
@@ -26,10 +48,6 @@ class DeferredIG:
     token_ids: list[list[int]] | None = None
     answer_starts: list[int] | None = None
 
-    @property
-    def pairs(self) -> list[tuple[str, str]]:
-        return self.requests.pairs
-
     def finish(
         self, answer_logprobs: Sequence[Sequence[float]] | None = None, *, scores: Sequence[float] | None = None
     ) -> dict:
@@ -40,20 +58,11 @@ class DeferredIG:
         Raises:
             ValueError: neither or both given, or not one per pair.
         """
-        if (answer_logprobs is None) == (scores is None):
-            raise ValueError("give either answer_logprobs (one sequence per pair) or scores (one per pair)")
-        if scores is None:
-            if len(answer_logprobs) != len(self.pairs):
-                raise ValueError(f"expected log-probabilities for {len(self.pairs)} pairs, got {len(answer_logprobs)}")
-            scores = [self.score_format.combine(lp) for lp in answer_logprobs]
-        result = self.requests.finish(scores)
+        result = self.requests.finish(self._scores(answer_logprobs, scores))
         out = {"ig": result.ig, "ig_detail": result.detail, "ig_reward": self.ig_weight * result.ig + 0.0}
         if result.doc_gains is not None:
             out["doc_gains"] = result.doc_gains
         return out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> DeferredIG:
@@ -64,7 +73,7 @@ class DeferredIG:
 
 
 @dataclass
-class DeferredCredit:
+class DeferredCredit(_DeferredScores):
     """An episode's search credit waiting for scores computed outside the env (``IGConfig(deferred=True)`` with a
     ``credit`` mode): ``info["credit_request"]`` at the step that ends the episode. The same plain data as
     :class:`DeferredIG`; ``finish`` gives ``{"search_credit": [...]}`` as the env would have put it in ``info``."""
@@ -74,24 +83,11 @@ class DeferredCredit:
     token_ids: list[list[int]] | None = None
     answer_starts: list[int] | None = None
 
-    @property
-    def pairs(self) -> list[tuple[str, str]]:
-        return self.requests.pairs
-
     def finish(
         self, answer_logprobs: Sequence[Sequence[float]] | None = None, *, scores: Sequence[float] | None = None
     ) -> dict:
         """``{"search_credit": [...]}`` from each pair's answer-token log-probabilities or from finished ``scores``."""
-        if (answer_logprobs is None) == (scores is None):
-            raise ValueError("give either answer_logprobs (one sequence per pair) or scores (one per pair)")
-        if scores is None:
-            if len(answer_logprobs) != len(self.pairs):
-                raise ValueError(f"expected log-probabilities for {len(self.pairs)} pairs, got {len(answer_logprobs)}")
-            scores = [self.score_format.combine(lp) for lp in answer_logprobs]
-        return {"search_credit": self.requests.finish(scores)}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return {"search_credit": self.requests.finish(self._scores(answer_logprobs, scores))}
 
     @classmethod
     def from_dict(cls, data: dict) -> DeferredCredit:

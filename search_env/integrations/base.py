@@ -62,7 +62,9 @@ def shared_resources(corpus: Any = None, retriever: Any = "bm25", scorer: Any = 
         made = None if scorer is None else make_scorer(scorer, tokenizer=scorer_tokenizer)
         return loaded, make_retriever(retriever, loaded), made
 
-    key = json.dumps([corpus, retriever, scorer, scorer_tokenizer], sort_keys=True, default=repr)
+    # objects (a Corpus, a retriever, a scorer) are shared by identity, settings by value
+    key = json.dumps([corpus, retriever, scorer, scorer_tokenizer], sort_keys=True,
+                     default=lambda obj: f"{type(obj).__name__}@{id(obj)}")
     return built_once("adapter-shared", key, build)
 
 
@@ -92,16 +94,16 @@ def ig_setting(value: Any, *, deferred_tokenizer: Any = None) -> bool | IGConfig
 
 
 def question_env(s: Mapping, record: Mapping, *, resources: tuple | None = None, ig: Any = None,
-                 ig_weight: float = 0.0) -> SearchQAEnv:
+                 ig_weight: float = 0.0, reward: RewardConfig | None = None) -> SearchQAEnv:
     """One question's env over the process's shared corpus, retriever and scorer (settings ``s`` as in
-    :data:`DEFAULTS`). ``ig`` overrides ``ig_setting(s["ig"])``; ``ig_weight`` goes into the env's own reward."""
+    :data:`DEFAULTS`; ``resources``: that triple, given). ``ig`` overrides ``ig_setting(s["ig"])``; the env's own
+    reward is ``reward``, or the settings' outcome and format penalty with ``ig_weight``."""
     corpus, retriever, scorer = resources or shared_resources(s["corpus"], s["retriever"], s["scorer"],
                                                               s["scorer_tokenizer"])
+    reward = reward or RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"], ig_weight=ig_weight)
     return SearchQAEnv(questions=load_questions([dict(record)]), corpus=corpus, retriever=retriever, topk=s["topk"],
                        max_turns=int(s["max_turns"]), dialect=s["dialect"],
-                       ig=ig_setting(s["ig"]) if ig is None else ig, scorer=scorer,
-                       reward=RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"],
-                                           ig_weight=ig_weight))
+                       ig=ig_setting(s["ig"]) if ig is None else ig, scorer=scorer, reward=reward)
 
 
 def turn_reward(info: Mapping, final: bool, *, ig_weight: float, ig_clip: float | None) -> float:

@@ -135,25 +135,16 @@ class SearchToolEnv:
         record = base.question_record(
             question, golden_answers if golden_answers is not None else row.get("answer"), row.get("id"), **extra
         )
-        questions = load_questions([record])
-        self.env = SearchQAEnv(
-            questions=questions,
-            corpus=self._corpus,
-            retriever=self._retriever,
-            topk=self._topk,
-            max_turns=self._max_searches + 1,
-            dialect=self._dialect,
-            reward=self._reward,
-            ig=self._ig,
-            scorer=self._scorer,
-        )
+        settings = {**base.DEFAULTS, "topk": self._topk, "max_turns": self._max_searches + 1, "dialect": self._dialect}
+        self.env = base.question_env(settings, record, resources=(self._corpus, self._retriever, self._scorer),
+                                     ig=self._ig, reward=self._reward)
         seed = None if self._seed is None else self._seed + self._episodes
         self._episodes += 1
         self.env.reset(seed=seed, options={"index": 0})
         self.infos, self.prediction, self._return, self._over = [], None, 0.0, False
         if self._return_prompt is False or (self._return_prompt == "auto" and _has_prompt(row.get("prompt"))):
             return None
-        return self._format_prompt(questions[0].question)
+        return self._format_prompt(self.env.questions[0].question)
 
     def search(self, query: str) -> str:
         """Search the corpus for passages relevant to a query.

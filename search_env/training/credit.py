@@ -255,18 +255,7 @@ def normalize_step_ig(step_ig: Any, groups: Any, *, floor: float = IG_STD_FLOOR,
         floor: the smallest std divided by, in nats/token.
         eps: added to the divisor.
     """
-    ig = _numpy(step_ig)
-    if ig.ndim != 2:
-        raise ValueError(f"step_ig must be (rollouts, turns), got shape {ig.shape}")
-    keys = _group_keys(groups, ig.shape[0])
-    out = np.full_like(ig, np.nan)
-    for key in dict.fromkeys(keys):
-        rows = np.array([k == key for k in keys])
-        block = ig[rows]
-        scored = ~np.isnan(block)
-        block[scored] = _standardize(block[scored], True, eps, floor)
-        out[rows] = block
-    return _like(out, step_ig)
+    return _normalized_ig(step_ig, groups, floor, eps, per_turn=False)
 
 
 TURN_IG_FLOOR = 0.6  # nats/token: the sd of IG when only a rollout's own random draws change (measured, unshared)
@@ -286,18 +275,24 @@ def normalize_turn_ig(step_ig: Any, groups: Any, *, floor: float = TURN_IG_FLOOR
         floor: the smallest std divided by, in nats/token.
         eps: added to the divisor.
     """
+    return _normalized_ig(step_ig, groups, floor, eps, per_turn=True)
+
+
+def _normalized_ig(step_ig: Any, groups: Any, floor: float, eps: float, *, per_turn: bool) -> Any:
+    """Each group's scored IG standardised with a floored std: all its turns together, or each turn on its own."""
     ig = _numpy(step_ig)
     if ig.ndim != 2:
         raise ValueError(f"step_ig must be (rollouts, turns), got shape {ig.shape}")
     keys = _group_keys(groups, ig.shape[0])
     out = np.full_like(ig, np.nan)
+    column_sets = [[t] for t in range(ig.shape[1])] if per_turn else [list(range(ig.shape[1]))]
     for key in dict.fromkeys(keys):
         rows = np.flatnonzero(np.array([k == key for k in keys]))
-        for t in range(ig.shape[1]):
-            column = ig[rows, t]
-            scored = ~np.isnan(column)
-            column[scored] = _standardize(column[scored], True, eps, floor)
-            out[rows, t] = column
+        for columns in column_sets:
+            block = ig[np.ix_(rows, columns)]
+            scored = ~np.isnan(block)
+            block[scored] = _standardize(block[scored], True, eps, floor)
+            out[np.ix_(rows, columns)] = block
     return _like(out, step_ig)
 
 
