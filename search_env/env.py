@@ -111,7 +111,8 @@ class SearchQAEnv(gym.Env[str, str]):
             server URL or list of replica URLs, or any object with ``search``/``batch_search``.
         topk: passages per search.
         max_turns: turns before the episode is truncated (invalid turns count).
-        dialect: ``"search-r1"`` (``<information>``) or ``"autorefine"`` (``<documents>``, ``<refine>``), or a
+        dialect: ``"search-r1"`` (``<information>``), ``"autorefine"`` (``<documents>``, ``<refine>``) or ``"plan"``
+            (sub-questions in ``<plan>`` before the first search; ``info["plan"]``, ``info["sub_question"]``), or a
             :class:`~search_env.dialects.Dialect`. ``template=`` is its deprecated old name.
         reward: :class:`RewardConfig` (outcome metric, format penalty, IG weight).
         ig: ``True`` (default :class:`IGConfig`), ``False`` (no scoring, no model loaded) or an :class:`IGConfig`.
