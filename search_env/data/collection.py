@@ -249,6 +249,9 @@ class QADataset(IdCollection[QAItem]):
 
     kind = "questions"
 
+    def __init__(self, items: Iterable[QAItem], name: str = "questions"):
+        super().__init__(items, name)
+
     @cached_property
     def fingerprint(self) -> str:
         """A sha256 over the questions' records (ids, questions, answers, metadata), in order."""
