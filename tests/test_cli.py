@@ -137,6 +137,30 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert "test.jsonl:1: missing or empty 'golden_answers'" in capsys.readouterr().err
 
 
+def test_a_refused_retriever_url_is_one_line(qa_dir, tmp_path, capsys):
+    """Nothing listens at the URL: one `search-env: error:` line naming it, exit 2, for eval and dig alike."""
+    url = f"http://127.0.0.1:{free_port()}"
+    common = ["--questions", str(qa_dir / "test.jsonl"), "--retriever", url, "--limit", "1"]
+    assert main(["eval", *common, "--policy", "oracle", "--output", str(tmp_path / "e.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: retrieval failed") and url in err and err.count("\n") == 1
+    assert main(["dig", *common, "--no-progress", "--output", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: retrieval failed") and url in err and err.count("\n") == 1
+
+
+def test_a_directory_given_as_a_file_is_one_line(qa_dir, tmp_path, capsys):
+    out = str(tmp_path / "o.jsonl")
+    assert main(["eval", "--questions", str(qa_dir), "--policy", "oracle", "--output", out]) == 2
+    assert capsys.readouterr().err == f"search-env: error: --questions {qa_dir}: is a directory, expected a QA file " \
+        "(JSONL)\n"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle"]
+    assert main([*args, "--corpus", str(qa_dir), "--output", out]) == 2
+    assert capsys.readouterr().err == f"search-env: error: {qa_dir}: is a directory, expected a file\n"
+    assert main([*args, "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"search-env: error: {tmp_path}: is a directory, expected a file\n"
+
+
 @pytest.mark.parametrize("bad", [["--limit", "0"], ["--limit", "-1"], ["--topk", "x"], ["--bogus"]])
 def test_bad_options_are_one_line(qa_dir, tmp_path, capsys, bad):
     out = tmp_path / "o.jsonl"

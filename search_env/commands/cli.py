@@ -18,6 +18,8 @@ from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
+from search_env.retrieval.base import RetrieverUnavailable
+from search_env.scoring.base import ScorerUnavailable
 
 
 class CLIError(Exception):
@@ -35,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except SystemExit as e:  # --help (0) or a bad argument (2), already printed
         return int(e.code or 0)
-    except (CLIError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a missing file or model
-        from search_env.data.errors import DataFileError
+    except IsADirectoryError as e:  # a folder given where a file is expected
+        print(f"search-env: error: {e.filename}: is a directory, expected a file", file=sys.stderr)
+        return 2
+    except (CLIError, OSError, ValueError, KeyError, ImportError, RetrieverUnavailable, ScorerUnavailable) as e:
+        from search_env.data.errors import DataFileError  # OSError: a missing file or model; *Unavailable: a server
 
-        kind = "" if isinstance(e, (CLIError, DataFileError, ResumeRefused)) else f"{type(e).__name__}: "
+        plain = (CLIError, DataFileError, ResumeRefused, RetrieverUnavailable, ScorerUnavailable)
+        kind = "" if isinstance(e, plain) else f"{type(e).__name__}: "
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"search-env: error: {kind}{message}", file=sys.stderr)
         return 2
@@ -191,6 +197,8 @@ def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
         path = Path(spec)
         if not path.exists():
             raise CLIError(f"no such QA file: {spec}")
+        if path.is_dir():
+            raise CLIError(f"--questions {spec}: is a directory, expected a QA file (JSONL)")
         corpus_path = corpus_spec or path.with_name("corpus.jsonl")
         name = path.parent.name if path.stem == "test" else f"{path.parent.name}/{path.stem}"
         if corpus_spec is None and not Path(corpus_path).exists():
