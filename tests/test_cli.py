@@ -269,9 +269,26 @@ def test_model_errors_are_one_line(qa_dir, tmp_path, capsys):
     args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(tmp_path / "o.jsonl")]
     assert main(args + ["--policy", str(tmp_path / "no-model")]) == 2
     err = capsys.readouterr().err
-    assert err == f"search-env: error: --policy {tmp_path / 'no-model'}: no such model directory\n"
+    assert err == f"search-env: error: --policy {tmp_path / 'no-model'}: no such model folder\n"
     assert main(["index", "build", "--corpus", str(tmp_path / "none.jsonl")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_unknown_model_name_is_one_line_naming_the_option(qa_dir, tmp_path, capsys, monkeypatch):
+    """Offline, a hub name not in the cache fails at once (no 49 s of retries), naming the option and the model."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    common = ["--questions", str(qa_dir / "test.jsonl"), "--limit", "1"]
+    assert main(["eval", *common, "--policy", "no/such-model", "--output", str(tmp_path / "e.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: --policy no/such-model: ") and err.count("\n") == 1
+    assert main(["dig", *common, "--scorer", "no/such-model", "--output", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: --scorer no/such-model: ") and err.count("\n") == 1
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "d.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search-env: error: {e.filename}: is a directory, expected a file", file=sys.stderr)
         return 2
     except (CLIError, OSError, ValueError, KeyError, ImportError, RetrieverUnavailable, ScorerUnavailable) as e:
-        from search_env.data.errors import DataFileError  # OSError: a missing file or model; *Unavailable: a server
+        from search_env.agents.models import ModelNotFound  # OSError: a missing file or model
+        from search_env.data.errors import DataFileError  # *Unavailable: a server
 
-        plain = (CLIError, DataFileError, ResumeRefused, RetrieverUnavailable, ScorerUnavailable)
+        plain = (CLIError, DataFileError, ResumeRefused, RetrieverUnavailable, ScorerUnavailable, ModelNotFound)
         kind = "" if isinstance(e, plain) else f"{type(e).__name__}: "
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"search-env: error: {kind}{message}", file=sys.stderr)
@@ -246,15 +247,13 @@ def _eval_settings(args, datasets) -> dict:
 
 def _make_policy(args):
     """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
-    from search_env.agents.models import load_causal_lm
+    from search_env.agents.models import check_model, load_causal_lm
     from search_env.agents.policy import LMPolicy
 
     if args.policy == "oracle":
         return None
-    try:
-        model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
-    except FileNotFoundError:
-        raise CLIError(f"--policy {args.policy}: no such model directory") from None
+    check_model(args.policy, "--policy")  # at once, naming the option: never the hub's retries
+    model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
     return LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens)
 
 
@@ -294,11 +293,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_dig(args) -> int:
+    from search_env.agents.models import check_model
     from search_env.commands.dig import label, ranking_auc
     from search_env.env import SearchQAEnv
     from search_env.info_gain import IGConfig
+    from search_env.retrieval.http import is_url
 
     [(name, questions, corpus)] = _datasets([args.questions], args.corpus)
+    if not is_url(args.scorer):
+        check_model(args.scorer, "--scorer")
     env = SearchQAEnv(questions=questions, corpus=corpus, retriever=args.retriever, topk=args.topk, max_turns=2,
                       ig=IGConfig(per_document=True), scorer=args.scorer)
     settings = {"questions": _identity(questions), "corpus": _identity(corpus), "retriever": args.retriever,
