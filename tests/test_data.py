@@ -50,6 +50,21 @@ def test_bad_corpus_files_name_file_line_and_reason(tmp_path, lines, line_no, re
     assert str(err.value).startswith(f"{path}:{line_no}: ")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ('{"id": "1", "contents": "no end', "invalid JSON (Unterminated string starting at column 25)"),
+    ('{"id": "1", "contents": "a\tb"}', "invalid JSON (Invalid control character at column 27)"),
+    ("{not json", "invalid JSON (Expecting property name enclosed in double quotes at column 2)"),
+])
+def test_bad_json_says_where_in_plain_words(tmp_path, bad, message):
+    """One "at" before the column, whatever json's own message ends with (it was "starting at at column 25")."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(bad, encoding="utf-8")  # no newline: a string left open at the end of the file
+    for load in (load_corpus, load_questions):
+        with pytest.raises(DataFileError) as err:
+            load(path)
+        assert str(err.value) == f"{path}:1: {message}"
+
+
 @pytest.mark.parametrize(
     "record, reason",
     [
