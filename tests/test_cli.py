@@ -58,6 +58,15 @@ def table_rows(text):
     return {row[0]: int(row[1]) for row in rows if len(row) == 5 and row[0] != "dataset"}
 
 
+def test_a_file_in_the_current_folder_names_its_dataset_by_its_stem(qa_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(qa_dir)
+    out = tmp_path / "o.jsonl"
+    assert main(["eval", "--questions", "./test.jsonl", "--policy", "oracle", "--output", str(out), "--limit", "1"]) \
+        == 0
+    assert table_rows(capsys.readouterr().out) == {"test": 1}
+    assert [r["dataset"] for r in read_records(out)] == ["test"]
+
+
 def test_eval_resume_honours_limit(qa_dir, tmp_path, capsys):
     """--limit N reports the first N questions, whatever the file already holds; a larger limit runs only the rest."""
     out = tmp_path / "traj.jsonl"

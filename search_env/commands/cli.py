@@ -201,7 +201,8 @@ def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
         if path.is_dir():
             raise CLIError(f"--questions {spec}: is a directory, expected a QA file (JSONL)")
         corpus_path = corpus_spec or path.with_name("corpus.jsonl")
-        name = path.parent.name if path.stem == "test" else f"{path.parent.name}/{path.stem}"
+        folder = path.parent.name  # "" for ./test.jsonl: the file's stem names the set then
+        name = path.stem if folder in ("", ".") else folder if path.stem == "test" else f"{folder}/{path.stem}"
         if corpus_spec is None and not Path(corpus_path).exists():
             if not remote:
                 raise CLIError(f"{spec}: no corpus.jsonl beside it; pass --corpus (or --retriever http://...)")
