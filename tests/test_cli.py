@@ -192,6 +192,24 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"search-env: error: {tmp_path / 'none.jsonl'}: no such file\n"
 
 
+def test_serve_on_a_busy_port_is_one_line_and_logs_no_serving(caplog, capsys):
+    """The port is bound before anything is built or logged: a busy one is one line naming it, exit 2."""
+    pytest.importorskip("fastapi", reason="serve needs the `server` extra")
+    import logging
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.INFO):
+            assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"search-env: error: cannot serve on 127.0.0.1:{port}: the port is in use (pick another with " \
+        "--port)\n"
+    assert not [r for r in caplog.records if "serving" in r.getMessage()]
+
+
 def test_index_build_and_info(qa_dir, tmp_path, capsys):
     assert main(["index", "build", "--corpus", str(qa_dir / "corpus.jsonl"), "--output", str(tmp_path / "idx")]) == 0
     captured = capsys.readouterr()

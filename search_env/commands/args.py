@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line (the usage is one ``--help`` away)."""
 

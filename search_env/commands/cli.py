@@ -13,17 +13,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from search_env.commands import demo
-from search_env.commands.args import OneLineParser, positive_int
+from search_env.commands.args import CLIError, OneLineParser, positive_int
 from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
 from search_env.retrieval.base import RetrieverUnavailable
 from search_env.scoring.base import ScorerUnavailable
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
