@@ -115,6 +115,23 @@ def test_real_multihop_set_loads():
         assert item.supporting_doc_ids and all(d in corpus for d in item.supporting_doc_ids)
 
 
+def test_hugging_face_loader_takes_data_files(tmp_path):
+    """``data_files=`` goes to ``datasets.load_dataset`` with the builder named first (JSON and CSV files here)."""
+    pytest.importorskip("datasets")
+    from search_env.data import load_hf_questions
+
+    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x"]},
+            {"id": "b", "question": "Q2?", "golden_answers": ["y"]}]
+    jsonl = write_lines(tmp_path / "qa.jsonl", [json.dumps(r) for r in rows])
+    loaded = load_hf_questions("json", data_files=str(jsonl))
+    assert [(q.id, q.question, q.golden_answers) for q in loaded] == [("a", "Q1?", ("x",)), ("b", "Q2?", ("y",))]
+    csv = write_lines(tmp_path / "qa.csv", ["id,question,answer", "a,Q1?,x", "b,Q2?,y"])
+    from_csv = load_hf_questions("csv", data_files={"test": str(csv)}, answers_key="answer", limit=1)
+    assert [(q.id, q.golden_answers) for q in from_csv] == [("a", ("x",))]
+    with pytest.raises(DataFileError, match="no split 'dev'"):
+        load_hf_questions("csv", data_files={"test": str(csv), "train": str(csv)}, split="dev")
+
+
 def test_hugging_face_loader_reads_local_files_and_saved_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     from search_env.data import load_hf_questions
