@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search_env.commands.cli import main
+from search_env.commands.cli import build_parser, main
 from tests.servers import free_port, wait_healthy
 from tests.standins import tiny_llama, tiny_llama_config
 
@@ -240,6 +240,47 @@ def test_help_of_every_command(command):
     )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+SUBCOMMANDS = [["demo"], ["index"], ["index", "build"], ["serve"], ["eval"], ["dig"], ["info"]]
+
+
+def help_options(text: str) -> dict[str, str]:
+    """option (its first spelling) -> its help text, from a --help's options section (help wrapped onto the next
+    lines when the option's own line is full)."""
+    options: dict[str, str] = {}
+    current = None
+    for line in text.split("\noptions:\n", 1)[1].splitlines():
+        if line.startswith("  -"):
+            spelling, _, rest = line.strip().partition("  ")
+            current = spelling.split(",")[0].split()[0]
+            options[current] = rest.strip()
+        elif current and line.startswith(" " * 8) and line.strip():
+            options[current] = (options[current] + " " + line.strip()).strip()
+        else:
+            current = None
+    return options
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_describes_each_command_and_every_option_with_its_default(command, capsys):
+    import argparse
+
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert not description.startswith(("options:", "usage:")) and len(description.split()) >= 5, text
+    options = help_options(text)
+    assert options and all(options.values()), {o: h for o, h in options.items() if not h}
+    parser = build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    for action in parser._actions:
+        has_default = not any(action.default is none for none in (None, False, argparse.SUPPRESS))
+        if action.option_strings and has_default:
+            assert "default" in options[action.option_strings[0]], (action.option_strings, text)
+    if command == ["serve"]:
+        assert options["--port"] == "TCP port to listen on (default: 8000)"
 
 
 def test_demo_oracle_runs(capsys):

@@ -54,15 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="search-env", description="Search environments with information-gain rewards.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    play = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")
+    play = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn",
+                               description="Play a few episodes on the built-in world (offline: its corpus and "
+                               "questions ship with the package) and print each turn: the policy's text, the "
+                               "passages found, IG and the reward.")
     demo.add_arguments(play)
     play.set_defaults(handler=cmd_demo)
 
-    index = commands.add_parser("index", help="build retrieval indexes")
+    index = commands.add_parser("index", help="build retrieval indexes",
+                                description="Build retrieval indexes ahead of time (eval, dig and serve build them "
+                                "on first use otherwise).")
     index_commands = index.add_subparsers(title="index commands", metavar="COMMAND")
-    build = index_commands.add_parser("build", help="build (and cache) a BM25 or dense index over a corpus")
+    build = index_commands.add_parser("build", help="build (and cache) a BM25 or dense index over a corpus",
+                                      description="Build a BM25 or dense index over a corpus and save it, by "
+                                      "default in the user cache keyed by the corpus's hash, where eval, dig and "
+                                      "serve find it.")
     build.add_argument("--corpus", required=True, help="FlashRAG corpus JSONL, or 'builtin' for the built-in world")
-    build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
+    build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25",
+                       help="bm25 (bm25s) or dense (an encoder's embeddings)")
     build.add_argument(
         "--output", help="directory to save the index in (default: the user cache, keyed by corpus hash)"
     )
@@ -82,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(serve)
     serve.set_defaults(handler=server.run)
 
-    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)")
+    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)",
+                             description="Run a policy (the bundled model, the oracle or any causal LM) over "
+                             "FlashRAG QA files, write each episode to --output and print EM, F1 and searches per "
+                             "dataset. An interrupted run resumes where it stopped.")
     ev.add_argument(
         "--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'"
     )
@@ -108,14 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first N questions of each dataset (default: all); a resumed "
         "file may hold more, which are not counted",
     )
-    ev.add_argument("--max-turns", type=positive_int, default=4)
-    ev.add_argument("--topk", type=positive_int, default=3)
+    ev.add_argument("--max-turns", type=positive_int, default=4, help="turns per episode (searches and the answer)")
+    ev.add_argument("--topk", type=positive_int, default=3, help="passages returned per search")
     ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
                     help="how actions and passages are tagged (default search-r1; --template is its old name)")
-    ev.add_argument("--max-new-tokens", type=positive_int, default=96)
+    ev.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens the model writes per turn")
     ev.set_defaults(handler=cmd_eval)
 
-    dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)")
+    dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)",
+                              description="Label each (question, retrieved passage) pair of a QA set with its "
+                              "Document Information Gain: the scorer's gain on the gold answer from that passage "
+                              "alone; report how well DIG and BM25 rank the gold passages. Resumable.")
     dig.add_argument("--questions", required=True, help="FlashRAG QA JSONL, or 'builtin'")
     dig.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl beside the QA file)")
     dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows after a settings line; "
@@ -126,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument(
         "--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder"
     )
-    dig.add_argument("--seed", type=int, default=0)
+    dig.add_argument("--seed", type=int, default=0, help="the seed each question's episode is reset with")
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
 
-    info = commands.add_parser("info", help="versions, cache directories and what is installed")
+    info = commands.add_parser("info", help="versions, cache directories and what is installed",
+                               description="Print search_env's version, its cache directory, the versions of the "
+                               "packages it can use and whether the bundled model is installed.")
     info.set_defaults(handler=cmd_info)
     return parser
 

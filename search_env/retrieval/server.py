@@ -306,9 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the built-in world's corpus)")
     parser.add_argument("--mmap", action="store_true", help="keep the corpus memory-mapped on disk (built once, shared "
                                                             "by every process on the machine) instead of in memory")
-    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25")
+    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25",
+                        help="bm25 (bm25s), rank-bm25, or dense (an encoder and a vector index)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve other machines)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     parser.add_argument("--topk", type=positive_int, default=3, help="hits per query when a request gives no topk")
     parser.add_argument("--index-dir", help="where the index is kept (default: the search_env cache)")
     parser.add_argument("--encoder", default=MINILM_NAME, help="dense: Hugging Face encoder name or path")
@@ -319,7 +320,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
     parser.add_argument("--max-queries", type=positive_int, default=MAX_QUERIES, help="most queries in one request")
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20, help="largest request body, MiB")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 
 def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
