@@ -136,6 +136,24 @@ def test_a_model_in_the_local_cache_or_a_folder_passes_without_the_hub(hub_cache
 # ----------------------------------------------------------------------------------------- oracle and episodes
 
 
+def test_oracle_without_gold_titles_searches_before_answering(tiny_questions, tiny_corpus):
+    """No metadata.supporting_titles: it searches the question (or the gold sub-questions), and says so once."""
+    env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=4)
+    oracle = OraclePolicy(tiny_questions, think=False)
+    with pytest.warns(UserWarning, match="no metadata.supporting_titles, so it cannot follow gold titles") as said:
+        records = [play_episode(env, oracle, options={"index": i}) for i in range(2)]
+    assert len([w for w in said if "OraclePolicy" in str(w.message)]) == 1  # once, not per episode
+    for record, item in zip(records, tiny_questions):
+        assert record["n_searches"] >= 1 and record["turns"][0]["query"] == item.question
+        assert record["turns"][0]["doc_ids"] and record["turns"][-1]["action_type"] == "answer"
+    assert OraclePolicy.queries(tiny_questions[0]) == ([tiny_questions[0].question], "question")
+    decomposed = dataclasses.replace(tiny_questions[0], metadata={"question_decomposition": [
+        {"question": "Which river flows through Karvesh?", "answer": "Olm"},
+        {"question": "Which country is #1 in?", "answer": "Norvia"}]})
+    assert OraclePolicy.queries(decomposed) == (
+        ["Which river flows through Karvesh?", "Which country is Olm in?"], "question_decomposition")
+
+
 def test_oracle_plays_the_gold_chain_and_answers(tiny_questions, tiny_corpus):
     titles = {q.id: [tiny_corpus.get(d).title for d in q.metadata["supporting_doc_ids"]] for q in tiny_questions}
     questions = QADataset([dataclasses.replace(q, metadata={**q.metadata, "supporting_titles": titles[q.id]})

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--policy",
         default="bundled",
-        help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path",
+        help="'bundled', 'oracle' (searches the gold titles, else the gold sub-questions or the question, then "
+        "answers the gold answer), or a Hugging Face model name or path",
     )
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     ev.add_argument(
