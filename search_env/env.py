@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from search_env._http import is_url
 from search_env.actions import MAX_ACTION_CHARS, Answer, Invalid, Search, Turn, parse_turn
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, QAItem, load_questions, sub_answers
@@ -184,6 +185,10 @@ class SearchQAEnv(gym.Env[str, str]):
         self.topk, self.max_turns = topk, max_turns
         self.dialect = get_dialect(dialect)
         self.reward_config = reward or RewardConfig()
+        if isinstance(scorer, str) and not is_url(scorer):
+            from search_env.agents.models import check_model
+
+            check_model(scorer, "scorer")  # a name that names no model fails here, at once, not at the first step
         config = IGConfig() if ig is True else (ig or None)
         self.ig = config and InformationGain(config, corpus=self.corpus, dialect=self.dialect, scorer=scorer,
                                              ig_weight=self.reward_config.ig_weight)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from search_env.commands.cli import main
+from search_env.commands.cli import build_parser, main
 from tests.servers import free_port, wait_healthy
 from tests.standins import tiny_llama, tiny_llama_config
 
@@ -56,6 +56,15 @@ def table_rows(text):
     """dataset -> n of the table eval printed."""
     rows = [line.split() for line in text.splitlines()]
     return {row[0]: int(row[1]) for row in rows if len(row) == 5 and row[0] != "dataset"}
+
+
+def test_a_file_in_the_current_folder_names_its_dataset_by_its_stem(qa_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(qa_dir)
+    out = tmp_path / "o.jsonl"
+    assert main(["eval", "--questions", "./test.jsonl", "--policy", "oracle", "--output", str(out), "--limit", "1"]) \
+        == 0
+    assert table_rows(capsys.readouterr().out) == {"test": 1}
+    assert [r["dataset"] for r in read_records(out)] == ["test"]
 
 
 def test_eval_resume_honours_limit(qa_dir, tmp_path, capsys):
@@ -137,6 +146,30 @@ def test_bad_arguments_give_one_clear_line(tmp_path, capsys):
     assert "test.jsonl:1: missing or empty 'golden_answers'" in capsys.readouterr().err
 
 
+def test_a_refused_retriever_url_is_one_line(qa_dir, tmp_path, capsys):
+    """Nothing listens at the URL: one `search-env: error:` line naming it, exit 2, for eval and dig alike."""
+    url = f"http://127.0.0.1:{free_port()}"
+    common = ["--questions", str(qa_dir / "test.jsonl"), "--retriever", url, "--limit", "1"]
+    assert main(["eval", *common, "--policy", "oracle", "--output", str(tmp_path / "e.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: retrieval failed") and url in err and err.count("\n") == 1
+    assert main(["dig", *common, "--no-progress", "--output", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: retrieval failed") and url in err and err.count("\n") == 1
+
+
+def test_a_directory_given_as_a_file_is_one_line(qa_dir, tmp_path, capsys):
+    out = str(tmp_path / "o.jsonl")
+    assert main(["eval", "--questions", str(qa_dir), "--policy", "oracle", "--output", out]) == 2
+    assert capsys.readouterr().err == f"search-env: error: --questions {qa_dir}: is a directory, expected a QA file " \
+        "(JSONL)\n"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", "oracle"]
+    assert main([*args, "--corpus", str(qa_dir), "--output", out]) == 2
+    assert capsys.readouterr().err == f"search-env: error: {qa_dir}: is a directory, expected a file\n"
+    assert main([*args, "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"search-env: error: {tmp_path}: is a directory, expected a file\n"
+
+
 @pytest.mark.parametrize("bad", [["--limit", "0"], ["--limit", "-1"], ["--topk", "x"], ["--bogus"]])
 def test_bad_options_are_one_line(qa_dir, tmp_path, capsys, bad):
     out = tmp_path / "o.jsonl"
@@ -157,6 +190,24 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
     )
     assert main(["serve", "--corpus", str(tmp_path / "none.jsonl")]) == 2
     assert capsys.readouterr().err == f"search-env: error: {tmp_path / 'none.jsonl'}: no such file\n"
+
+
+def test_serve_on_a_busy_port_is_one_line_and_logs_no_serving(caplog, capsys):
+    """The port is bound before anything is built or logged: a busy one is one line naming it, exit 2."""
+    pytest.importorskip("fastapi", reason="serve needs the `server` extra")
+    import logging
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with caplog.at_level(logging.INFO):
+            assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"search-env: error: cannot serve on 127.0.0.1:{port}: the port is in use (pick another with " \
+        "--port)\n"
+    assert not [r for r in caplog.records if "serving" in r.getMessage()]
 
 
 def test_index_build_and_info(qa_dir, tmp_path, capsys):
@@ -189,6 +240,47 @@ def test_help_of_every_command(command):
     )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+SUBCOMMANDS = [["demo"], ["index"], ["index", "build"], ["serve"], ["eval"], ["dig"], ["info"]]
+
+
+def help_options(text: str) -> dict[str, str]:
+    """option (its first spelling) -> its help text, from a --help's options section (help wrapped onto the next
+    lines when the option's own line is full)."""
+    options: dict[str, str] = {}
+    current = None
+    for line in text.split("\noptions:\n", 1)[1].splitlines():
+        if line.startswith("  -"):
+            spelling, _, rest = line.strip().partition("  ")
+            current = spelling.split(",")[0].split()[0]
+            options[current] = rest.strip()
+        elif current and line.startswith(" " * 8) and line.strip():
+            options[current] = (options[current] + " " + line.strip()).strip()
+        else:
+            current = None
+    return options
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_describes_each_command_and_every_option_with_its_default(command, capsys):
+    import argparse
+
+    assert main([*command, "--help"]) == 0
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert not description.startswith(("options:", "usage:")) and len(description.split()) >= 5, text
+    options = help_options(text)
+    assert options and all(options.values()), {o: h for o, h in options.items() if not h}
+    parser = build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    for action in parser._actions:
+        has_default = not any(action.default is none for none in (None, False, argparse.SUPPRESS))
+        if action.option_strings and has_default:
+            assert "default" in options[action.option_strings[0]], (action.option_strings, text)
+    if command == ["serve"]:
+        assert options["--port"] == "TCP port to listen on (default: 8000)"
 
 
 def test_demo_oracle_runs(capsys):
@@ -245,9 +337,26 @@ def test_model_errors_are_one_line(qa_dir, tmp_path, capsys):
     args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(tmp_path / "o.jsonl")]
     assert main(args + ["--policy", str(tmp_path / "no-model")]) == 2
     err = capsys.readouterr().err
-    assert err == f"search-env: error: --policy {tmp_path / 'no-model'}: no such model directory\n"
+    assert err == f"search-env: error: --policy {tmp_path / 'no-model'}: no such model folder\n"
     assert main(["index", "build", "--corpus", str(tmp_path / "none.jsonl")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_unknown_model_name_is_one_line_naming_the_option(qa_dir, tmp_path, capsys, monkeypatch):
+    """Offline, a hub name not in the cache fails at once (no 49 s of retries), naming the option and the model."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    common = ["--questions", str(qa_dir / "test.jsonl"), "--limit", "1"]
+    assert main(["eval", *common, "--policy", "no/such-model", "--output", str(tmp_path / "e.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: --policy no/such-model: ") and err.count("\n") == 1
+    assert main(["dig", *common, "--scorer", "no/such-model", "--output", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("search-env: error: --scorer no/such-model: ") and err.count("\n") == 1
+    assert time.monotonic() - start < 10
+    assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "d.jsonl").exists()
 
 
 @pytest.mark.slow

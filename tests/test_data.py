@@ -50,6 +50,21 @@ def test_bad_corpus_files_name_file_line_and_reason(tmp_path, lines, line_no, re
     assert str(err.value).startswith(f"{path}:{line_no}: ")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ('{"id": "1", "contents": "no end', "invalid JSON (Unterminated string starting at column 25)"),
+    ('{"id": "1", "contents": "a\tb"}', "invalid JSON (Invalid control character at column 27)"),
+    ("{not json", "invalid JSON (Expecting property name enclosed in double quotes at column 2)"),
+])
+def test_bad_json_says_where_in_plain_words(tmp_path, bad, message):
+    """One "at" before the column, whatever json's own message ends with (it was "starting at at column 25")."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(bad, encoding="utf-8")  # no newline: a string left open at the end of the file
+    for load in (load_corpus, load_questions):
+        with pytest.raises(DataFileError) as err:
+            load(path)
+        assert str(err.value) == f"{path}:1: {message}"
+
+
 @pytest.mark.parametrize(
     "record, reason",
     [
@@ -98,6 +113,23 @@ def test_real_multihop_set_loads():
     assert len(corpus) == 994 and len(questions) == 100
     for item in questions:
         assert item.supporting_doc_ids and all(d in corpus for d in item.supporting_doc_ids)
+
+
+def test_hugging_face_loader_takes_data_files(tmp_path):
+    """``data_files=`` goes to ``datasets.load_dataset`` with the builder named first (JSON and CSV files here)."""
+    pytest.importorskip("datasets")
+    from search_env.data import load_hf_questions
+
+    rows = [{"id": "a", "question": "Q1?", "golden_answers": ["x"]},
+            {"id": "b", "question": "Q2?", "golden_answers": ["y"]}]
+    jsonl = write_lines(tmp_path / "qa.jsonl", [json.dumps(r) for r in rows])
+    loaded = load_hf_questions("json", data_files=str(jsonl))
+    assert [(q.id, q.question, q.golden_answers) for q in loaded] == [("a", "Q1?", ("x",)), ("b", "Q2?", ("y",))]
+    csv = write_lines(tmp_path / "qa.csv", ["id,question,answer", "a,Q1?,x", "b,Q2?,y"])
+    from_csv = load_hf_questions("csv", data_files={"test": str(csv)}, answers_key="answer", limit=1)
+    assert [(q.id, q.golden_answers) for q in from_csv] == [("a", ("x",))]
+    with pytest.raises(DataFileError, match="no split 'dev'"):
+        load_hf_questions("csv", data_files={"test": str(csv), "train": str(csv)}, split="dev")
 
 
 def test_hugging_face_loader_reads_local_files_and_saved_datasets(tmp_path):

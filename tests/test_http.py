@@ -275,10 +275,19 @@ def test_vector_env_over_http(live, tiny_corpus, tiny_questions, fake_scorer):
 
 @pytest.fixture
 def served(monkeypatch, tmp_path):
-    """``uvicorn.run`` replaced by a recorder: what ``run`` would have served, and how."""
+    """Binding the port and ``uvicorn.Server.run`` replaced by recorders: what ``run`` would have served, and how."""
+    import socket
+
     monkeypatch.setenv("SEARCH_ENV_CACHE", str(tmp_path / "cache"))
     calls: dict = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+    monkeypatch.setattr(server_module, "bind", lambda host, port: calls.update(bound=(host, port)) or socket.socket())
+
+    def serve(self, sockets=None):
+        config = self.config
+        calls.update(app=config.app, host=config.host, port=config.port, log_level=config.log_level,
+                     access_log=config.access_log, sockets=sockets)
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve)
     yield calls
     if "app" in calls:
         calls["app"].state.batcher.close()
@@ -297,6 +306,7 @@ def test_run_serves_the_corpus_it_is_given(served, tmp_path, tiny_corpus, bm25):
     assert server_module.run(args) == 0
     app = served["app"]
     assert (served["host"], served["port"], served["access_log"]) == ("0.0.0.0", 8123, False)
+    assert served["bound"] == ("0.0.0.0", 8123) and len(served["sockets"]) == 1  # uvicorn listens on the bound one
     assert app.state.retriever.corpus.fingerprint == tiny_corpus.fingerprint
     assert app.state.retriever.batch_search(QUERIES, 3) == bm25.batch_search(QUERIES, 3)
     assert (app.state.batcher.max_batch, app.state.batcher.max_wait) == (7, 0.005)

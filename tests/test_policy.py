@@ -66,7 +66,92 @@ def test_load_causal_lm_refuses_a_missing_folder(tmp_path):
         load_causal_lm(str(tmp_path / "nothing-here"))
 
 
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty local Hugging Face cache, and a hub that must not be asked unless a test says so."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(models, "_FOUND", set())
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda *a, **k: pytest.fail("the hub was asked"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "hub"
+
+
+def test_an_unknown_model_name_fails_at_once_naming_it(hub_cache, monkeypatch):
+    """Offline and not in the cache: at once, naming the option and the model (no download, no retries)."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(models.ModelNotFound, match=r"--policy no/such-model: .*not in the local Hugging Face cache"):
+        models.check_model("no/such-model", "--policy")
+    with pytest.raises(FileNotFoundError, match="no/such-model.*HF_HUB_OFFLINE is set"):
+        load_causal_lm("no/such-model")
+    with pytest.raises(FileNotFoundError, match="^scorer no/such-model: "):  # at construction, not the first step
+        SearchQAEnv(scorer="no/such-model")
+    import gymnasium as gym
+
+    with pytest.raises(FileNotFoundError, match="^scorer no/such-model: "):
+        gym.make("search_env:SearchQA-v0", scorer="no/such-model")
+    assert time.monotonic() - start < 5
+    # online, the hub is asked once, briefly: a name it does not know, or a hub it cannot reach, fails as clearly
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def unknown(name, timeout):
+        assert timeout <= 5
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        Exception.__init__(error, "404")
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unknown)
+    with pytest.raises(models.ModelNotFound, match="--scorer no/such-model: .*nor on the Hugging Face hub"):
+        models.check_model("no/such-model", "--scorer")
+
+    def unreachable(name, timeout):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    with pytest.raises(models.ModelNotFound, match="hub cannot be reached .Name or service not known"):
+        models.check_model("no/such-model", "--scorer")
+    with pytest.raises(models.ModelNotFound, match="not 'bundled', a model folder or a Hugging Face model name"):
+        models.check_model("no such model!", "--policy")
+
+
+def test_a_model_in_the_local_cache_or_a_folder_passes_without_the_hub(hub_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = hub_cache / "models--some--model" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (hub_cache / "models--some--model" / "refs").mkdir()
+    (hub_cache / "models--some--model" / "refs" / "main").write_text("abc")
+    for name in ["some/model", "bundled", str(tmp_path)]:
+        models.check_model(name, "--policy")
+    with pytest.raises(models.ModelNotFound, match="no such model folder"):
+        models.check_model(str(tmp_path / "nothing-here"), "--policy")
+
+
 # ----------------------------------------------------------------------------------------- oracle and episodes
+
+
+def test_oracle_without_gold_titles_searches_before_answering(tiny_questions, tiny_corpus):
+    """No metadata.supporting_titles: it searches the question (or the gold sub-questions), and says so once."""
+    env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=4)
+    oracle = OraclePolicy(tiny_questions, think=False)
+    with pytest.warns(UserWarning, match="no metadata.supporting_titles, so it cannot follow gold titles") as said:
+        records = [play_episode(env, oracle, options={"index": i}) for i in range(2)]
+    assert len([w for w in said if "OraclePolicy" in str(w.message)]) == 1  # once, not per episode
+    for record, item in zip(records, tiny_questions):
+        assert record["n_searches"] >= 1 and record["turns"][0]["query"] == item.question
+        assert record["turns"][0]["doc_ids"] and record["turns"][-1]["action_type"] == "answer"
+    assert OraclePolicy.queries(tiny_questions[0]) == ([tiny_questions[0].question], "question")
+    decomposed = dataclasses.replace(tiny_questions[0], metadata={"question_decomposition": [
+        {"question": "Which river flows through Karvesh?", "answer": "Olm"},
+        {"question": "Which country is #1 in?", "answer": "Norvia"}]})
+    assert OraclePolicy.queries(decomposed) == (
+        ["Which river flows through Karvesh?", "Which country is Olm in?"], "question_decomposition")
 
 
 def test_oracle_plays_the_gold_chain_and_answers(tiny_questions, tiny_corpus):

@@ -109,6 +109,69 @@ def bundled_encoder_dir() -> Path:
     return path
 
 
+class ModelNotFound(FileNotFoundError):
+    """A model name that names no model: no folder, not in the local Hugging Face cache, and (offline, or the hub
+    unreachable or without it) not to be downloaded either; the message names the option and the model."""
+
+
+_HUB_PROBE_TIMEOUT = 3.0  # seconds: the one look at the hub for a name not in the local cache
+_FOUND: set[str] = set()  # names already found (a second check of one name does not ask the hub again)
+
+
+def check_model(name: str, option: str = "model") -> None:
+    """Raise :class:`ModelNotFound` at once, without loading weights, when ``name`` cannot be a loadable model.
+
+    ``"bundled"``, an existing folder and a hub name whose ``config.json`` is in the local Hugging Face cache (a
+    ``local_files_only`` lookup) pass. A hub name not in the cache fails at once when ``HF_HUB_OFFLINE`` is set;
+    otherwise the hub is asked once, with a short timeout (a few seconds, never the downloads' retries), and the name
+    fails when the hub does not know it or cannot be reached. ``option`` names where the name came from in the
+    message (``"--policy"``, ``"scorer="``).
+    """
+    if name == "bundled" or name in _FOUND:
+        return
+    path = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) or path.is_dir():
+        if not path.is_dir():
+            raise ModelNotFound(f"{option} {name}: no such model folder")
+        _FOUND.add(name)
+        return
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        raise ModelNotFound(f"{option} {name}: not 'bundled', a model folder or a Hugging Face model name") from None
+    if isinstance(cached, str):
+        _FOUND.add(name)
+        return
+    where = f"no such folder, and not in the local Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE})"
+    if huggingface_hub.constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true"):
+        raise ModelNotFound(f"{option} {name}: {where}, and HF_HUB_OFFLINE is set")
+    import threading
+
+    answer: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            huggingface_hub.model_info(name, timeout=_HUB_PROBE_TIMEOUT)
+            answer.append(None)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            answer.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a hanging name lookup is not waited for either
+    thread.start()
+    thread.join(_HUB_PROBE_TIMEOUT + 2)
+    error = answer[0] if answer else TimeoutError(f"no answer in {_HUB_PROBE_TIMEOUT + 2:.0f} s")
+    if error is None or isinstance(error, GatedRepoError):  # it exists (a gated one needs a token to download)
+        _FOUND.add(name)
+        return
+    if isinstance(error, RepositoryNotFoundError):
+        raise ModelNotFound(f"{option} {name}: {where}, nor on the Hugging Face hub")
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    raise ModelNotFound(f"{option} {name}: {where}, and the Hugging Face hub cannot be reached ({reason})")
+
+
 def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_kwargs: Any) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``"bundled"`` (the bundled SmolLM2-135M-Instruct), a local folder or a hub name.
 
@@ -123,7 +186,8 @@ def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_
         end-of-sequence token as one.
 
     Raises:
-        FileNotFoundError: ``name`` looks like a path (``.``, ``/`` or ``~`` first) and is no folder.
+        ModelNotFound: (a ``FileNotFoundError``) ``name`` is no folder, and no hub name in the local cache or, when
+            online, on the hub (:func:`check_model`): raised at once, never after the downloads' retries.
     """
     import torch
 
@@ -133,10 +197,9 @@ def load_causal_lm(name: str, *, dtype: Any = None, device: Any = None, **model_
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_model(name)
         if name.startswith((".", "/", "~")):  # a local path, not a hub name
             name = str(Path(name).expanduser())
-            if not Path(name).is_dir():
-                raise FileNotFoundError(f"no such model folder: {name}")
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **model_kwargs)
     if tokenizer.pad_token is None:

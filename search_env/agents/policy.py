@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -162,6 +163,11 @@ class OraclePolicy:
     the first gold answer. It reads only the env's text, like :class:`LMPolicy`: the question is found in the
     prompt, the searches done so far and the passages they returned in the continuation.
 
+    A question without supporting titles is still searched before it is answered (so that a dead retriever shows):
+    its gold sub-questions (``metadata.question_decomposition``, MuSiQue's ``#1`` filled in with the earlier
+    answers), else the question itself; the policy warns once that it cannot follow gold titles, and
+    :meth:`queries` says which source it used.
+
     With ``accuracy`` below 1 it is a noisy teacher (for warm starts that teach the tag format but not which
     query is right): at each search, with probability ``accuracy`` it searches the correct next entity, the
     first gold title whose passage has not come back yet; otherwise another entity named in the question or in
@@ -172,7 +178,8 @@ class OraclePolicy:
 
     Args:
         questions: the questions it may be asked (a :class:`~search_env.QADataset` or any iterable of items).
-        n_searches: searches before answering (default: one per title; more repeat the titles in order).
+        n_searches: searches before answering (default: one per title, or per sub-question; more repeat them
+            in order).
         think: write a short ``<think>`` before each search.
         accuracy: probability of searching the correct next entity (1: the oracle, never wrong).
         seed: seed of the noisy teacher's draws.
@@ -193,6 +200,7 @@ class OraclePolicy:
         self.n_searches, self.think = n_searches, think
         self.accuracy, self.rng = accuracy, np.random.default_rng(seed)
         self.plan = plan
+        self._warned = False
 
     def reset(self, info: Mapping) -> None:
         """Start an episode: the env's reset ``info`` names the question (two questions may share a text)."""
@@ -210,18 +218,42 @@ class OraclePolicy:
                 return item
         raise KeyError("OraclePolicy: the prompt's question is not among the questions it was given")
 
+    @staticmethod
+    def queries(item) -> tuple[list[str], str]:
+        """``(what it searches, where that came from)``: the gold titles (``"supporting_titles"``), else the gold
+        sub-questions (``"question_decomposition"``, ``#k`` replaced by the k-th sub-answer), else
+        ``[item.question]`` (``"question"``)."""
+        titles = [str(t) for t in item.metadata.get("supporting_titles") or []]
+        if titles:
+            return titles, "supporting_titles"
+        steps = [d for d in item.metadata.get("question_decomposition") or [] if isinstance(d, Mapping)]
+        answers = [str(d.get("answer", "")) for d in steps]
+
+        def filled(question: str) -> str:
+            return re.sub(r"#(\d+)", lambda m: answers[int(m[1]) - 1] if 0 < int(m[1]) <= len(answers) else m[0],
+                          question)
+
+        subs = [" ".join(filled(str(d["question"])).split()) for d in steps if d.get("question")]
+        return (subs, "question_decomposition") if subs else ([item.question], "question")
+
     def act(self, prompt: str, continuation: str = "", *, force: str | None = None) -> str:
         item = self.item_for(prompt)
-        titles = list(item.metadata.get("supporting_titles", []))
-        wanted = len(titles) if self.n_searches is None else (self.n_searches if titles else 0)
+        queries, source = self.queries(item)
+        titles = queries if source == "supporting_titles" else []
+        if not titles and not self._warned:
+            warnings.warn(f"OraclePolicy: question {item.id!r} has no metadata.supporting_titles, so it cannot follow "
+                          f"gold titles: it searches the {source.replace('_', ' ')} instead, then answers the gold "
+                          "answer (said once)", UserWarning, stacklevel=2)
+            self._warned = True
+        wanted = len(queries) if self.n_searches is None else self.n_searches
         done = continuation.count("</search>")
-        noisy = self.accuracy < 1.0
+        noisy = self.accuracy < 1.0 and bool(titles)  # without gold titles it cannot tell a right search
         found = _passages(continuation) if noisy else {}
-        if force == "answer" or (force != "search" and done >= wanted) or not titles:
-            if not noisy or not titles or titles[-1] in found:
+        if force == "answer" or (force != "search" and done >= wanted):
+            if not noisy or titles[-1] in found:
                 return f"<answer> {item.golden_answers[0]} </answer>"
             return f"<answer> {self._wrong_answer(item, found)} </answer>"
-        title = titles[done % len(titles)]
+        title = queries[done % len(queries)]
         if noisy:
             title = next((t for t in titles if t not in found), title)
             if self.rng.random() >= self.accuracy:
@@ -233,9 +265,10 @@ class OraclePolicy:
 
     @staticmethod
     def plan_block(item, titles: Sequence[str]) -> str:
-        """The ``<plan>`` it writes: the item's gold decomposition, else one sub-question per title in ``titles``."""
+        """The ``<plan>`` it writes: the item's gold decomposition, else one sub-question per title in ``titles``,
+        else the question itself."""
         steps = [d["question"] for d in item.metadata.get("question_decomposition") or [] if d.get("question")]
-        steps = steps or [f"What does the page on {t} say?" for t in titles]
+        steps = steps or [f"What does the page on {t} say?" for t in titles] or [item.question]
         return "<plan>\n" + "".join(f"{i}. {' '.join(q.split())}\n" for i, q in enumerate(steps, 1)) + "</plan>\n"
 
     def _wrong_answer(self, item, found: dict[str, str]) -> str:

@@ -13,15 +13,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from search_env.commands import demo
-from search_env.commands.args import OneLineParser, positive_int
+from search_env.commands.args import CLIError, OneLineParser, positive_int
 from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
+from search_env.retrieval.base import RetrieverUnavailable
+from search_env.scoring.base import ScorerUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args) or 0
     except SystemExit as e:  # --help (0) or a bad argument (2), already printed
         return int(e.code or 0)
-    except (CLIError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a missing file or model
-        from search_env.data.errors import DataFileError
+    except IsADirectoryError as e:  # a folder given where a file is expected
+        print(f"search-env: error: {e.filename}: is a directory, expected a file", file=sys.stderr)
+        return 2
+    except (CLIError, OSError, ValueError, KeyError, ImportError, RetrieverUnavailable, ScorerUnavailable) as e:
+        from search_env.agents.models import ModelNotFound  # OSError: a missing file or model
+        from search_env.data.errors import DataFileError  # *Unavailable: a server
 
-        kind = "" if isinstance(e, (CLIError, DataFileError, ResumeRefused)) else f"{type(e).__name__}: "
+        plain = (CLIError, DataFileError, ResumeRefused, RetrieverUnavailable, ScorerUnavailable, ModelNotFound)
+        kind = "" if isinstance(e, plain) else f"{type(e).__name__}: "
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         print(f"search-env: error: {kind}{message}", file=sys.stderr)
         return 2
@@ -51,15 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="search-env", description="Search environments with information-gain rewards.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    play = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn")
+    play = commands.add_parser("demo", help="play a few episodes on the built-in world and print each turn",
+                               description="Play a few episodes on the built-in world (offline: its corpus and "
+                               "questions ship with the package) and print each turn: the policy's text, the "
+                               "passages found, IG and the reward.")
     demo.add_arguments(play)
     play.set_defaults(handler=cmd_demo)
 
-    index = commands.add_parser("index", help="build retrieval indexes")
+    index = commands.add_parser("index", help="build retrieval indexes",
+                                description="Build retrieval indexes ahead of time (eval, dig and serve build them "
+                                "on first use otherwise).")
     index_commands = index.add_subparsers(title="index commands", metavar="COMMAND")
-    build = index_commands.add_parser("build", help="build (and cache) a BM25 or dense index over a corpus")
+    build = index_commands.add_parser("build", help="build (and cache) a BM25 or dense index over a corpus",
+                                      description="Build a BM25 or dense index over a corpus and save it, by "
+                                      "default in the user cache keyed by the corpus's hash, where eval, dig and "
+                                      "serve find it.")
     build.add_argument("--corpus", required=True, help="FlashRAG corpus JSONL, or 'builtin' for the built-in world")
-    build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25")
+    build.add_argument("--retriever", choices=["bm25", "dense"], default="bm25",
+                       help="bm25 (bm25s) or dense (an encoder's embeddings)")
     build.add_argument(
         "--output", help="directory to save the index in (default: the user cache, keyed by corpus hash)"
     )
@@ -79,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(serve)
     serve.set_defaults(handler=server.run)
 
-    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)")
+    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)",
+                             description="Run a policy (the bundled model, the oracle or any causal LM) over "
+                             "FlashRAG QA files, write each episode to --output and print EM, F1 and searches per "
+                             "dataset. An interrupted run resumes where it stopped.")
     ev.add_argument(
         "--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'"
     )
@@ -90,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--policy",
         default="bundled",
-        help="'bundled', 'oracle' (searches gold titles), or a Hugging Face model name or path",
+        help="'bundled', 'oracle' (searches the gold titles, else the gold sub-questions or the question, then "
+        "answers the gold answer), or a Hugging Face model name or path",
     )
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     ev.add_argument(
@@ -105,14 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the first N questions of each dataset (default: all); a resumed "
         "file may hold more, which are not counted",
     )
-    ev.add_argument("--max-turns", type=positive_int, default=4)
-    ev.add_argument("--topk", type=positive_int, default=3)
+    ev.add_argument("--max-turns", type=positive_int, default=4, help="turns per episode (searches and the answer)")
+    ev.add_argument("--topk", type=positive_int, default=3, help="passages returned per search")
     ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
                     help="how actions and passages are tagged (default search-r1; --template is its old name)")
-    ev.add_argument("--max-new-tokens", type=positive_int, default=96)
+    ev.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens the model writes per turn")
     ev.set_defaults(handler=cmd_eval)
 
-    dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)")
+    dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)",
+                              description="Label each (question, retrieved passage) pair of a QA set with its "
+                              "Document Information Gain: the scorer's gain on the gold answer from that passage "
+                              "alone; report how well DIG and BM25 rank the gold passages. Resumable.")
     dig.add_argument("--questions", required=True, help="FlashRAG QA JSONL, or 'builtin'")
     dig.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl beside the QA file)")
     dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows after a settings line; "
@@ -123,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument(
         "--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder"
     )
-    dig.add_argument("--seed", type=int, default=0)
+    dig.add_argument("--seed", type=int, default=0, help="the seed each question's episode is reset with")
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
 
-    info = commands.add_parser("info", help="versions, cache directories and what is installed")
+    info = commands.add_parser("info", help="versions, cache directories and what is installed",
+                               description="Print search_env's version, its cache directory, the versions of the "
+                               "packages it can use and whether the bundled model is installed.")
     info.set_defaults(handler=cmd_info)
     return parser
 
@@ -191,8 +212,11 @@ def _datasets(specs: list[str], corpus_spec: str | None, remote: bool = False):
         path = Path(spec)
         if not path.exists():
             raise CLIError(f"no such QA file: {spec}")
+        if path.is_dir():
+            raise CLIError(f"--questions {spec}: is a directory, expected a QA file (JSONL)")
         corpus_path = corpus_spec or path.with_name("corpus.jsonl")
-        name = path.parent.name if path.stem == "test" else f"{path.parent.name}/{path.stem}"
+        folder = path.parent.name  # "" for ./test.jsonl: the file's stem names the set then
+        name = path.stem if folder in ("", ".") else folder if path.stem == "test" else f"{folder}/{path.stem}"
         if corpus_spec is None and not Path(corpus_path).exists():
             if not remote:
                 raise CLIError(f"{spec}: no corpus.jsonl beside it; pass --corpus (or --retriever http://...)")
@@ -238,15 +262,13 @@ def _eval_settings(args, datasets) -> dict:
 
 def _make_policy(args):
     """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
-    from search_env.agents.models import load_causal_lm
+    from search_env.agents.models import check_model, load_causal_lm
     from search_env.agents.policy import LMPolicy
 
     if args.policy == "oracle":
         return None
-    try:
-        model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
-    except FileNotFoundError:
-        raise CLIError(f"--policy {args.policy}: no such model directory") from None
+    check_model(args.policy, "--policy")  # at once, naming the option: never the hub's retries
+    model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
     return LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens)
 
 
@@ -286,11 +308,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_dig(args) -> int:
+    from search_env.agents.models import check_model
     from search_env.commands.dig import label, ranking_auc
     from search_env.env import SearchQAEnv
     from search_env.info_gain import IGConfig
+    from search_env.retrieval.http import is_url
 
     [(name, questions, corpus)] = _datasets([args.questions], args.corpus)
+    if not is_url(args.scorer):
+        check_model(args.scorer, "--scorer")
     env = SearchQAEnv(questions=questions, corpus=corpus, retriever=args.retriever, topk=args.topk, max_turns=2,
                       ig=IGConfig(per_document=True), scorer=args.scorer)
     settings = {"questions": _identity(questions), "corpus": _identity(corpus), "retriever": args.retriever,

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 
-from search_env.commands.args import OneLineParser, positive_int
+from search_env.commands.args import OneLineParser, RawDescriptionDefaultsHelpFormatter, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=["model", "oracle"], default="model",
                         help="the bundled model, or an agent that searches the gold titles (default: model)")
     parser.add_argument("--episodes", type=positive_int, default=3, help="episodes to play (default 3)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first episode's reset seed (episode i: seed + i)")
     parser.add_argument("--no-ig", action="store_true", help="skip IG scoring (no model is loaded for the oracle)")
 
 
@@ -105,7 +105,7 @@ def _describe_step(info: dict, reward: float, corpus) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m search_env.commands.demo", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=RawDescriptionDefaultsHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     run_demo(args.policy, args.episodes, args.seed, ig=not args.no_ig)

@@ -31,4 +31,5 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, object]]:
             try:
                 yield line_no, json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataFileError(str(path), line_no, f"invalid JSON ({e.msg} at column {e.colno})") from None
+                what = e.msg.removesuffix(" at")  # "Unterminated string starting at": the column says where
+                raise DataFileError(str(path), line_no, f"invalid JSON ({what} at column {e.colno})") from None

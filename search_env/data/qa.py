@@ -100,9 +100,14 @@ def load_hf_questions(
     question_key: str = "question",
     answers_key: str = "golden_answers",
     limit: int | None = None,
+    data_files: str | os.PathLike | list | dict | None = None,
 ) -> QADataset:
     """Load questions with Hugging Face ``datasets``: a local dataset dir (``save_to_disk``), a local
     data file, or a hub name (needs network). Rows are validated like JSONL records.
+
+    ``data_files`` goes to ``datasets.load_dataset(name_or_path, config, data_files=...)`` as it is: a builder and
+    its files (``load_hf_questions("csv", data_files="qa.csv")``), or some files of a dataset. Files without named
+    splits are one split (``train``), used whatever ``split`` says.
     """
     try:
         import datasets  # heavy; only here
@@ -110,7 +115,13 @@ def load_hf_questions(
         raise ImportError("load_hf_questions needs `datasets`: pip install 'search_env[hf]'") from e
 
     path = Path(name_or_path)
-    if path.is_dir() and (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+    if data_files is not None:
+        files = os.fspath(data_files) if isinstance(data_files, os.PathLike) else data_files
+        ds = datasets.load_dataset(name_or_path, config, data_files=files)
+        if split not in ds and len(ds) != 1:
+            raise DataFileError(name_or_path, None, f"no split {split!r} in data_files (splits: {sorted(ds)})")
+        ds = ds[split] if split in ds else next(iter(ds.values()))
+    elif path.is_dir() and (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]

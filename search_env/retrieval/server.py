@@ -31,11 +31,13 @@ into one batch.
 # annotations at run time, and that model is defined inside create_app.
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import math
 import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -44,11 +46,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from search_env.agents.models import MINILM_NAME
-from search_env.commands.args import OneLineParser, positive_int
+from search_env.commands.args import CLIError, OneLineParser, positive_int
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.retrieval.base import Hit, Retriever
 
-__all__ = ["DESCRIPTION", "QueryBatcher", "add_arguments", "build_retriever", "create_app", "main", "run"]
+__all__ = ["DESCRIPTION", "QueryBatcher", "add_arguments", "bind", "build_retriever", "create_app", "main", "run"]
 
 DESCRIPTION = "Serve a corpus over HTTP in Search-R1's /retrieve protocol (one server per retrieval node)."
 
@@ -304,9 +306,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the built-in world's corpus)")
     parser.add_argument("--mmap", action="store_true", help="keep the corpus memory-mapped on disk (built once, shared "
                                                             "by every process on the machine) instead of in memory")
-    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25")
+    parser.add_argument("--retriever", choices=("bm25", "rank-bm25", "dense"), default="bm25",
+                        help="bm25 (bm25s), rank-bm25, or dense (an encoder and a vector index)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 to serve other machines)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     parser.add_argument("--topk", type=positive_int, default=3, help="hits per query when a request gives no topk")
     parser.add_argument("--index-dir", help="where the index is kept (default: the search_env cache)")
     parser.add_argument("--encoder", default=MINILM_NAME, help="dense: Hugging Face encoder name or path")
@@ -317,7 +320,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="wait this long for more queries to batch")
     parser.add_argument("--max-queries", type=positive_int, default=MAX_QUERIES, help="most queries in one request")
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20, help="largest request body, MiB")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 
 def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
@@ -335,19 +338,42 @@ def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
     return get_bm25(corpus, backend, **kwargs), corpus
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)``, for uvicorn to listen on; a port in use (or any other failure to
+    bind) raises :class:`~search_env.commands.args.CLIError` naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does; a listening port still refuses
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        why = "the port is in use (pick another with --port)" if e.errno == errno.EADDRINUSE else e.strerror or e
+        raise CLIError(f"cannot serve on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
-    """Serve as ``args`` (from :func:`add_arguments`) say: build (or load) the index, then serve it with
-    uvicorn until stopped. Returns the exit status (0)."""
+    """Serve as ``args`` (from :func:`add_arguments`) say: bind the port (first, so that a busy one fails before the
+    index is built), build (or load) the index, then serve it with uvicorn until stopped. Returns the exit status
+    (0); a port that cannot be bound raises :class:`~search_env.commands.args.CLIError`."""
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    retriever, corpus = build_retriever(args)
-    app = create_app(retriever, corpus=corpus, default_topk=args.topk, max_batch=args.max_batch,
-                     max_wait=args.max_wait_ms / 1000, max_queries=args.max_queries,
-                     max_body_bytes=int(args.max_body_mb * 2**20))
-    logger.info("serving %s over %d passages on http://%s:%d/retrieve", type(retriever).__name__, len(corpus),
-                args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False)
+    sock = bind(args.host, args.port)
+    try:
+        retriever, corpus = build_retriever(args)
+        app = create_app(retriever, corpus=corpus, default_topk=args.topk, max_batch=args.max_batch,
+                         max_wait=args.max_wait_ms / 1000, max_queries=args.max_queries,
+                         max_body_bytes=int(args.max_body_mb * 2**20))
+        logger.info("serving %s over %d passages on http://%s:%d/retrieve", type(retriever).__name__, len(corpus),
+                    args.host, args.port)
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                                access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -355,7 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m search_env.retrieval.server``: its own parser over :func:`add_arguments`, then :func:`run`."""
     parser = OneLineParser(prog="python -m search_env.retrieval.server", description=DESCRIPTION)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except CLIError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
