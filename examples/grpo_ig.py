@@ -38,8 +38,8 @@ import torch
 import transformers
 
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
-from search_env.agents.models import load_causal_lm
-from search_env.agents.policy import chat_prompt, stop_criteria
+from search_env.agents import chat_prompt, load_causal_lm
+from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
 from search_env.training.credit import assign_credit
@@ -383,8 +383,7 @@ def main(argv=None) -> None:
         optimizer.load_state_dict(state["optimizer"])
     start_step, data_pos = state["step"] + 1, state["data_pos"]
     if args.resume:
-        print(f"resumed from {ckpt} at step {start_step}" if ckpt
-              else f"no checkpoint in {run_dir}; starting from step 1")
+        print(f"resumed from {ckpt} at step {start_step}" if ckpt else f"no checkpoint in {run_dir}; from step 1")
     log = MetricsLog(run_dir / "metrics.csv", run_dir / "tb" if args.tensorboard else None, start_step=start_step,
                      notes=None if ckpt else "\n".join(f"{k}: {v}" for k, v in dataclasses.asdict(args).items()))
     print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters on {device} "
