@@ -1,5 +1,6 @@
 """Helpers for tests that start a retrieval server."""
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -75,6 +76,19 @@ def start_vllm(model_dir, port: int, timeout: float = 300.0) -> subprocess.Popen
         except requests.RequestException:
             pass
         time.sleep(1)
+
+
+@contextlib.contextmanager
+def running_vllm(model_dir):
+    """A vLLM server for ``model_dir`` on a free port while the block runs; its URL. Skips (fails in CI) without
+    .venv-vllm."""
+    vllm_python()
+    port = free_port()
+    process = start_vllm(model_dir, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(process)
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

@@ -18,7 +18,7 @@ from search_env.data.qa import load_questions
 from search_env.env import SearchQAEnv
 from search_env.rewards import RewardConfig
 from search_env.scoring.servers import VLLMScorer
-from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
+from tests.servers import running_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +46,8 @@ def vf_eval() -> Path:
 @pytest.fixture(scope="module")
 def server():
     vf_eval()
-    vllm_python()
-    port = free_port()
-    process = start_vllm(bundled_model_dir(), port)
-    yield f"http://127.0.0.1:{port}"
-    stop_process_group(process)
+    with running_vllm(bundled_model_dir()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from search_env.agents.models import bundled_model_dir
 from search_env.env import SearchQAEnv
 from search_env.info_gain import DeferredIG, IGConfig, finish_deferred
 from search_env.scoring.servers import VLLMScorer
-from tests.servers import free_port, start_vllm, stop_process_group, vllm_python
+from tests.servers import running_vllm
 
 pytestmark = pytest.mark.slow
 
@@ -152,11 +152,8 @@ class RecordingWorker(adapter.SearchEnvAgentLoopWorker):
 
 @pytest.fixture(scope="module")
 def server():
-    vllm_python()
-    port = free_port()
-    process = start_vllm(bundled_model_dir(), port)
-    yield f"http://127.0.0.1:{port}"
-    stop_process_group(process)
+    with running_vllm(bundled_model_dir()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
