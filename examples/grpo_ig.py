@@ -43,7 +43,7 @@ from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
 from search_env.training.credit import assign_credit
-from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
+from search_env.training.distill import METHODS, Attempt, DistillBatch, distill_schedule, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.rollout import build_model, decode, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint
@@ -100,12 +100,13 @@ class Args:
     ig_pool: str = arg("corpus", "corpus | batch: where counterfactual passages come from")
     log_ig: bool = arg(False, "score IG even when --ig-weight is 0 (to log it; costs the IG time)")
     # self-distillation (search_env.training.distill), beside or instead of IG
-    distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens to the model reading its group's "
-                               "hindsight block) | sibling (OFSD: forward KL on policy tokens to the model reading a "
-                               "sibling that succeeded with fewer searches)")
-    distill_weight: float = arg(0.1, "weight of the self-distillation loss, added to the GRPO loss")
-    distill_every: int = arg(1, "add it every N steps (OFSD interleaves its rounds with GRPO's)")
-    distill_only: bool = arg(False, "those steps train on the self-distillation loss alone: separate OFSD rounds")
+    distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens, the teacher reads the group's other "
+                               "attempts) | sibling (OFSD: forward KL on policy tokens, the teacher reads a sibling)")
+    distill_weight: float = arg(0.1, "weight of the self-distillation loss")
+    distill_schedule: str = arg("paper", "paper (hindsight: joint; sibling: rounds) | rounds (every N-th step trains "
+                                         "on the distillation loss alone) | joint (added to that step's GRPO loss)")
+    distill_every: int | None = arg(None, "distil every N steps (default: 5 in rounds, 1 joint)")
+    distill_keep_own: bool = arg(False, "hindsight: keep each rollout's own attempt in its teacher's block")
     # evaluation, checkpoints, logs
     eval_every: int = arg(10, "evaluate every N steps (and at the last step)")
     eval_questions: int = arg(64, "held-out questions per evaluation")
@@ -166,27 +167,25 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
                 clipped = ((ratio - 1).abs() > args.clip_eps).float()
                 for key, value in (("total", loss), ("pg", pg * mask), ("kl", kl * mask), ("clipfrac", clipped * mask)):
                     sums[f"loss/{key}"] += (value if key == "total" else value.sum() / n_tokens).item()
-            if distill is not None:
-                kind = "jsd" if args.distill == "hindsight" else "fkl"
-                with amp():
-                    loss = args.distill_weight * distill_loss(model, *distill, kind=kind)
-                if loss.requires_grad:  # else no token to distil in this batch (no sibling): nothing to add
-                    loss.backward()
-                sums["loss/distill"] += loss.item()
+            if distill is not None:  # micro-batched; its teacher: the weights before this step's update
+                sums["loss/distill"] += distill.backward(model, args.distill_weight, amp)
             sums["loss/grad_norm"] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
             optimizer.step()
     return {k: v / args.update_epochs for k, v in sums.items()}
 
 
 def distill_inputs(trajectories, episodes, args: Args, tokenizer, prompt_text, device):
-    """:func:`search_env.training.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's
+    """The step's :class:`~search_env.training.distill.DistillBatch`: each rollout read by its teacher (its group's
     hindsight, or its sibling's episode), rendered as the policy reads its own prompt."""
     attempts = [Attempt(e["queries"], e["answer"], bool(e["em"])) for e in episodes]
     completions = [decode(tokenizer, t.completion_ids) for t in trajectories]
-    texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], completions, args.group_size, kind=args.distill)
+    texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], completions, args.group_size, kind=args.distill,
+                            keep_own=args.distill_keep_own)
     ids = [None if t is None else tokenizer(prompt_text(t), add_special_tokens=False)["input_ids"] for t in texts]
-    rows = teacher_rows(trajectories, ids, queries_only=args.distill == "hindsight", pad_id=tokenizer.pad_token_id)
-    return [r.to(device) for r in rows]
+    method = METHODS[args.distill]
+    rows = teacher_rows(trajectories, ids, queries_only=method["queries_only"], pad_id=tokenizer.pad_token_id)
+    return DistillBatch(*[r.to(device) for r in rows], beta=method["beta"], micro_batch_size=args.micro_batch_size,
+                        passes=args.update_epochs)
 
 
 # -------------------------------------------------------------------------------- the pieces they use
@@ -314,11 +313,12 @@ def train_step(step: int, items, args: Args, model, ref_model, optimizer, tokeni
     # Group-relative advantages, ig_weight · clip(IG) on each search's query tokens, env tokens masked.
     batch = assign_credit(trajectories, pad_id=tokenizer.pad_token_id, ig_weight=args.ig_weight, ig_clip=args.ig_clip,
                           ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
-    distilling = args.distill != "none" and step % args.distill_every == 0
+    every, alone = distill_schedule(args.distill, args.distill_schedule, args.distill_every)  # every 0: never
+    distilling = every > 0 and step % every == 0
     distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if distilling else None
     model.train()
     metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp, distill,
-                          policy_loss=not (distilling and args.distill_only))
+                          policy_loss=not (distilling and alone))
     return {**metrics, **step_metrics(batch, episodes, args)}
 
 
@@ -360,10 +360,10 @@ def start_run(args: Args):
 
 def main(argv=None) -> None:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
-    if args.distill not in ("none", "hindsight", "sibling"):
-        raise SystemExit(f"--distill {args.distill}: use none, hindsight or sibling")
-    if args.distill_every < 1:
-        raise SystemExit(f"--distill-every {args.distill_every}: use a positive number of steps")
+    try:
+        distill_schedule(args.distill, args.distill_schedule, args.distill_every)
+    except ValueError as error:
+        raise SystemExit(f"--distill {args.distill} --distill-schedule {args.distill_schedule}: {error}") from None
     run_dir, device, precision, amp = start_run(args)
 
     # Models, data, envs. Resume: step, data position, optimizer and random states come from the checkpoint.

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -321,8 +322,9 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
         model, _ = example.build_model("tiny-random", seed=0)
         args = example.Args(distill=kind, distill_weight=1.0, group_size=2, micro_batch_size=2, learning_rate=1e-2,
                             kl_coef=0.0)
-        distill = example.distill_inputs(trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
-        student, mask, teacher, offsets = distill
+        inputs = partial(example.distill_inputs, trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
+        distill = inputs()
+        mask, offsets = distill.student_mask, distill.offsets
         assert [bool(m.any()) for m in mask] == taught  # sibling: only rollouts with a more efficient correct sibling
         assert (offsets[torch.tensor(taught)] > 0).all()
         if kind == "hindsight":  # on the query tokens only
@@ -339,7 +341,7 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
                 model.zero_grad(set_to_none=True)
                 sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: read the gradients, keep the weights
                 example.grpo_update(model, None, sgd, batch, args, example.Timer(torch.device("cpu")), nullcontext,
-                                    distill if with_distill else None, policy_loss=policy_loss)
+                                    inputs() if with_distill else None, policy_loss=policy_loss)
                 grads.append(
                     [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
                 )
@@ -349,15 +351,15 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
 
 @pytest.mark.parametrize("kind", ["hindsight", "sibling"])
 def test_smoke_run_with_distillation(tmp_path, kind):
-    out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5")
+    every = ["--distill-every", "1"] if kind == "sibling" else []  # sibling's rounds: every 5th step by default
+    out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5", *every)
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert "step    1" in out and "loss/distill" in rows[0] and math.isfinite(float(rows[0]["loss/distill"]))
 
 
 def test_smoke_run_with_separate_distillation_rounds(tmp_path):
-    """OFSD's interleaving: every 2nd step trains on the sibling KL alone; the others are plain GRPO."""
-    run_example(tmp_path, "--total-steps", "2", "--distill", "sibling", "--distill-every", "2", "--distill-only",
-                "--distill-weight", "1")
+    """OFSD's interleaving, sibling's default: every 2nd step trains on the sibling KL alone; the others are GRPO."""
+    run_example(tmp_path, "--total-steps", "2", "--distill", "sibling", "--distill-every", "2", "--distill-weight", "1")
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert rows[0].get("loss/distill", "") == "" and math.isfinite(float(rows[1]["loss/distill"]))
 
@@ -365,3 +367,12 @@ def test_smoke_run_with_separate_distillation_rounds(tmp_path):
 def test_smoke_run_with_a_frozen_ig_scorer(tmp_path):
     out = run_example(tmp_path, "--total-steps", "1", "--ig-scorer", "bundled", "--ig-weight", "0.3")
     assert "step    1" in out and "IG on (weight 0.3)" in out
+
+
+def test_a_bad_distillation_schedule_is_a_clear_error(example):
+    with pytest.raises(SystemExit, match="schedule must be paper, rounds or joint"):
+        example.main(["--distill", "sibling", "--distill-schedule", "often"])
+    with pytest.raises(SystemExit, match="positive number of steps"):
+        example.main(["--distill", "hindsight", "--distill-every", "0"])
+    with pytest.raises(SystemExit, match="method must be none, hindsight or sibling"):
+        example.main(["--distill", "plan"])
