@@ -239,7 +239,7 @@ class DistillBatch:
 
 
 def teacher_rows(trajectories, teacher_prompts, *, queries_only: bool, pad_id: int):
-    """The inputs of :func:`distill_loss` for a batch of :class:`~search_env.training.credit.Trajectory`:
+    """The inputs of :class:`DistillBatch` for a batch of :class:`~search_env.training.credit.Trajectory`:
     ``(student_ids, student_mask, teacher_ids, offsets)`` tensors, right-padded with ``pad_id``.
 
     A trajectory's teacher row is its completion (policy and env tokens, as generated and tokenised) after
