@@ -325,6 +325,9 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
         inputs = partial(example.distill_inputs, trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
         distill = inputs()
         mask, offsets = distill.student_mask, distill.offsets
+        three = example.distill_inputs(trajs, episodes, example.Args(**{**vars(args), "update_epochs": 3}), tok,
+                                       lambda p: p, torch.device("cpu"))
+        assert three.passes_left == 3 and distill.beta == (0.5 if kind == "hindsight" else 0.0)  # teacher kept 3 passes
         assert [bool(m.any()) for m in mask] == taught  # sibling: only rollouts with a more efficient correct sibling
         assert (offsets[torch.tensor(taught)] > 0).all()
         if kind == "hindsight":  # on the query tokens only
