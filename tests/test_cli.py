@@ -286,7 +286,11 @@ def test_help_describes_each_command_and_every_option_with_its_default(command, 
 def test_demo_oracle_runs(capsys):
     assert main(["demo", "--policy", "oracle", "--no-ig", "--episodes", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Episode 1" in out and "EM 1" in out
+    assert "Episode 1" in out and "EM 1" in out and "(2 hops)" in out
+    assert "The oracle answered 1 of 1 right" in out and "For contrast" not in out  # no oracle after the oracle
+    assert main(["demo", "--policy", "oracle", "--no-ig", "--episodes", "1", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(1 hop)" in out and "hops" not in out
 
 
 @pytest.mark.parametrize("command", [["-m", "search_env.commands.demo"], ["-m", "search_env.commands.cli", "demo"],
@@ -306,14 +310,24 @@ def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
     from search_env.scoring import transformers_scorer as scorers
 
     tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
+    from transformers.utils import logging
+
     tiny = tiny_llama(len(tokenizer), layers=1)
-    loads = []
-    monkeypatch.setattr(bundled, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
+    loads = []  # (name, whether transformers' "Loading weights" bar was on)
+    monkeypatch.setattr(bundled, "load_causal_lm",
+                        lambda name, **kw: loads.append((name, logging.is_progress_bar_enabled())) or (tiny, tokenizer))
     monkeypatch.setattr(scorers, "default_scorer", lambda *a: pytest.fail("the demo loaded a second model"))
-    demo.run_demo("model", episodes=1, seed=0)
+    demo.run_demo("model", episodes=2, seed=0)
     out = capsys.readouterr().out
-    assert loads == ["bundled"]
-    assert "Episode 1" in out and "IG " in out and "total reward" in out
+    assert loads == [("bundled", False)] and logging.is_progress_bar_enabled()  # silenced for the load only
+    assert "Episode 1" in out and "Episode 2" in out and "IG " in out and "total reward" in out
+    # what the episodes show, then the oracle on the same questions
+    summary, contrast = out.split("total reward")[1].split("For contrast, the oracle")
+    assert "The model answered 0 of 2 right" in summary and "rarely answers right" in summary
+    ids = [line.split(": ")[1].split(" (")[0] for line in out.splitlines() if line.startswith("=== Episode")]
+    lines = contrast.strip().splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == ids
+    assert all("EM 1" in line and "(IG " in line for line in lines)
 
 
 @pytest.mark.slow

@@ -61,6 +61,30 @@ def test_chat_prompt_puts_the_worked_example_first_and_the_episode_as_the_assist
     assert policy.prompt_text("Question: Q?\n") == chat_prompt(tokenizer, "Question: Q?\n", dialect="autorefine")
 
 
+def test_no_prompt_offers_an_entity_to_copy_and_the_worked_examples_names_are_not_in_the_world():
+    """A small model copied "Lisbon" from the instructions' answer example into its search: the instructions name
+    no entity now, and the worked example's names appear nowhere in the built-in world (a copied one finds no
+    page of its own and is never a gold answer)."""
+    from search_env.data import load_corpus, load_questions
+    from search_env.dialects import DIALECTS
+
+    for dialect in DIALECTS.values():
+        instructions = dialect.prompt("Q?", 3).split("Question: Q?")[0]
+        blocks = re.findall(r"<(search|answer)>(.*?)</\1>", instructions)
+        # "<search> your query </search>" and "between <answer> and </answer>": nothing a model could copy
+        assert {text.strip() for _, text in blocks} == {"your query", "and"}, (dialect.name, blocks)
+        assert "Lisbon" not in instructions
+    example = get_dialect("search-r1").worked_example()
+    names = ["Pellwick Mills", "Ansel Dorrow", "Castemar", "Ruvenia"]
+    assert all(name in example for name in names)  # the names this test is about are the example's
+    corpus, questions = load_corpus(None), load_questions(None)
+    world = " ".join([*(f"{d.title} {d.text}" for d in corpus), *(q.question for q in questions),
+                      *(a for q in questions for a in q.golden_answers)])
+    assert not [name for name in names if name in world]
+    for word in ("Pellwick", "Dorrow", "Castemar", "Ruvenia"):
+        assert word not in world
+
+
 def test_load_causal_lm_refuses_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such model folder"):
         load_causal_lm(str(tmp_path / "nothing-here"))
