@@ -102,6 +102,21 @@ def episode_record(item, turns: Sequence[dict], last_info: Mapping, *, dialect: 
     }
 
 
+def vector_info_at(infos: Mapping, i: int) -> dict:
+    """Sub-env ``i``'s info out of a vector env's batched ``infos`` (dicts of arrays with ``_key`` masks)."""
+    out = {}
+    for key, value in infos.items():
+        mask = infos.get(f"_{key}")
+        if key.startswith("_") or (mask is not None and not mask[i]):
+            continue
+        out[key] = vector_info_at(value, i) if isinstance(value, Mapping) else _plain(value[i])
+    return out
+
+
+def _plain(x):
+    return x.item() if hasattr(x, "item") and getattr(x, "ndim", 1) == 0 else x
+
+
 def _hops(meta: Mapping) -> int | None:
     if isinstance(meta.get("hops"), int | float) and not isinstance(meta.get("hops"), bool):
         return int(meta["hops"])
