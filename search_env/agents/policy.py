@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from search_env.dialects import Dialect, get_dialect, search_block
+from search_env.records import episode_record, turn_record
 
 STOP_STRINGS = ("</search>", "</answer>")
 
@@ -321,9 +322,11 @@ def play_episode(
     question id there).
 
     Returns:
-        A JSON-ready record: ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``,
-        ``n_searches``, ``return`` and ``turns`` (each: ``text``, ``action_type``, ``reward``, and ``query``,
-        ``doc_ids`` and ``ig`` for searches).
+        The episode's record, a JSON-ready dict in the documented format (:mod:`search_env.records`, version 1):
+        ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``, ``n_searches``, ``return``,
+        ``hops``, ``question_type``, ``dialect``, ``search_credit`` and ``turns`` (each: ``text``, ``action_type``,
+        ``reward``, ``reward_components``; on searches ``query``, ``doc_ids``, ``passages``, ``ig``, ``ig_detail``,
+        ``doc_gains``, ``credit`` as scored; ``invalid_reason`` on invalid turns).
     """
     prompt, reset_info = env.reset(seed=seed, options=dict(options) if options else None)
     if hasattr(policy, "reset"):
@@ -332,26 +335,15 @@ def play_episode(
     item = base.item
     turns: list[dict] = []
     info: dict = {}
-    total, done = 0.0, False
+    done = False
     while not done:
         last = base.turn == base.max_turns - 1
         force = "answer" if answer_last and last else "search" if search_first and base.turn == 0 else None
         text = policy.act(prompt, base.transcript[len(prompt) :], force=force)
         _, reward, terminated, truncated, info = env.step(text)
-        total += reward
-        turns.append({"text": text, "action_type": info["action_type"], "reward": reward,
-                      **{k: info[k] for k in ("query", "doc_ids", "ig") if info.get(k) is not None}})
+        hits = base.steps[-1].hits if info["action_type"] == "search" else None
+        turns.append(turn_record(text, reward, info, hits))
         if on_step is not None:
             on_step(text, reward, terminated, truncated, info)
         done = terminated or truncated
-    return {
-        "id": item.id,
-        "question": item.question,
-        "golden_answers": list(item.golden_answers),
-        "prediction": info.get("prediction"),
-        "em": info.get("em", 0.0),
-        "f1": info.get("f1", 0.0),
-        "n_searches": info["n_searches"],
-        "return": total,
-        "turns": turns,
-    }
+    return episode_record(item, turns, info, dialect=base.dialect.name)
