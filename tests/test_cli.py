@@ -184,15 +184,13 @@ def test_paired_interval_is_the_bootstrap_of_the_mean():
         paired_interval([])
 
 
-def test_eval_a_model_plays_batches_with_progress_and_keeps_what_the_viewer_needs(qa_dir, tmp_path, capsys):
-    """A tiny random model, constrained, 5 episodes in batches of 2 (3 rounds), scoring IG with itself: progress on
-    stderr as episodes end, every record a valid v1 record (its junk queries find no passages: the bundled model's
-    test below checks passages and IG)."""
+@pytest.fixture
+def model_dir(tmp_path):
+    """A tiny random causal LM saved with save_pretrained, with the bundled tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from search_env.agents.models import bundled_model_dir
-    from search_env.records import check_record
 
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
     config = tiny_llama_config(len(tokenizer), layers=1, heads=2, kv_heads=1, eos_token_id=tokenizer.eos_token_id)
@@ -200,6 +198,16 @@ def test_eval_a_model_plays_batches_with_progress_and_keeps_what_the_viewer_need
     model_dir = tmp_path / "tiny-lm"
     AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_eval_a_model_plays_batches_with_progress_and_keeps_what_the_viewer_needs(qa_dir, model_dir, tmp_path,
+                                                                                   capsys):
+    """A tiny random model, constrained, 5 episodes in batches of 2 (3 rounds), scoring IG with itself: progress on
+    stderr as episodes end, every record a valid v1 record (its junk queries find no passages: the bundled model's
+    test below checks passages and IG)."""
+    from search_env.records import check_record
+
     out = tmp_path / "traj.jsonl"
     args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", str(model_dir), "--output", str(out),
             "--limit", "5", "--max-turns", "3", "--max-new-tokens", "4", "--constrained", "--batch-size", "2",
@@ -497,19 +505,8 @@ def test_an_unknown_model_name_is_one_line_naming_the_option(qa_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
+def test_eval_any_hugging_face_model(qa_dir, model_dir, tmp_path, capsys):
     """`--policy DIR`: a causal LM saved with save_pretrained (a tiny random one, with the bundled tokenizer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from search_env.agents.models import bundled_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    config = tiny_llama_config(len(tokenizer), layers=1, heads=2, kv_heads=1, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model_dir = tmp_path / "tiny-lm"
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     out = tmp_path / "traj.jsonl"
     assert main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", str(model_dir), "--output", str(out),
                  "--limit", "2", "--max-turns", "2", "--max-new-tokens", "8"]) == 0
