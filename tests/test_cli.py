@@ -425,7 +425,7 @@ def test_demo_oracle_runs(capsys):
 
 
 @pytest.mark.parametrize("command", [["-m", "search_env.commands.demo"], ["-m", "search_env.commands.cli", "demo"],
-                                     ["-m", "search_env.commands.demo"]])  # the old module path still runs
+                                     ["-m", "search_env.demo"]])  # the old module path still runs
 def test_demo_refuses_zero_episodes_either_way(command):
     result = subprocess.run([sys.executable, *command, "--episodes", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
