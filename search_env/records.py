@@ -136,11 +136,14 @@ def _number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+_CHECKS = {"str": lambda v: isinstance(v, str), "number": _number, "list": lambda v: isinstance(v, list),
+           "int": lambda v: isinstance(v, int) and not isinstance(v, bool), "dict": lambda v: isinstance(v, dict)}
+
+
 def _is(kind: str, x) -> bool:
-    checks = {"str": lambda v: isinstance(v, str), "number": _number, "int": lambda v: isinstance(v, int)
-              and not isinstance(v, bool), "list": lambda v: isinstance(v, list), "dict": lambda v: isinstance(v, dict)}
-    optional = kind.endswith("?")
-    return (optional and x is None) or checks[kind.rstrip("?")](x)
+    if kind[-1] == "?":
+        return x is None or _CHECKS[kind[:-1]](x)
+    return _CHECKS[kind](x)
 
 
 _EPISODE_FIELDS = {"id": "str", "question": "str", "golden_answers": "list", "prediction": "str?", "em": "number",

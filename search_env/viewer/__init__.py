@@ -76,22 +76,35 @@ def _asset(name: str) -> str:
 
 def page_data(run: Run) -> dict:
     """The JSON the page reads: the records with each passage as ``[index, score, doc_id]`` into one table of
-    distinct ``[title, text]`` passages (runs retrieve the same passages again and again), and the metrics as
-    columns and rows."""
+    distinct ``[title, text]`` passages (runs retrieve the same passages again and again), numbers to 6 significant
+    digits, without what the page does not show (``schema_version``, ``doc_ids``, ``search_credit``: each search
+    turn has its ``credit``); and the metrics as columns and rows."""
     table: dict[tuple[str, str], int] = {}
     records = []
     for record in run.records:
         turns = []
         for turn in record["turns"]:
+            turn = {k: v for k, v in turn.items() if k != "doc_ids"}
             if turn.get("passages"):
-                turn = dict(turn, passages=[[table.setdefault((p["title"], p["text"]), len(table)), p["score"],
-                                             p["doc_id"]] for p in turn["passages"]])
+                turn["passages"] = [[table.setdefault((p["title"], p["text"]), len(table)), p["score"], p["doc_id"]]
+                                    for p in turn["passages"]]
             turns.append(turn)
-        records.append(dict(record, turns=turns))
+        shown = {k: v for k, v in record.items() if k not in ("schema_version", "search_credit")}
+        records.append(_rounded(dict(shown, turns=turns)))
     columns = ["step", *sorted({k for row in run.metrics for k in row} - {"step"})] if run.metrics else []
     metrics = {"columns": columns, "rows": [[_finite(row.get(c)) for c in columns] for row in run.metrics]}
     return {"title": run.name, "source": run.source, "records": records, "passages": [list(k) for k in table],
             "metrics": metrics}
+
+
+def _rounded(x):
+    if isinstance(x, float):
+        return float(f"{x:.6g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def _finite(x: float | None) -> float | None:
