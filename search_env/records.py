@@ -136,11 +136,14 @@ def _number(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+_CHECKS = {"str": lambda v: isinstance(v, str), "number": _number, "list": lambda v: isinstance(v, list),
+           "int": lambda v: isinstance(v, int) and not isinstance(v, bool), "dict": lambda v: isinstance(v, dict)}
+
+
 def _is(kind: str, x) -> bool:
-    checks = {"str": lambda v: isinstance(v, str), "number": _number, "int": lambda v: isinstance(v, int)
-              and not isinstance(v, bool), "list": lambda v: isinstance(v, list), "dict": lambda v: isinstance(v, dict)}
-    optional = kind.endswith("?")
-    return (optional and x is None) or checks[kind.rstrip("?")](x)
+    if kind[-1] == "?":
+        return x is None or _CHECKS[kind[:-1]](x)
+    return _CHECKS[kind](x)
 
 
 _EPISODE_FIELDS = {"id": "str", "question": "str", "golden_answers": "list", "prediction": "str?", "em": "number",
@@ -172,6 +175,8 @@ def record_problem(record: object) -> str | None:
         problem = _fields(turn, _TURN_FIELDS, where + ".")
         if problem:
             return problem
+        if not all(map(_number, turn["reward_components"].values())):
+            return f"{where}.reward_components: expected finite numbers"
         if turn["action_type"] not in ACTION_TYPES:
             return f"{where}.action_type: expected one of {', '.join(ACTION_TYPES)}, got {turn['action_type']!r}"
         if turn["action_type"] == "search":
@@ -191,8 +196,9 @@ def _search_problem(turn: dict, where: str) -> str | None:
             return problem
     detail = turn.get("ig_detail")
     if detail is not None:
-        if not _is("number?", detail.get("logp_real")):
-            return f"{where}.ig_detail.logp_real: expected a number or null, got {detail.get('logp_real')!r}"
+        for key in ("logp_real", "logp_baseline"):
+            if not _is("number?", detail.get(key)):
+                return f"{where}.ig_detail.{key}: expected a finite number or null, got {detail.get(key)!r}"
         if not (isinstance(detail.get("logp_random", []), list) and all(map(_number, detail.get("logp_random", [])))):
             return f"{where}.ig_detail.logp_random: expected a list of numbers"
     if turn.get("doc_gains") is not None and not all(map(_number, turn["doc_gains"])):

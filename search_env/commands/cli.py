@@ -1,4 +1,4 @@
-"""The ``search-env`` command: demo, index build, serve, eval, dig, info.
+"""The ``search-env`` command: demo, index build, serve, eval, dig, view, info.
 
 Bad arguments and bad files end with one clear line on stderr and exit status 2, never a traceback.
 """
@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from search_env.commands import demo
+from search_env.commands import demo, view
 from search_env.commands.args import CLIError, OneLineParser, non_negative_float, positive_int
 from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
 
+    view.add_parser(commands)
     info = commands.add_parser("info", help="versions, cache directories and what is installed",
                                description="Print search_env's version, its cache directory, the versions of the "
                                "packages it can use and whether the bundled model is installed.")
