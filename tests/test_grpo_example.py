@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from search_env import IGConfig
+from search_env.records import check_record, read_records
 from search_env.training import rollout as rollouts
 from search_env.training.credit import Trajectory, assign_credit
 from search_env.vector import SearchQAVectorEnv
@@ -72,7 +73,7 @@ SCRIPT = [
 
 
 def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
-    example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch
+    example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch, tmp_path
 ):
     """Scripted generations through the real env: segments, spans, IG and the next turn's context."""
     seen_contexts = []
@@ -122,6 +123,17 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
         ig_term[query], np.repeat([0.5 * np.clip(t.step_ig[0], -1, 1) for t in trajs], query.sum(1))
     )
     assert not ig_term[batch.loss_mask & ~query].any()
+    # each episode's record: its passages and IG as the env scored them; logged with the advantage its query got
+    for episode, traj in zip(episodes, trajs):
+        search = check_record(episode["record"])["turns"][0]
+        assert search["ig"] == traj.step_ig[0] and len(search["ig_detail"]["logp_random"]) == 2
+        assert search["passages"][0]["title"] == "Karvesh" and episode["record"]["em"] == episode["em"]
+    assert rollouts.log_episodes(tmp_path, 4, 3, train=(episodes, batch), eval=(episodes, None)) == 6
+    logged = read_records(tmp_path / "episodes.jsonl")
+    assert [(r["step"], r["split"]) for r in logged] == [(4, "train")] * 3 + [(4, "eval")] * 3
+    assert [r["turns"][0]["advantage"] for r in logged[:3]] == pytest.approx(
+        [batch.advantages[i] + ig_term[i][query[i]][0] for i in range(3)])
+    assert "advantage" not in logged[3] and "advantage" not in logged[3]["turns"][0]
 
 
 def test_grpo_update_changes_the_policy_and_stays_finite(example):
@@ -192,12 +204,15 @@ def test_smoke_run_and_resume(tmp_path):
     assert (run / "curves.png").stat().st_size > 0
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert "step    1" in out and "step    3" in out
+    logged = [(r["step"], r["split"]) for r in read_records(run / "episodes.jsonl")]
+    assert logged == [(s, split) for s in (2, 3) for split in ("train", "eval") for _ in range(4)]
 
     shutil.rmtree(run / "checkpoints" / "step_000003")
     out = run_example(tmp_path, "--total-steps", "3", "--resume")
     assert "at step 3" in out and "step    2" not in out and "step    3" in out
     resumed = read_rows(run / "metrics.csv")
     assert [int(r["step"]) for r in resumed] == [1, 2, 3]  # step 3 redone once, not appended twice
+    assert [(r["step"], r["split"]) for r in read_records(run / "episodes.jsonl")] == logged
     assert (run / "checkpoints" / "step_000003" / "trainer_state.pt").exists()
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000003"]  # by default the last one only
     # the same step 3 as the uninterrupted run: same questions (data position) and samples (RNG states)
