@@ -18,7 +18,6 @@ a ``<plan>`` block, and each search is anchored to one of them.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -26,6 +25,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from search_env.actions import MAX_PLAN_STEPS, parse_plan
+from search_env.rewards import f1_score
 
 __all__ = ["MAX_PLAN_STEPS", "content_words", "gold_readings", "match_sub_question", "parse_plan", "plan_quality",
            "similarity"]
@@ -49,9 +49,7 @@ def content_words(text: str) -> tuple[str, ...]:
 
 def similarity(text: str, sub_question: str) -> float:
     """Token F1 of the :func:`content_words` of ``text`` and ``sub_question`` (0 when either has none)."""
-    a, b = content_words(text), content_words(sub_question)
-    common = sum((Counter(a) & Counter(b)).values())
-    return 2 * common / (len(a) + len(b)) if common else 0.0
+    return f1_score(" ".join(content_words(text)), [" ".join(content_words(sub_question))])
 
 
 def match_sub_question(query: str, plan: Sequence[str], answered: Sequence[int] = ()) -> int:
