@@ -6,7 +6,14 @@ a ``<plan>`` block, and each search is anchored to one of them.
 - In the ``plan`` dialect (:data:`search_env.dialects.DIALECTS`) the env requires a plan before the first search
   (a search without one is invalid, ``no_plan``); the plan comes in the same turn as an action, before it. A later
   ``<plan>`` replaces the plan. ``info["plan"]`` reports the plan on the turn that set it, ``info["sub_question"]``
-  on each search the index of the sub-question it answers (:func:`match_sub_question`).
+  on each search the index of the sub-question it answers (:func:`match_sub_question`), ``info["plan_coverage"]``
+  how well the searches so far cover the plan (:func:`plan_coverage`).
+- The plan-aware reward, ``RewardConfig(plan_weight=w)``: each step earns ``w`` times the rise in
+  :func:`plan_coverage`, so an episode's plan rewards add up to ``w`` times the coverage of its last plan by the
+  searches made after it was written (a re-plan starts from 0; searching the same sub-question again adds only
+  what it improves). The Plan paper's own formula is not public; this is the project's reading of "a plan-aware
+  reward to enforce alignment with sub-questions". It checks searches against the agent's own plan, not the plan
+  against the question, so a plan that merely restates the queries is paid in full.
 - :func:`plan_quality` compares a plan with a gold decomposition (MuSiQue's ``question_decomposition``, the
   built-in world's too): how many sub-questions each has, and the mean over gold sub-questions of the best
   :func:`similarity` with a planned one. MuSiQue's items are read as written (:func:`gold_readings`): ``"X >> r"``
@@ -27,8 +34,8 @@ from bm25s.stopwords import STOPWORDS_EN
 from search_env.actions import MAX_PLAN_STEPS, parse_plan
 from search_env.rewards import f1_score
 
-__all__ = ["MAX_PLAN_STEPS", "content_words", "gold_readings", "match_sub_question", "parse_plan", "plan_quality",
-           "similarity"]
+__all__ = ["MAX_PLAN_STEPS", "content_words", "gold_readings", "match_sub_question", "parse_plan", "plan_coverage",
+           "plan_quality", "similarity"]
 
 # bm25s's English stopwords, plus the question words, auxiliaries and pronouns sub-questions are phrased with
 FUNCTION_WORDS = frozenset(STOPWORDS_EN) | {
@@ -59,6 +66,19 @@ def match_sub_question(query: str, plan: Sequence[str], answered: Sequence[int] 
     best = max(scores)
     tied = [i for i, s in enumerate(scores) if s == best]
     return next((i for i in tied if i not in answered), tied[0])
+
+
+def plan_coverage(plan: Sequence[str] | None, searches: Sequence[tuple[int, str]]) -> float:
+    """How well ``searches`` (``(sub-question index, query)``, anchored by :func:`match_sub_question`) cover
+    ``plan``: the mean over its sub-questions of the best :func:`similarity` of a query anchored to it, 0 for one no
+    search addressed. In [0, 1]; 0 without a plan. The plan-aware reward pays its rise
+    (``RewardConfig.plan_weight``)."""
+    if not plan:
+        return 0.0
+    best = [0.0] * len(plan)
+    for k, query in searches:
+        best[k] = max(best[k], similarity(query, plan[k]))
+    return sum(best) / len(plan)
 
 
 def gold_readings(gold: Sequence[Mapping | str]) -> list[list[str]]:

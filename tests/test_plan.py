@@ -16,9 +16,12 @@ from search_env.plan import (
     gold_readings,
     match_sub_question,
     parse_plan,
+    plan_coverage,
     plan_quality,
     similarity,
 )
+from search_env.rewards import RewardConfig
+from search_env.wrappers import OutcomeOnly
 from tests.shared_data import shared_data
 from tests.test_actions import INVALID_ACTIONS
 
@@ -174,6 +177,54 @@ def test_plan_quality_on_real_musique_rows():
                 assert ref <= k and gold[ref - 1]["answer"] in r[0]  # the named reading holds the earlier answer
         assert plan_quality([g["question"] for g in gold], gold)["sub_question_f1"] == pytest.approx(1.0)
         assert plan_quality([item.question], gold)["sub_question_f1"] < 1.0  # the question itself is no plan
+
+
+def test_plan_coverage_by_hand():
+    plan = ["Which label released After Holmessa?", "When was that label founded?"]  # {label releas after holmessa}
+    assert plan_coverage(plan, []) == 0.0 and plan_coverage(None, [(0, "x")]) == 0.0
+    assert plan_coverage(plan, [(0, "After Holmessa")]) == pytest.approx((2 * 2 / 6) / 2)  # F1 2/3 on step 0 of 2
+    # the best query per sub-question counts; a query counts only for the sub-question it is anchored to
+    assert plan_coverage(plan, [(1, "Brodamuld Music founded"), (1, "label founded"), (0, "label founded")]) == (
+        pytest.approx((2 * 1 / 6 + 1.0) / 2)
+    )
+
+
+def test_plan_aware_reward_by_hand():
+    env = SearchQAEnv(dialect="plan", ig=False, max_turns=6, reward=RewardConfig(plan_weight=0.5))
+    env.reset(seed=0)
+    # (turn, sub-question, coverage): F1 {after holmessa} vs step 0 = 2/3; {brodamuld music found} vs step 1
+    # {label found} = 2*1/5; {label found} vs step 1 = 1; the same search again adds nothing
+    turns = [
+        (PLAN + "<search> After Holmessa </search>", 0, (2 / 3) / 2),
+        ("<search> Brodamuld Music founded </search>", 1, (2 / 3 + 0.4) / 2),
+        ("<search> When was the label founded </search>", 1, (2 / 3 + 1.0) / 2),
+        ("<search> After Holmessa </search>", 0, (2 / 3 + 1.0) / 2),
+    ]
+    previous, total = 0.0, 0.0
+    for action, sub_question, coverage in turns:
+        _, reward, *_, info = env.step(action)
+        assert info["sub_question"] == sub_question and info["plan_coverage"] == pytest.approx(coverage)
+        assert info["reward_components"]["plan"] == pytest.approx(0.5 * (coverage - previous)) == pytest.approx(reward)
+        previous, total = coverage, total + reward
+    assert total == pytest.approx(0.5 * (2 / 3 + 1.0) / 2)  # the terms add up to w times the coverage
+    # a re-plan starts the coverage again from 0: the episode's plan terms add up to 0 here
+    _, reward, terminated, _, info = env.step("<plan>1. Who founded Brodamuld Music?</plan><answer> 1941 </answer>")
+    assert terminated and info["plan_coverage"] == 0.0 and info["reward_components"]["plan"] == pytest.approx(-total)
+    assert reward == pytest.approx(1.0 - total)  # EM 1 (the answer's outcome) minus the lost coverage
+
+
+def test_plan_reward_is_off_by_default_and_kept_by_the_reward_wrappers():
+    plain = SearchQAEnv(dialect="plan", ig=False)
+    plain.reset(seed=0)
+    info = plain.step(PLAN + "<search> After Holmessa </search>")[4]
+    assert "plan" not in info["reward_components"] and info["plan_coverage"] == pytest.approx(1 / 3)  # reported only
+    wrapped = OutcomeOnly(SearchQAEnv(dialect="plan", ig=False, reward=RewardConfig(plan_weight=0.5)))
+    wrapped.reset(seed=0)
+    _, reward, *_, info = wrapped.step(PLAN + "<search> After Holmessa </search>")
+    assert reward == pytest.approx(0.5 / 3) == pytest.approx(info["reward_components"]["plan"])
+    for bad in (float("nan"), "0.1", None):
+        with pytest.raises(ValueError, match="plan_weight"):
+            RewardConfig(plan_weight=bad)
 
 
 def test_the_teacher_writes_plans_and_solves_the_world():
