@@ -1,10 +1,13 @@
 """The plan dialect: <plan> parsing (every malformed case of the bad-action battery, in and after a plan), the
-env's rules and info, sub-question matching, plan quality against gold decompositions (MuSiQue's too), and the
-plan-writing teacher."""
+env's rules and info, sub-question matching, plan quality against gold decompositions (MuSiQue's too), the
+plan-aware reward, the plan-writing teacher, and the warm start's self-bootstrapping (the model's own right
+episodes) at a tiny budget."""
 
+import json
 import re
 
 import pytest
+import torch
 
 from search_env.agents.policy import OraclePolicy, play_episode
 from search_env.data import load_questions
@@ -21,9 +24,13 @@ from search_env.plan import (
     similarity,
 )
 from search_env.rewards import RewardConfig
+from search_env.training.rollout import build_model
+from search_env.training.splits import held_out_split
 from search_env.wrappers import OutcomeOnly
+from tests.scripts import imported
 from tests.shared_data import shared_data
 from tests.test_actions import INVALID_ACTIONS
+from tests.test_warm_start import run_warm_start
 
 PLAN = "<plan>\n1. Which label released After Holmessa?\n2) When was that label founded?\n</plan>\n"
 STRING_CASES = [(a, r) for a, r in INVALID_ACTIONS if isinstance(a, str)]
@@ -239,3 +246,60 @@ def test_the_teacher_writes_plans_and_solves_the_world():
     info = env.step(teacher.act(env.transcript))[4]
     gold = items[0].metadata["question_decomposition"]
     assert info["plan"] == [g["question"] for g in gold] and plan_quality(info["plan"], gold)["sub_question_f1"] == 1.0
+
+
+# A seed model that sometimes succeeds: 150 SFT steps on the oracle's episodes of 2 training questions, which a
+# 32-wide one-layer model memorises (sampled at temperature 1 it then answers them right about half the time).
+SEED_FLAGS = ["--dialect", "plan", "--max-questions", "2", "--accuracy", "1", "--epochs", "150", "--batch-size", "2",
+              "--learning-rate", "1e-2", "--heads", "2", "--max-new-tokens", "40", "--ig-questions", "2",
+              "--eval-questions", "2"]
+
+
+@pytest.fixture(scope="module")
+def seed_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seed")
+    run_warm_start(folder, *SEED_FLAGS, timeout=600)
+    return folder / "ws"
+
+
+def test_self_episodes_are_the_models_own_right_episodes(seed_model):
+    with imported("benchmarks/study/warm_start.py") as ws:
+        model, tok = build_model(str(seed_model), seed=0)
+        world = build_world()
+        items = list(held_out_split(world.questions, 200, "2,3")[0])[:2]  # the seed model's training questions
+        args = ws.Args(dialect="plan", episodes_per_question=4, max_new_tokens=40)
+        torch.manual_seed(0)
+        kept, em, n = ws.self_episodes(model, tok, items, world.corpus, args)
+        torch.manual_seed(0)  # the same draws again, every episode with its stats
+        trajectories, episodes = ws.play(model, tok, items, world.corpus, args, group_size=4, sample=True)
+    right = [(t.input_ids, t.loss_mask().tolist()) for t, e in zip(trajectories, episodes) if e["em"] and e["searches"]]
+    assert n == len(episodes) == 8 and em == pytest.approx(sum(e["em"] for e in episodes) / 8)
+    assert kept == right and 0 < len(kept) < 8  # some right, some wrong: the filter dropped the wrong ones
+    for ids, mask in kept:
+        own = tok.decode([t for t, m in zip(ids, mask) if m])
+        assert own.startswith("<plan>") and "<search>" in own and own.endswith("</answer>")
+        assert tok.decode([t for t, m in zip(ids, mask) if not m]).startswith(ws.get_dialect("plan").prompt(
+            items[0].question, 3)[:40])  # the prompt and passages are the env's, not the model's
+
+
+def test_smoke_self_bootstrapped_warm_start(seed_model, tmp_path):
+    out, _ = run_warm_start(tmp_path, "--dialect", "plan", "--trajectories", "self", "--base-model", str(seed_model),
+                            "--max-questions", "2", "--episodes-per-question", "4", "--max-new-tokens", "40",
+                            "--ig-questions", "2", "--eval-questions", "2", "--self-rounds", "2", timeout=600)
+    report = json.loads((tmp_path / "ws" / "warm_start.json").read_text())
+    rounds = report["self_rounds"]
+    assert report["args"]["trajectories"] == "self" and len(rounds) == 2
+    assert all(r["sampled"] == 8 and 0 < r["kept"] <= 8 for r in rounds)
+    assert report["sft_episodes"] == sum(r["kept"] for r in rounds) and report["teacher_em"] == rounds[0]["em"]
+    assert "self-bootstrapped: the model's own sampled EM" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--trajectories", "self"], "needs a seed model"),
+    (["--trajectories", "teacher"], "must be oracle or self"),
+    (["--trajectories", "self", "--base-model", "x", "--self-rounds", "0"], "--self-rounds must be at least 1"),
+])
+def test_self_bootstrapping_refuses_what_it_cannot_do(tmp_path, flags, message):
+    with imported("benchmarks/study/warm_start.py") as ws, pytest.raises(SystemExit, match=message):
+        ws.main([*flags, "--output", str(tmp_path / "ws")])
+    assert not (tmp_path / "ws").exists()
