@@ -79,8 +79,8 @@ class SearchQAEnv(gym.Env[str, str]):
     (``ig_weight · IG``, weight 0 by default); in the ``plan`` dialect, with ``RewardConfig(plan_weight=w)``, also
     ``plan`` (``w`` times the step's rise in ``info["plan_coverage"]``, the plan-aware reward). IG itself is in
     ``info["ig"]`` on search steps; it is ``None`` for a search on the last turn, whose passages the agent never
-    reads (the episode is truncated). With
-    ``IGConfig(deferred=True)`` the env scores nothing: ``info["ig"]`` is ``None`` and ``info["ig_request"]``
+    reads (the episode is truncated). With ``IGConfig(deferred=True)`` the env scores nothing: ``info["ig"]`` is
+    ``None`` and ``info["ig_request"]``
     (:class:`~search_env.info_gain.DeferredIG`) holds what to score; its ``finish`` gives the IG.
     ``info["ig_detail"]["logp_real"]`` is the score of the gold answer given the context after the search; with
     ``IGConfig(score_start=True)``, ``reset``'s ``info["logp_start"]`` is that score before any search (the prefix
