@@ -26,6 +26,7 @@ from search_env.plan import (
 from search_env.rewards import RewardConfig
 from search_env.training.rollout import build_model
 from search_env.training.splits import held_out_split
+from search_env.vector import SearchQAVectorEnv
 from search_env.wrappers import OutcomeOnly
 from tests.scripts import imported
 from tests.shared_data import shared_data
@@ -229,6 +230,11 @@ def test_plan_reward_is_off_by_default_and_kept_by_the_reward_wrappers():
     wrapped.reset(seed=0)
     _, reward, *_, info = wrapped.step(PLAN + "<search> After Holmessa </search>")
     assert reward == pytest.approx(0.5 / 3) == pytest.approx(info["reward_components"]["plan"])
+    venv = SearchQAVectorEnv(2, dialect="plan", ig=False, reward=RewardConfig(plan_weight=0.5),
+                             autoreset_mode="Disabled")  # the vector env's sub-envs get the same reward
+    venv.reset(seed=0)
+    _, rewards, _, _, infos = venv.step([PLAN + "<search> After Holmessa </search>", "x"])
+    assert rewards.tolist() == pytest.approx([0.5 / 3, -0.1]) and infos["plan_coverage"][0] == pytest.approx(1 / 3)
     for bad in (float("nan"), "0.1", None):
         with pytest.raises(ValueError, match="plan_weight"):
             RewardConfig(plan_weight=bad)
