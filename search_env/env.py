@@ -17,7 +17,7 @@ from search_env.data.qa import QADataset, QAItem, load_questions, sub_answers
 from search_env.dialects import Dialect, get_dialect, invalid_feedback
 from search_env.info_gain import IGConfig, InformationGain, PendingIG, SearchStep
 from search_env.info_gain.gain import PendingCredit, score_pairs
-from search_env.plan import match_sub_question
+from search_env.plan import match_sub_question, plan_coverage
 from search_env.retrieval import Hit, Retriever, make_retriever
 from search_env.rewards import RewardConfig, exact_match, f1_score
 from search_env.spaces import UnicodeText
@@ -76,9 +76,11 @@ class SearchQAEnv(gym.Env[str, str]):
 
     ``reward = Σ components`` (``info["reward_components"]``, see :class:`RewardConfig`): ``outcome``
     (EM of the answer by default, 0 when cut off), ``format`` (``-0.1`` per invalid turn) and ``ig``
-    (``ig_weight · IG``, weight 0 by default). IG itself is in ``info["ig"]`` on search steps; it is ``None``
-    for a search on the last turn, whose passages the agent never reads (the episode is truncated). With
-    ``IGConfig(deferred=True)`` the env scores nothing: ``info["ig"]`` is ``None`` and ``info["ig_request"]``
+    (``ig_weight · IG``, weight 0 by default); in the ``plan`` dialect, with ``RewardConfig(plan_weight=w)``, also
+    ``plan`` (``w`` times the step's rise in ``info["plan_coverage"]``, the plan-aware reward). IG itself is in
+    ``info["ig"]`` on search steps; it is ``None`` for a search on the last turn, whose passages the agent never
+    reads (the episode is truncated). With ``IGConfig(deferred=True)`` the env scores nothing: ``info["ig"]`` is
+    ``None`` and ``info["ig_request"]``
     (:class:`~search_env.info_gain.DeferredIG`) holds what to score; its ``finish`` gives the IG.
     ``info["ig_detail"]["logp_real"]`` is the score of the gold answer given the context after the search; with
     ``IGConfig(score_start=True)``, ``reset``'s ``info["logp_start"]`` is that score before any search (the prefix
@@ -115,7 +117,7 @@ class SearchQAEnv(gym.Env[str, str]):
         dialect: ``"search-r1"`` (``<information>``), ``"autorefine"`` (``<documents>``, ``<refine>``) or ``"plan"``
             (sub-questions in ``<plan>`` before the first search; ``info["plan"]``, ``info["sub_question"]``), or a
             :class:`~search_env.dialects.Dialect`. ``template=`` is its deprecated old name.
-        reward: :class:`RewardConfig` (outcome metric, format penalty, IG weight).
+        reward: :class:`RewardConfig` (outcome metric, format penalty, IG weight, plan-aware reward weight).
         ig: ``True`` (default :class:`IGConfig`), ``False`` (no scoring, no model loaded) or an :class:`IGConfig`.
         scorer: the model that scores IG: ``None`` (the bundled SmolLM2-135M-Instruct), a model name or folder
             (loaded once per process and shared), or a scorer object such as
@@ -205,7 +207,7 @@ class SearchQAEnv(gym.Env[str, str]):
         self._prefix: str | None = None
         self._done = True
         self.plan: list[str] | None = None  # the plan dialect's sub-questions, once written
-        self._plan_answered: list[int] = []
+        self._plan_searches: list[tuple[int, str]] = []  # (sub-question, query) of each search since the plan
 
     @property
     def ig_config(self) -> IGConfig | None:
@@ -221,7 +223,7 @@ class SearchQAEnv(gym.Env[str, str]):
         self.item = self._choose_question(options or {})
         self.transcript = self._prompt = self.dialect.prompt(self.item.question, self.topk)
         self.steps, self.turn, self._prefix, self._done = [], 0, None, False
-        self.plan, self._plan_answered = None, []
+        self.plan, self._plan_searches = None, []
         self._render(self.transcript)
         info = {"question_id": self.item.id, "golden_answers": list(self.item.golden_answers)}
         if self.ig:
@@ -280,12 +282,16 @@ class SearchQAEnv(gym.Env[str, str]):
         action, rc = pending.action, self.reward_config
         self.turn += 1
         info: dict[str, Any] = {"action_type": None, "turn": self.turn}
+        coverage = plan_coverage(self.plan, self._plan_searches)
         if pending.plan is not None:
-            self.plan, self._plan_answered = pending.plan, []
+            self.plan, self._plan_searches = pending.plan, []
             info["plan"] = list(pending.plan)
         if isinstance(action, Search) and self.plan:
-            info["sub_question"] = match_sub_question(action.query, self.plan, self._plan_answered)
-            self._plan_answered.append(info["sub_question"])
+            info["sub_question"] = match_sub_question(action.query, self.plan, [k for k, _ in self._plan_searches])
+            self._plan_searches.append((info["sub_question"], action.query))
+        if self.plan:
+            info["plan_coverage"] = plan_coverage(self.plan, self._plan_searches)
+        plan_gain = info.get("plan_coverage", 0.0) - coverage
         terminated = False
         self.steps = pending.history
         if isinstance(action, Search):
@@ -301,10 +307,10 @@ class SearchQAEnv(gym.Env[str, str]):
             )
             info.update(self.ig.finish(pending.ig, scores[: len(pending.ig.pairs) if pending.ig else 0])
                         if self.ig else {"ig": None})
-            components = rc.components(ig=info["ig"])
+            components = rc.components(ig=info["ig"], plan=plan_gain)
         elif isinstance(action, Answer):
             golds = self.item.golden_answers
-            components = rc.components(outcome=rc.outcome_score(action.answer, golds))
+            components = rc.components(outcome=rc.outcome_score(action.answer, golds), plan=plan_gain)
             obs, terminated = "", True
             info.update(
                 action_type="answer",

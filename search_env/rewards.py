@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -61,23 +62,35 @@ class RewardConfig:
     - ``format``: ``-format_penalty`` on each invalid turn.
     - ``ig``: ``ig_weight * IG`` on each scored search step. 0 by default: IG is in ``info["ig"]`` for
       trainers that assign it to tokens themselves.
+    - ``plan`` (only with ``plan_weight``, in the ``plan`` dialect): ``plan_weight`` times the step's rise in
+      :func:`search_env.plan.plan_coverage`, how well the searches cover the agent's ``<plan>``; the plan-aware
+      reward, whose terms add up to ``plan_weight`` times the final coverage (at most ``plan_weight``).
     """
 
     outcome: str = "em"
     outcome_weight: float = 1.0
     format_penalty: float = 0.1
     ig_weight: float = 0.0
+    plan_weight: float = 0.0
 
     def __post_init__(self):
         if self.outcome not in OUTCOME_METRICS:
             raise ValueError(f"outcome must be one of {sorted(OUTCOME_METRICS)}, not {self.outcome!r}")
+        if not (isinstance(self.plan_weight, (int, float)) and math.isfinite(self.plan_weight)):
+            raise ValueError(f"plan_weight must be a finite number, not {self.plan_weight!r}")
 
     def outcome_score(self, prediction: str, golden_answers: Sequence[str]) -> float:
         return OUTCOME_METRICS[self.outcome](prediction, golden_answers)
 
-    def components(self, *, outcome: float = 0.0, invalid: bool = False, ig: float | None = None) -> dict[str, float]:
-        return {
+    def components(
+        self, *, outcome: float = 0.0, invalid: bool = False, ig: float | None = None, plan: float = 0.0
+    ) -> dict[str, float]:
+        """The weighted components; ``plan`` is the step's rise in plan coverage (its key only with ``plan_weight``)."""
+        out = {
             "outcome": self.outcome_weight * outcome,
             "format": -self.format_penalty if invalid else 0.0,
             "ig": self.ig_weight * ig + 0.0 if ig is not None else 0.0,  # + 0.0: never -0.0
         }
+        if self.plan_weight:
+            out["plan"] = self.plan_weight * plan + 0.0
+        return out

@@ -211,8 +211,9 @@ def test_smoke_warm_start_writes_a_folder_grpo_loads_and_is_cached(tmp_path, tok
 
 
 def test_smoke_plan_warm_start_then_grpo_in_the_plan_dialect(tmp_path):
-    """Plan's self-bootstrapping at a tiny budget: SFT on the noisy teacher's right plan-style episodes, then
-    grpo_ig.py trains that model in the plan dialect."""
+    """The oracle-written plan warm start at a tiny budget (``--keep-correct``: SFT on the noisy oracle's right
+    episodes, whose plans are gold decompositions; the self-bootstrapped one is in test_plan.py), then grpo_ig.py
+    trains that model in the plan dialect."""
     out, _ = run_warm_start(tmp_path, "--dialect", "plan", "--keep-correct", "--accuracy", "0.7")
     report = json.loads((tmp_path / "ws" / "warm_start.json").read_text())
     assert report["args"]["dialect"] == "plan" and 0 < report["sft_episodes"] < 12  # the wrong ones were dropped

@@ -10,6 +10,10 @@ trajectories that the env itself plays. The result is a Hugging Face folder that
 2. **Teacher**: ``OraclePolicy(accuracy=p)`` searches the correct next entity with probability p, else another entity
    it has read about, then answers from what it found. Played through the env (``play_episode``) on the training
    part of ``search_env.training.splits.held_out_split`` (grpo_ig.py's held-out split), restricted to ``--hops``.
+   In the plan dialect its ``<plan>`` is the gold decomposition: SFT on annotated plans (``--keep-correct``: only
+   its right episodes). ``--trajectories self`` is the Plan paper's self-bootstrapping instead: the model itself
+   (``--base-model``, one that sometimes succeeds) is sampled through grpo_ig's rollout, only its episodes that
+   answered right after searching are kept, and it is fine-tuned on them, for ``--self-rounds`` rounds.
 3. **SFT**: cross-entropy on the policy's turns (prompt and env text masked), with the model input exactly as
    ``grpo_ig.py`` builds it: ``chat_prompt(prompt)`` ids, then each turn's ids and each observation's ids. Plus
    (``--copy-weight``; 0 turns it off) the loss on env tokens that repeat a name or number already in the context:
@@ -30,6 +34,8 @@ The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by 
 with the same settings only prints the cached report. Its last line is ``warm-started model: <folder>``.
 
     python benchmarks/study/warm_start.py               # the testbed's warm start (cached)
+    python benchmarks/study/warm_start.py --dialect plan --max-new-tokens 40 --keep-correct   # oracle-written plans
+    python benchmarks/study/warm_start.py --dialect plan --max-new-tokens 40 --trajectories self --base-model <that>
     python examples/grpo_ig.py --model <folder> --hops 2,3 --no-few-shot --learning-rate 1e-4
 """
 
@@ -111,8 +117,15 @@ class Args:
     learning_rate: float = arg(3e-3, "AdamW peak learning rate (linear warm-up over 5% of steps, cosine decay)")
     copy_weight: float = arg(1.0, "weight of the loss on env tokens that repeat a name or number in the context "
                                   "(0: none)")
-    keep_correct: bool = arg(False, "SFT only on the teacher episodes that answered right (the Plan paper's filtered "
-                                    "self-bootstrapped trajectories)")
+    trajectories: str = arg("oracle", "who plays the SFT episodes: oracle (OraclePolicy at --accuracy; in the plan "
+                                       "dialect its plan is the gold decomposition) or self (the model, sampled; "
+                                       "only episodes that answered right after searching are kept: the Plan paper's "
+                                       "self-bootstrapping; needs --base-model)")
+    keep_correct: bool = arg(False, "with --trajectories oracle: SFT only on the oracle's episodes that answered right "
+                                    "(oracle-written plans, not self-bootstrapping)")
+    self_rounds: int = arg(1, "with --trajectories self: rounds of sampling the model, keeping its right episodes "
+                              "and fine-tuning on them")
+    temperature: float = arg(1.0, "with --trajectories self: sampling temperature (no top-k or top-p, as grpo_ig)")
     rename: bool = arg(False, "give each episode, in each epoch, random names (consistently within it): SFT then "
                              "teaches copying names from the context, not the world's facts")
     # reports
@@ -339,20 +352,67 @@ def ig_validity(model, tokenizer, items, corpus, args: Args) -> dict:
             "ig_unrelated": float(unrelated.mean())}
 
 
-def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> dict:
-    """Greedy episodes on ``items`` with grpo_ig.py's rollout, 32 at a time: EM, answer rate, searches per episode,
-    truncation rate and the share of turns with a valid tag."""
-    venv = SearchQAVectorEnv(min(32, len(items)), questions=QADataset(items), corpus=corpus, topk=args.topk,
-                             max_turns=args.max_turns, dialect=args.dialect, ig=False, autoreset_mode="Disabled")
+def play(model, tokenizer, items, corpus, args: Args, *, group_size: int = 1, sample: bool = False, seed: int = 0,
+         amp=nullcontext) -> tuple[list, list[dict]]:
+    """``(trajectories, episodes)``: ``group_size`` episodes per question of ``items`` with grpo_ig.py's rollout, up
+    to 32 at a time, greedy or sampled at ``args.temperature`` (no top-k or top-p)."""
+    per_batch = max(1, 32 // group_size)
+    venv = SearchQAVectorEnv(min(per_batch, len(items)) * group_size, questions=QADataset(items), corpus=corpus,
+                             topk=args.topk, max_turns=args.max_turns, dialect=args.dialect, ig=False,
+                             autoreset_mode="Disabled")
     stop = transformers.StoppingCriteriaList([transformers.StopStringCriteria(tokenizer, list(STOP_STRINGS))])
-    greedy = dict(generation_config=transformers.GenerationConfig(
-        do_sample=False, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+    config = dict(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0) if sample else dict(do_sample=False)
+    gen_kwargs = dict(generation_config=transformers.GenerationConfig(
+        **config, max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=model.generation_config.eos_token_id), stopping_criteria=stop)
     prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)
-    done = []
-    for s in range(0, len(items), venv.num_envs):
-        done += rollout(model, tokenizer, venv, items[s : s + venv.num_envs], group_size=1, seed=0, gen_kwargs=greedy,
-                        prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
+    trajectories, episodes = [], []
+    for s in range(0, len(items), per_batch):
+        t, e = rollout(model, tokenizer, venv, items[s : s + per_batch], group_size=group_size, seed=seed,
+                       gen_kwargs=gen_kwargs, prompt_text=prompt_text, timer=Timer(), amp=amp)
+        trajectories, episodes = trajectories + t, episodes + e
+    return trajectories, episodes
+
+
+def self_episodes(model, tokenizer, items, corpus, args: Args, seed: int = 0, amp=nullcontext):
+    """The Plan paper's self-bootstrapping data: ``episodes_per_question`` sampled episodes of the model itself per
+    question, kept as ``(ids, loss mask)`` (the mask True on its own turns, the ids as it generated them) when they
+    answered right after at least one search (in the plan dialect a search needs a plan). Returns the kept examples,
+    the sampled EM and the number sampled."""
+    trajectories, episodes = play(model, tokenizer, items, corpus, args, group_size=args.episodes_per_question,
+                                  sample=True, seed=seed, amp=amp)
+    kept = [(t.input_ids, t.loss_mask().tolist()) for t, e in zip(trajectories, episodes)
+            if e["em"] and e["searches"] >= 1]
+    return kept, float(np.mean([e["em"] for e in episodes])), len(episodes)
+
+
+def self_bootstrap(model, tokenizer, items, corpus, args: Args, timer: Timer, amp=nullcontext):
+    """``args.self_rounds`` rounds of :func:`self_episodes` then :func:`sft` on what was kept. Returns the SFT
+    losses and, per round, the sampled EM and the episodes sampled and kept.
+
+    Raises:
+        SystemExit: a round keeps no episode (the model never succeeds: start from one that sometimes does)."""
+    losses, rounds = [], []
+    for r in range(args.self_rounds):
+        model.eval()
+        with timer("teacher"), torch.no_grad():
+            examples, em, n = self_episodes(model, tokenizer, items, corpus, args, seed=r, amp=amp)
+        rounds.append({"em": em, "sampled": n, "kept": len(examples)})
+        print(f"round {r + 1}/{args.self_rounds}: the model's own episodes EM {em:.3f}, {len(examples)} of {n} kept "
+              f"(right after searching); SFT:", flush=True)
+        if not examples:
+            raise SystemExit(f"--trajectories self: none of the model's {n} sampled episodes answered right after "
+                             f"searching (round {r + 1}); self-bootstrapping needs a seed model that sometimes "
+                             f"succeeds (--base-model: a folder warm-started with --trajectories oracle, for one)")
+        with timer("sft"):
+            losses += sft(model, examples, args, tokenizer, None, amp)
+    return losses, rounds
+
+
+def evaluate(model, tokenizer, items, corpus, args: Args, amp=nullcontext) -> dict:
+    """Greedy episodes on ``items`` with grpo_ig.py's rollout (:func:`play`): EM, answer rate, searches per episode,
+    truncation rate and the share of turns with a valid tag."""
+    done = play(model, tokenizer, items, corpus, args, amp=amp)[1]
     out = {k: float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated")}
     turns = sum(e["searches"] + e["invalid"] + e["answered"] for e in done)
     out["valid_tag_rate"] = float(1 - sum(e["invalid"] for e in done) / max(turns, 1))
@@ -365,10 +425,13 @@ def describe(report: dict) -> str:
         return (f"{v['win_rate']:.2f} (mean IG gold {v['ig_gold']:+.3f} vs unrelated {v['ig_unrelated']:+.3f}, "
                 f"n={v['n']})")
 
+    rounds = report.get("self_rounds")
+    source = (f"teacher (accuracy {report['args']['accuracy']:g}) EM {report['teacher_em']:.3f} on "
+              f"{report['sft_episodes']} episodes" if not rounds else
+              "self-bootstrapped: the model's own sampled EM " + ", ".join(
+                  f"{r['em']:.3f} ({r['kept']} of {r['sampled']} kept)" for r in rounds) + " by round")
     return "\n".join([
-        f"model: {report['parameters'] / 1e6:.2f}M parameters, vocabulary {report['vocab_size']}; "
-        f"teacher (accuracy {report['args']['accuracy']:g}) EM {report['teacher_em']:.3f} on "
-        f"{report['sft_episodes']} episodes",
+        f"model: {report['parameters'] / 1e6:.2f}M parameters, vocabulary {report['vocab_size']}; {source}",
         f"IG validity (own IG, gold-title search beats unrelated-title search): before {validity(before)}",
         f"                                                                       after  {validity(after)}",
         f"warm-started greedy held-out EM {ev['em']:.3f}, answer rate {ev['answered']:.3f}, valid-tag rate "
@@ -387,14 +450,26 @@ def cache_key(args: Args, precision: str = "fp32") -> str:
                 if k not in ("output", "force", "threads", "device", "precision", "base_model")}
     settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision))
                      if v not in (None, "fp32")})
-    if not args.keep_correct:  # added later: absent from the keys made before it
-        del settings["keep_correct"]
+    later = (("keep_correct", False), ("trajectories", "oracle"), ("self_rounds", 1), ("temperature", 1.0))
+    for name, default in later:
+        if settings[name] == default:  # added later: absent from the keys made before them
+            del settings[name]
     text = json.dumps([settings, tokenizer_version(args.dialect), VERSION], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def main(argv=None) -> Path:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
+    if args.trajectories not in ("oracle", "self"):
+        raise SystemExit(f"--trajectories must be oracle or self, not {args.trajectories!r}")
+    if args.trajectories == "self" and not args.base_model:
+        raise SystemExit("--trajectories self samples the model itself, so it needs a seed model that sometimes "
+                         "succeeds: pass --base-model (a folder warm-started with --trajectories oracle, for one)")
+    if args.trajectories == "self" and args.rename:
+        raise SystemExit("--rename renames the oracle's episodes; it does not apply to --trajectories self")
+    if args.self_rounds < 1 or not args.temperature > 0:
+        raise SystemExit(f"--self-rounds must be at least 1 and --temperature positive (got {args.self_rounds}, "
+                         f"{args.temperature})")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device.type == "cuda" else "fp32")
     key = cache_key(args, precision)
@@ -424,22 +499,29 @@ def main(argv=None) -> Path:
           f"{len(train)} training and {len(held_out)} held-out questions ({args.hops} hops)", flush=True)
     with timer("ig_validity"), amp():
         before = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
-    with timer("teacher"):
-        examples, teacher_em = teacher_episodes(tokenizer, train, corpus, args)
-    print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} "
-          f"tokens "
-          f"({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
-    with timer("sft"):
-        names = name_words(build_world(seed=args.world_seed), tokenizer) if args.rename else None
-        losses = sft(model, examples, args, tokenizer, names, amp)
+    rounds = None
+    if args.trajectories == "self":
+        losses, rounds = self_bootstrap(model, tokenizer, train, corpus, args, timer, amp)
+        teacher_em, n_examples = rounds[0]["em"], sum(r["kept"] for r in rounds)
+    else:
+        with timer("teacher"):
+            examples, teacher_em = teacher_episodes(tokenizer, train, corpus, args)
+        n_examples = len(examples)
+        print(f"teacher: {len(examples)} episodes, EM {teacher_em:.3f}, {np.mean([len(i) for i, _ in examples]):.0f} "
+              f"tokens ({np.mean([sum(m) for _, m in examples]):.1f} of the policy) on average; SFT:", flush=True)
+        with timer("sft"):
+            names = name_words(build_world(seed=args.world_seed), tokenizer) if args.rename else None
+            losses = sft(model, examples, args, tokenizer, names, amp)
     with timer("ig_validity"), amp():
         after = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("eval"):
         ev = evaluate(model, tokenizer, list(held_out)[: args.eval_questions], corpus, args, amp)
     report = {"args": dataclasses.asdict(args), "parameters": sum(p.numel() for p in model.parameters()),
-              "vocab_size": len(tokenizer), "teacher_em": teacher_em, "sft_episodes": len(examples),
+              "vocab_size": len(tokenizer), "teacher_em": teacher_em, "sft_episodes": n_examples,
               "sft_loss_first_last": [losses[0], float(np.mean(losses[-10:]))], "ig_validity_before": before,
               "ig_validity_after": after, "eval": ev, "seconds": dict(timer.seconds)}
+    if rounds:
+        report["self_rounds"] = rounds
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
