@@ -346,12 +346,13 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
 
     monkeypatch.setitem(adapter.DEFAULTS, "scorer", fake_scorer)
     monkeypatch.setitem(adapter.DEFAULTS, "ig", {"n_random": 2})
-    given = {}
+    given, draw_seeds = {}, set()
     step = adapter.SearchQATextEnv.step
 
     def recording_step(self, action):
         out = step(self, action)
         given.setdefault(id(self), []).append((action, out["reward"]))
+        draw_seeds.add(self.env.ig._draw_seed)
         return out
 
     monkeypatch.setattr(adapter.SearchQATextEnv, "step", recording_step)
@@ -382,6 +383,7 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
     by_first_action = {turns[0][0].removesuffix(tokenizer.eos_token): [r for _, r in turns] for turns in given.values()}
     turn_rewards = [by_first_action[scripts[f"{t.instance_id}_{t.repetition_id}"][0]]
                     for t in generator_input["trajectory_ids"]]
+    assert len(draw_seeds) == 1  # SkyRL's generator starts a batch's envs together: one round of shared draws
     return trainer, batch, uids, turn_rewards
 
 
