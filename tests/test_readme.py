@@ -48,7 +48,7 @@ def run_block(tmp_path, monkeypatch):
 def test_every_python_block_is_checked_here():
     markers = ["import search_env  ", "dialect=\"search-r1\"", "SearchQAVectorEnv(4", "class WordOverlapRetriever",
                "IGConfig(deferred=Deferred(", 'scorer="http://127.0.0.1:8000"', 'skyrl.dataset_rows("test.jsonl")',
-               "search_env_verl.dataset_rows"]
+               "search_env_verl.dataset_rows", "PotentialShapedReward(SearchQAEnv("]
     assert sorted(BLOCKS) == sorted(block(m) for m in markers)
 
 
@@ -79,13 +79,33 @@ def test_api_block_builds_the_env_it_describes(run_block):
     assert ns["envs"].num_envs == 4
 
 
-def test_vector_block_scores_only_the_sub_env_that_searched(run_block, capsys):
+def test_vector_block_plays_one_group_and_scores_only_the_searches(run_block, capsys):
     ns = run_block("SearchQAVectorEnv(4")
-    infos = ns["infos"]
-    assert list(infos["action_type"]) == ["search", "answer", "invalid", None]
+    infos, envs = ns["infos"], ns["envs"]
+    question = "When was the record label of After Holmessa founded?"
+    assert [env.item.question for env in envs.envs] == [question] * 4  # every sub-env answers this question
+    assert list(infos["action_type"]) == ["search", "search", "answer", None]
     assert list(infos["_action_type"]) == [True, True, True, False]
-    assert list(infos["_ig"]) == [True, False, False, False]
-    assert ns["envs"].envs[3].turn == 0  # the None action left it waiting
+    assert list(infos["_ig"]) == [True, True, False, False]
+    igs = infos["ig"][infos["_ig"]]
+    assert igs[0] == igs[1] and igs[0] > 0
+    assert list(ns["rewards"]) == [0.0, 0.0, 1.0, 0.0] and infos["em"][2] == 1.0
+    assert envs.envs[3].turn == 0  # the None action left it waiting
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == str(ns["rewards"]) == "[0. 0. 1. 0.]"
+
+
+def test_reward_surprises_block_prints_what_the_text_says(run_block, capsys):
+    ns = run_block("PotentialShapedReward(SearchQAEnv(")
+    env = ns["env"].unwrapped
+    assert env.item.id == "world0-2hop-00073" and env.item.golden_answers == ("Kythovar",)
+    bridge, answer_hop = (s.documents for s in env.steps)
+    assert "Esmovar Recordings" in bridge and "Kythovar" not in bridge and "Erdastad" in bridge
+    assert "Kythovar" in answer_hop
+    assert round(ns["bridge"]["ig"], 3) == -0.587 and round(ns["answer_hop"]["ig"], 3) == 4.166
+    assert ns["end"]["em"] == 0.0 and round(ns["info"]["logp_start"], 3) == -8.335
+    assert ns["r1"] + ns["r2"] + ns["r3"] == pytest.approx(-0.3 * ns["info"]["logp_start"], abs=1e-9)
+    assert capsys.readouterr().out.splitlines()[-2:] == ["-0.587 4.166", "2.501 2.501"]
 
 
 def test_custom_retriever_block_finds_the_page_it_searched(run_block, capsys):
