@@ -14,7 +14,6 @@ Needs ``pip install "search_env[trl]"`` (Python >= 3.11).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from search_env.integrations.trl import SearchEnvFactory, make_dataset, with_tool_template
+from search_env.integrations.trl import SearchEnvFactory, checkpointing_setting, make_dataset, with_tool_template
 from search_env.training.args import arg, parse_args
 from search_env.training.rollout import build_model
 
@@ -61,10 +60,8 @@ def main(argv=None) -> dict:
     factory = SearchEnvFactory(args.corpus, topk=args.topk, max_searches=args.max_searches, ig_weight=args.ig_weight,
                                scorer=args.ig_scorer if args.ig_weight else None, seed=args.seed)
     gpu = torch.cuda.is_available()
-    names = {f.name for f in dataclasses.fields(GRPOConfig)}  # transformers 5.24 renamed gradient_checkpointing
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     config = GRPOConfig(
-        output_dir=args.output_dir, seed=args.seed, use_cpu=not gpu, bf16=gpu, **{checkpointing: gpu},
+        output_dir=args.output_dir, seed=args.seed, use_cpu=not gpu, bf16=gpu, **checkpointing_setting(GRPOConfig, gpu),
         per_device_train_batch_size=args.batch_size, num_generations=args.num_generations, max_steps=args.max_steps,
         max_completion_length=args.max_completion_length, max_tool_calling_iterations=args.max_tool_calls,
         learning_rate=args.learning_rate, temperature=args.temperature, logging_steps=1, report_to=args.report_to,

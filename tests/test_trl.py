@@ -21,7 +21,13 @@ import pytest
 
 from search_env.data.synthetic import build_world
 from search_env.info_gain import IGConfig
-from search_env.integrations.trl import SearchEnvFactory, SearchToolEnv, make_dataset, with_tool_template
+from search_env.integrations.trl import (
+    SearchEnvFactory,
+    SearchToolEnv,
+    checkpointing_setting,
+    make_dataset,
+    with_tool_template,
+)
 
 
 def trl_tools(env) -> dict:
@@ -277,14 +283,6 @@ def test_a_batch_shares_its_draws_and_the_next_batch_draws_fresh(tiny_corpus, fa
 # ------------------------------------------------------------------------------------------ GRPOTrainer
 
 
-def _checkpointing_arg(config_class) -> str:
-    """TRL turns activation checkpointing on by default; transformers 5.24 renamed the switch."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-
-
 def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer):
     """One real GRPOTrainer step: a tiny random Qwen2 whose `generate` is scripted to call the tools (a random
     model would never emit a well-formed tool call), so TRL's own parsing, tool loop and reward path run."""
@@ -331,7 +329,7 @@ def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer
         output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2, max_steps=1,
         max_completion_length=768, max_tool_calling_iterations=4, report_to="none", logging_steps=1,
         save_strategy="no", bf16=False, seed=0,
-        **{_checkpointing_arg(GRPOConfig): False},
+        **checkpointing_setting(GRPOConfig, False),
     )
     factory = SearchEnvFactory(topk=1, max_searches=2, ig_weight=0.5, scorer=fake_scorer, seed=0)
     trainer = GRPOTrainer(

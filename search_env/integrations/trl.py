@@ -58,7 +58,8 @@ from search_env.integrations import base
 from search_env.retrieval import Retriever, make_retriever
 from search_env.rewards import RewardConfig
 
-__all__ = ["TOOL_PROMPT", "SearchEnvFactory", "SearchToolEnv", "make_dataset", "with_tool_template"]
+__all__ = ["TOOL_PROMPT", "SearchEnvFactory", "SearchToolEnv", "checkpointing_setting", "make_dataset",
+           "with_tool_template"]
 
 TOOL_PROMPT = (
     "Answer the question below. You can call the `search` tool to look up passages in a corpus; each call returns "
@@ -308,6 +309,13 @@ def make_dataset(
             for q in items
         ]
     )
+
+
+def checkpointing_setting(config_class: Any, on: bool) -> dict[str, bool]:
+    """``{name: on}`` for the activation-checkpointing field of ``GRPOConfig`` (``config_class``): TRL turns it on
+    by default, and transformers 5.24 renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
 
 
 def with_tool_template(tokenizer: Any) -> Any:
