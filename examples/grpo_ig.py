@@ -13,7 +13,7 @@ command line) first, then the three parts of a training step, the pieces they us
 Held-out greedy EM every ``--eval-every`` steps. A checkpoint (weights, optimizer state, data position, random
 states) every ``--save-every`` steps and at the last step replaces the one before, so a run folder holds one
 (``--resume`` continues from it); ``--checkpoint-every N`` keeps those of every N-th step too. TensorBoard,
-``metrics.csv`` (seconds per step on generation, retrieval, IG, update) and ``curves.png`` in the run folder.
+``metrics.csv`` (seconds per phase), ``curves.png`` and ``episodes.jsonl`` (for ``search-env view``) in the run folder.
 Needs ``pip install "search_env[examples]"``.
 
     python examples/grpo_ig.py --model bundled --total-steps 20  # offline: the bundled SmolLM2-135M-Instruct
@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import random
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -43,9 +42,9 @@ from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
 from search_env.training.credit import assign_credit
-from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
+from search_env.training.distill import METHODS, Attempt, DistillBatch, distill_schedule, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
-from search_env.training.rollout import build_model, decode, rollout
+from search_env.training.rollout import EPISODE_STATS, build_model, decode, log_episodes, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint
 from search_env.training.splits import held_out_split
 
@@ -100,16 +99,18 @@ class Args:
     ig_pool: str = arg("corpus", "corpus | batch: where counterfactual passages come from")
     log_ig: bool = arg(False, "score IG even when --ig-weight is 0 (to log it; costs the IG time)")
     # self-distillation (search_env.training.distill), beside or instead of IG
-    distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens to the model reading its group's "
-                               "hindsight block) | sibling (OFSD: forward KL on policy tokens to the model reading a "
-                               "sibling that succeeded with fewer searches)")
-    distill_weight: float = arg(0.1, "weight of the self-distillation loss, added to the GRPO loss")
-    distill_every: int = arg(1, "add it every N steps (OFSD interleaves its rounds with GRPO's)")
-    distill_only: bool = arg(False, "those steps train on the self-distillation loss alone: separate OFSD rounds")
+    distill: str = arg("none", "none | hindsight (SD-Search: JSD on query tokens, the teacher reads the group's other "
+                               "attempts) | sibling (OFSD: forward KL on policy tokens, the teacher reads a sibling)")
+    distill_weight: float = arg(0.1, "weight of the self-distillation loss")
+    distill_schedule: str = arg("paper", "paper (hindsight: joint; sibling: rounds) | rounds (every N-th step trains "
+                                         "on the distillation loss alone) | joint (added to that step's GRPO loss)")
+    distill_every: int | None = arg(None, "distil every N steps (default: 5 in rounds, 1 joint)")
+    distill_keep_own: bool = arg(False, "hindsight: keep each rollout's own attempt in its teacher's block")
     # evaluation, checkpoints, logs
     eval_every: int = arg(10, "evaluate every N steps (and at the last step)")
     eval_questions: int = arg(64, "held-out questions per evaluation")
     eval_batch_size: int = arg(32, "episodes generated together during evaluation")
+    log_episodes: int = arg(8, "training and held-out episodes written to episodes.jsonl at each evaluation")
     save_every: int | None = arg(None, "write the checkpoint every N steps (default: --eval-every) and at the last "
                                        "step; each replaces the one before")
     checkpoint_every: int | None = arg(None, "also keep the checkpoints of every N-th step (default: the last only)")
@@ -166,27 +167,25 @@ def grpo_update(model, ref_model, optimizer, batch: dict, args: Args, timer: Tim
                 clipped = ((ratio - 1).abs() > args.clip_eps).float()
                 for key, value in (("total", loss), ("pg", pg * mask), ("kl", kl * mask), ("clipfrac", clipped * mask)):
                     sums[f"loss/{key}"] += (value if key == "total" else value.sum() / n_tokens).item()
-            if distill is not None:
-                kind = "jsd" if args.distill == "hindsight" else "fkl"
-                with amp():
-                    loss = args.distill_weight * distill_loss(model, *distill, kind=kind)
-                if loss.requires_grad:  # else no token to distil in this batch (no sibling): nothing to add
-                    loss.backward()
-                sums["loss/distill"] += loss.item()
+            if distill is not None:  # micro-batched; its teacher: the weights before this step's update
+                sums["loss/distill"] += distill.backward(model, args.distill_weight, amp)
             sums["loss/grad_norm"] += float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
             optimizer.step()
     return {k: v / args.update_epochs for k, v in sums.items()}
 
 
 def distill_inputs(trajectories, episodes, args: Args, tokenizer, prompt_text, device):
-    """:func:`search_env.training.distill.distill_loss`'s inputs: each rollout read by its teacher (its group's
+    """The step's :class:`~search_env.training.distill.DistillBatch`: each rollout read by its teacher (its group's
     hindsight, or its sibling's episode), rendered as the policy reads its own prompt."""
     attempts = [Attempt(e["queries"], e["answer"], bool(e["em"])) for e in episodes]
     completions = [decode(tokenizer, t.completion_ids) for t in trajectories]
-    texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], completions, args.group_size, kind=args.distill)
+    texts = teacher_prompts(attempts, [e["prompt"] for e in episodes], completions, args.group_size, kind=args.distill,
+                            keep_own=args.distill_keep_own)
     ids = [None if t is None else tokenizer(prompt_text(t), add_special_tokens=False)["input_ids"] for t in texts]
-    rows = teacher_rows(trajectories, ids, queries_only=args.distill == "hindsight", pad_id=tokenizer.pad_token_id)
-    return [r.to(device) for r in rows]
+    method = METHODS[args.distill]
+    rows = teacher_rows(trajectories, ids, queries_only=method["queries_only"], pad_id=tokenizer.pad_token_id)
+    return DistillBatch(*[r.to(device) for r in rows], beta=method["beta"], micro_batch_size=args.micro_batch_size,
+                        passes=args.update_epochs)
 
 
 # -------------------------------------------------------------------------------- the pieces they use
@@ -272,8 +271,7 @@ def question_at(position: int, n: int, seed: int) -> int:
 def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
     """Episode statistics, and IG over scored searches with its share of |A_tok| on policy tokens."""
     rewards, mask = batch.rewards.reshape(-1, args.group_size), batch.loss_mask
-    out = {f"train/{k}": float(np.mean([e[k] for e in episodes]))
-           for k in ("em", "answered", "searches", "invalid", "truncated")}
+    out = {f"train/{k}": float(np.mean([e[k] for e in episodes])) for k in EPISODE_STATS}
     best_em = np.reshape([e["em"] for e in episodes], (-1, args.group_size)).max(1)
     out.update({"train/all_failed_groups": float(np.mean(best_em == 0)), "train/reward": float(batch.rewards.mean()),
                 "train/tokens": float(batch.attention_mask.sum(1).mean()),
@@ -306,31 +304,31 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
 
 
 def train_step(step: int, items, args: Args, model, ref_model, optimizer, tokenizer, venv, sample, prompt_text,
-               timer: Timer, amp, device) -> dict:
-    """One GRPO step on ``items``: rollout, credit (and self-distillation's inputs), update; returns its metrics."""
+               timer: Timer, amp, device) -> tuple[dict, tuple]:
+    """One GRPO step on ``items``: rollout, credit (and distillation's inputs), update; metrics, (episodes, batch)."""
     model.eval()
     trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
                                      gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
     # Group-relative advantages, ig_weight · clip(IG) on each search's query tokens, env tokens masked.
     batch = assign_credit(trajectories, pad_id=tokenizer.pad_token_id, ig_weight=args.ig_weight, ig_clip=args.ig_clip,
                           ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
-    distilling = args.distill != "none" and step % args.distill_every == 0
+    every, alone = distill_schedule(args.distill, args.distill_schedule, args.distill_every)  # every 0: never
+    distilling = every > 0 and step % every == 0
     distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if distilling else None
     model.train()
     metrics = grpo_update(model, ref_model, optimizer, batch.to_torch(device), args, timer, amp, distill,
-                          policy_loss=not (distilling and args.distill_only))
-    return {**metrics, **step_metrics(batch, episodes, args)}
+                          policy_loss=not (distilling and alone))
+    return {**metrics, **step_metrics(batch, episodes, args)}, (episodes, batch)
 
 
-def evaluate(model, tokenizer, eval_venv, items, greedy, prompt_text, amp) -> dict:
-    """Greedy held-out episodes, ``eval_venv.num_envs`` questions at a time: their mean statistics."""
+def evaluate(model, tokenizer, eval_venv, items, greedy, prompt_text, amp) -> tuple[dict, list[dict]]:
+    """Greedy held-out episodes, ``eval_venv.num_envs`` questions at a time: their mean statistics, the episodes."""
     model.eval()
     n, done = eval_venv.num_envs, []
     for s in range(0, len(items), n):
         done += rollout(model, tokenizer, eval_venv, items[s : s + n], group_size=1, seed=0, gen_kwargs=greedy,
                         prompt_text=prompt_text, timer=Timer(), amp=amp)[1]
-    return {f"eval/{k}": float(np.mean([e[k] for e in done])) for k in ("em", "answered", "searches", "truncated",
-                                                                        "invalid")}
+    return {f"eval/{k}": float(np.mean([e[k] for e in done])) for k in EPISODE_STATS}, done
 
 
 def print_step(step: int, m: dict, t: dict) -> None:
@@ -349,9 +347,7 @@ def start_run(args: Args):
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     transformers.utils.logging.disable_progress_bar()
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    transformers.set_seed(args.seed)  # Python's, numpy's and torch's generators
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     precision = args.precision if args.precision != "auto" else ("bf16-mixed" if device.type == "cuda" else "fp32")
     amp = partial(torch.autocast, device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else nullcontext
@@ -360,10 +356,10 @@ def start_run(args: Args):
 
 def main(argv=None) -> None:
     args = parse_args(Args, argv, description=__doc__.split("\n\n")[0])
-    if args.distill not in ("none", "hindsight", "sibling"):
-        raise SystemExit(f"--distill {args.distill}: use none, hindsight or sibling")
-    if args.distill_every < 1:
-        raise SystemExit(f"--distill-every {args.distill_every}: use a positive number of steps")
+    try:
+        distill_schedule(args.distill, args.distill_schedule, args.distill_every)
+    except ValueError as error:
+        raise SystemExit(f"--distill {args.distill} --distill-schedule {args.distill_schedule}: {error}") from None
     run_dir, device, precision, amp = start_run(args)
 
     # Models, data, envs. Resume: step, data position, optimizer and random states come from the checkpoint.
@@ -396,12 +392,14 @@ def main(argv=None) -> None:
         items = [train_set[question_at(data_pos + k, len(train_set), args.seed)]
                  for k in range(args.questions_per_step)]
         data_pos += args.questions_per_step
-        metrics = train_step(step, items, args, model, ref_model, optimizer, tokenizer, venv, sample, prompt_text,
-                             timer, amp, device)
+        metrics, (episodes, batch) = train_step(step, items, args, model, ref_model, optimizer, tokenizer, venv,
+                                                sample, prompt_text, timer, amp, device)
         if step % args.eval_every == 0 or step == args.total_steps:
             with timer("eval"):
-                metrics.update(evaluate(model, tokenizer, eval_venv, list(eval_set)[: args.eval_questions], greedy,
-                                        prompt_text, amp))
+                evaluation, held_out = evaluate(model, tokenizer, eval_venv, list(eval_set)[: args.eval_questions],
+                                                greedy, prompt_text, amp)
+            metrics.update(evaluation)
+            log_episodes(run_dir, step, args.log_episodes, train=(episodes, batch), eval=(held_out, None))
         if step % (args.save_every or args.eval_every) == 0 or step == args.total_steps:
             with timer("checkpoint"):
                 save_checkpoint(run_dir / "checkpoints", step, model, tokenizer, keep_every=args.checkpoint_every,

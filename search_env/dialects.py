@@ -70,15 +70,14 @@ _SEARCH_R1 = (
     "Answer the question below. Reason inside <think> and </think> whenever you get new information. "
     "If you need facts you do not have, search by writing <search> your query </search>; the {topk} best "
     "passages come back between <{documents}> and </{documents}>. You may search as often as you need. When you "
-    "know the answer, give it alone, with no explanation, between <answer> and </answer>, "
-    "for example <answer> Lisbon </answer>. "
+    "know the answer, give it alone, with no explanation, between <answer> and </answer>. "
 )
 _AUTOREFINE = (
     "Answer the question below. Reason inside <think> and </think>. If you need facts you do not have, "
     "search by writing <search> your query </search>; the {topk} best passages come back between "
     "<{documents}> and </{documents}>. After each search, write what the passages tell you that matters for the "
     "question between <refine> and </refine>. You may search as often as you need. When you know the "
-    "answer, give it alone between <answer> and </answer>, for example <answer> Lisbon </answer>. "
+    "answer, give it alone between <answer> and </answer>. "
 )
 
 _PLAN = (
@@ -87,7 +86,7 @@ _PLAN = (
     "writer born?\n</plan>, then write your first search in the same turn. Reason inside <think> and </think>. "
     "Search by writing <search> your query </search>, one sub-question at a time; the {topk} best passages come back "
     "between <{documents}> and </{documents}>. When you know the answer, give it alone between <answer> and "
-    "</answer>, for example <answer> Lisbon </answer>. "
+    "</answer>. "
 )
 
 DIALECTS: dict[str, Dialect] = {

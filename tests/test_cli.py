@@ -84,8 +84,9 @@ def test_eval_resume_honours_limit(qa_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, keys", [
-    (["--policy", "bundled"], ["max_new_tokens", "policy", "temperature"]),
+    (["--policy", "bundled"], ["constrained", "max_new_tokens", "policy", "temperature"]),
     (["--topk", "2"], ["topk"]),
+    (["--seed", "1", "--ig"], ["ig", "seed"]),
     (["--max-turns", "3", "--dialect", "autorefine"], ["dialect", "max_turns"]),
     (["--retriever", "rank-bm25"], ["retriever"]),
 ])
@@ -122,6 +123,136 @@ def test_eval_refuses_other_data_and_files_without_settings(qa_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f"search-env: error: {old} has no settings header") and err.count("\n") == 1
     assert old.read_bytes() == before
+
+
+def eval_record(id_, em, f1, *, searches=1, answered=True, dataset="d"):
+    """A version-1 episode record as eval writes it, with only what --compare reads set by hand."""
+    turns = [{"text": "<search> q </search>", "action_type": "search", "reward": 0.0, "reward_components": {},
+              "query": "q", "doc_ids": [], "passages": []}] * searches
+    return {"schema_version": 1, "id": id_, "question": "?", "golden_answers": ["a"],
+            "prediction": "a" if answered else None, "em": em, "f1": f1, "n_searches": searches, "return": em,
+            "turns": turns, "dataset": dataset}
+
+
+def test_eval_compare_is_the_hand_computed_table(tmp_path, capsys):
+    """Runs A and B share q1 and q2: EM B-A = (1, 0) over them, mean 0.5 and a 95% bootstrap interval [0, 1] (a
+    resample of two is 0 or 1 a quarter of the time each); F1 B-A = (0.5, 0.5), so [0.5, 0.5]."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    header = json.dumps({"search_env": "eval", "settings": {"policy": "x"}}) + "\n"  # eval's settings line, skipped
+    a.write_text(header + "".join(json.dumps(r) + "\n" for r in [
+        eval_record("q0", 1.0, 1.0, searches=2), eval_record("q1", 0.0, 0.5), eval_record("q2", 0.0, 0.0, searches=3,
+                                                                                           answered=False)]))
+    b.write_text("".join(json.dumps(r) + "\n" for r in [
+        eval_record("q1", 1.0, 1.0), eval_record("q2", 0.0, 0.5, searches=2), eval_record("q9", 1.0, 1.0, searches=0)]))
+    assert main(["eval", "--compare", str(a), str(b)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "n", "EM", "F1", "answered", "searches", "EM", "-", "first", "[95%]", "F1", "-",
+                                "first", "[95%]", "n", "paired"]
+    assert lines[1].split() == [str(a), "3", "0.333", "0.500", "0.667", "2.00", "(reference)"]
+    assert lines[2].split() == [str(b), "3", "0.667", "0.833", "1.000", "1.00", "+0.500", "[+0.000,", "+1.000]",
+                                "+0.500", "[+0.500,", "+0.500]", "2"]
+    assert "paired bootstrap" in lines[3] and "10,000 resamples" in lines[3]
+
+
+def test_eval_compare_refuses_runs_that_share_no_question_and_bad_files(tmp_path, capsys):
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    a.write_text(json.dumps(eval_record("q0", 1.0, 1.0)) + "\n")
+    b.write_text(json.dumps(eval_record("q0", 1.0, 1.0, dataset="other")) + "\n")  # same id, another dataset
+    assert main(["eval", "--compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"search-env: error: {b} shares no questions (dataset, id) with {a}: there is nothing to pair\n"
+    c.write_text(json.dumps(eval_record("q0", 1.0, 1.0)) + "\n" + json.dumps({"id": "q1"}) + "\n")
+    assert main(["eval", "--compare", str(a), str(c)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"search-env: error: {c}:2: ") and err.count("\n") == 1
+    assert main(["eval", "--compare", str(a)]) == 2
+    assert "at least two runs" in capsys.readouterr().err
+    assert main(["eval", "--compare", str(a), str(a), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "without --questions and --output" in capsys.readouterr().err
+    assert main(["eval", "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert capsys.readouterr().err == ("search-env: error: eval needs --questions (or --compare RUN.jsonl ... to "
+                                       "compare finished runs)\n")
+
+
+def test_paired_interval_is_the_bootstrap_of_the_mean():
+    from search_env.commands.compare import paired_interval
+
+    mean, low, high = paired_interval([0.0, 1.0, 0.0, 1.0] * 25, seed=0)
+    assert mean == 0.5 and 0.39 < low < 0.42 and 0.58 < high < 0.61  # ±1.96·0.05 around 0.5
+    assert paired_interval([0.25] * 7, resamples=50) == (0.25, 0.25, 0.25)
+    with pytest.raises(ValueError, match="at least one"):
+        paired_interval([])
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    """A tiny random causal LM saved with save_pretrained, with the bundled tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from search_env.agents.models import bundled_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    config = tiny_llama_config(len(tokenizer), layers=1, heads=2, kv_heads=1, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-lm"
+    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def test_eval_a_model_plays_batches_with_progress_and_keeps_what_the_viewer_needs(qa_dir, model_dir, tmp_path,
+                                                                                   capsys):
+    """A tiny random model, constrained, 5 episodes in batches of 2 (3 rounds), scoring IG with itself: progress on
+    stderr as episodes end, every record a valid v1 record (its junk queries find no passages: the bundled model's
+    test below checks passages and IG)."""
+    from search_env.records import check_record
+
+    out = tmp_path / "traj.jsonl"
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", str(model_dir), "--output", str(out),
+            "--limit", "5", "--max-turns", "3", "--max-new-tokens", "4", "--constrained", "--batch-size", "2",
+            "--ig", "--threads", "1", "--seed", "3"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    progress = [line for line in captured.err.splitlines() if line.startswith("eval tinyset: ")]
+    assert [line.split()[2] for line in progress] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert all("EM " in line and "left" in line for line in progress)
+    records = read_records(out)
+    assert sorted(r["id"] for r in records) == ["q0", "q1", "q2", "q3", "q4"]
+    for r in records:
+        check_record(r)
+        kinds = [t["action_type"] for t in r["turns"]]
+        assert kinds[0] == "search" and kinds[-1] == "answer"  # constrained: search first, answer by the last turn
+        assert all([p["doc_id"] for p in t["passages"]] == t["doc_ids"] for t in r["turns"] if "passages" in t)
+    header = json.loads(out.read_text().splitlines()[0])["settings"]
+    assert header["constrained"] is True and header["seed"] == 3 and header["ig"] is True
+    # the same run again, one at a time: nothing to redo, and the settings match (batch size is not one of them)
+    assert main([*args[:args.index("--batch-size")], "--batch-size", "1", "--ig", "--seed", "3", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "0 episodes run, 5 resumed" in captured.out and "eval tinyset" not in captured.err
+
+
+@pytest.mark.slow
+def test_eval_bundled_model_constrained_at_a_tiny_budget(tmp_path, capsys):
+    """The bundled model on the built-in world, 2 episodes in one batch: constrained by default, so every turn is
+    well formed (it was invalid turn after turn unconstrained); with --ig each first search's IG is in its record."""
+    out = tmp_path / "traj.jsonl"
+    assert main(["eval", "--questions", "builtin", "--policy", "bundled", "--output", str(out), "--limit", "2",
+                 "--max-turns", "2", "--max-new-tokens", "12", "--threads", "1", "--ig"]) == 0
+    records = read_records(out)
+    assert len(records) == 2
+    assert all([t["action_type"] for t in r["turns"]] == ["search", "answer"] for r in records)
+    searches = [r["turns"][0] for r in records]
+    assert all(t["query"] and t["passages"] and t["passages"][0]["text"] for t in searches)
+    assert all(t["ig"] is not None and len(t["ig_detail"]["logp_random"]) == 3 for t in searches)  # scored by itself
+    assert "eval builtin: 2/2 episodes" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_negative_temperature(qa_dir, tmp_path, capsys):
+    args = ["eval", "--questions", str(qa_dir / "test.jsonl"), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*args, "--temperature", "-1"]) == 2
+    assert "argument --temperature: must be a finite number of at least 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_eval_a_bad_policy_leaves_no_file_and_a_torn_header_starts_over(qa_dir, tmp_path, capsys):
@@ -286,11 +417,15 @@ def test_help_describes_each_command_and_every_option_with_its_default(command, 
 def test_demo_oracle_runs(capsys):
     assert main(["demo", "--policy", "oracle", "--no-ig", "--episodes", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Episode 1" in out and "EM 1" in out
+    assert "Episode 1" in out and "EM 1" in out and "(2 hops)" in out
+    assert "The oracle answered 1 of 1 right" in out and "For contrast" not in out  # no oracle after the oracle
+    assert main(["demo", "--policy", "oracle", "--no-ig", "--episodes", "1", "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(1 hop)" in out and "hops" not in out
 
 
 @pytest.mark.parametrize("command", [["-m", "search_env.commands.demo"], ["-m", "search_env.commands.cli", "demo"],
-                                     ["-m", "search_env.commands.demo"]])  # the old module path still runs
+                                     ["-m", "search_env.demo"]])  # the old module path still runs
 def test_demo_refuses_zero_episodes_either_way(command):
     result = subprocess.run([sys.executable, *command, "--episodes", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
@@ -306,14 +441,24 @@ def test_demo_model_acts_and_scores_with_one_model(monkeypatch, capsys):
     from search_env.scoring import transformers_scorer as scorers
 
     tokenizer = AutoTokenizer.from_pretrained(bundled.bundled_model_dir())
+    from transformers.utils import logging
+
     tiny = tiny_llama(len(tokenizer), layers=1)
-    loads = []
-    monkeypatch.setattr(bundled, "load_causal_lm", lambda name, **kw: loads.append(name) or (tiny, tokenizer))
+    loads = []  # (name, whether transformers' "Loading weights" bar was on)
+    monkeypatch.setattr(bundled, "load_causal_lm",
+                        lambda name, **kw: loads.append((name, logging.is_progress_bar_enabled())) or (tiny, tokenizer))
     monkeypatch.setattr(scorers, "default_scorer", lambda *a: pytest.fail("the demo loaded a second model"))
-    demo.run_demo("model", episodes=1, seed=0)
+    demo.run_demo("model", episodes=2, seed=0)
     out = capsys.readouterr().out
-    assert loads == ["bundled"]
-    assert "Episode 1" in out and "IG " in out and "total reward" in out
+    assert loads == [("bundled", False)] and logging.is_progress_bar_enabled()  # silenced for the load only
+    assert "Episode 1" in out and "Episode 2" in out and "IG " in out and "total reward" in out
+    # what the episodes show, then the oracle on the same questions
+    summary, contrast = out.split("total reward")[1].split("For contrast, the oracle")
+    assert "The model answered 0 of 2 right" in summary and "rarely answers right" in summary
+    ids = [line.split(": ")[1].split(" (")[0] for line in out.splitlines() if line.startswith("=== Episode")]
+    lines = contrast.strip().splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == ids
+    assert all("EM 1" in line and "(IG " in line for line in lines)
 
 
 @pytest.mark.slow
@@ -360,19 +505,8 @@ def test_an_unknown_model_name_is_one_line_naming_the_option(qa_dir, tmp_path, c
 
 
 @pytest.mark.slow
-def test_eval_any_hugging_face_model(qa_dir, tmp_path, capsys):
+def test_eval_any_hugging_face_model(qa_dir, model_dir, tmp_path, capsys):
     """`--policy DIR`: a causal LM saved with save_pretrained (a tiny random one, with the bundled tokenizer)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from search_env.agents.models import bundled_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    config = tiny_llama_config(len(tokenizer), layers=1, heads=2, kv_heads=1, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model_dir = tmp_path / "tiny-lm"
-    AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     out = tmp_path / "traj.jsonl"
     assert main(["eval", "--questions", str(qa_dir / "test.jsonl"), "--policy", str(model_dir), "--output", str(out),
                  "--limit", "2", "--max-turns", "2", "--max-new-tokens", "8"]) == 0

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from search_env import IGConfig
+from search_env.records import check_record, read_records
 from search_env.training import rollout as rollouts
 from search_env.training.credit import Trajectory, assign_credit
 from search_env.vector import SearchQAVectorEnv
@@ -71,7 +73,7 @@ SCRIPT = [
 
 
 def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
-    example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch
+    example, tok, tiny_questions, tiny_corpus, fake_scorer, monkeypatch, tmp_path
 ):
     """Scripted generations through the real env: segments, spans, IG and the next turn's context."""
     seen_contexts = []
@@ -121,6 +123,17 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
         ig_term[query], np.repeat([0.5 * np.clip(t.step_ig[0], -1, 1) for t in trajs], query.sum(1))
     )
     assert not ig_term[batch.loss_mask & ~query].any()
+    # each episode's record: its passages and IG as the env scored them; logged with the advantage its query got
+    for episode, traj in zip(episodes, trajs):
+        search = check_record(episode["record"])["turns"][0]
+        assert search["ig"] == traj.step_ig[0] and len(search["ig_detail"]["logp_random"]) == 2
+        assert search["passages"][0]["title"] == "Karvesh" and episode["record"]["em"] == episode["em"]
+    assert rollouts.log_episodes(tmp_path, 4, 3, train=(episodes, batch), eval=(episodes, None)) == 6
+    logged = read_records(tmp_path / "episodes.jsonl")
+    assert [(r["step"], r["split"]) for r in logged] == [(4, "train")] * 3 + [(4, "eval")] * 3
+    assert [r["turns"][0]["advantage"] for r in logged[:3]] == pytest.approx(
+        [batch.advantages[i] + ig_term[i][query[i]][0] for i in range(3)])
+    assert "advantage" not in logged[3] and "advantage" not in logged[3]["turns"][0]
 
 
 def test_grpo_update_changes_the_policy_and_stays_finite(example):
@@ -191,12 +204,15 @@ def test_smoke_run_and_resume(tmp_path):
     assert (run / "curves.png").stat().st_size > 0
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert "step    1" in out and "step    3" in out
+    logged = [(r["step"], r["split"]) for r in read_records(run / "episodes.jsonl")]
+    assert logged == [(s, split) for s in (2, 3) for split in ("train", "eval") for _ in range(4)]
 
     shutil.rmtree(run / "checkpoints" / "step_000003")
     out = run_example(tmp_path, "--total-steps", "3", "--resume")
     assert "at step 3" in out and "step    2" not in out and "step    3" in out
     resumed = read_rows(run / "metrics.csv")
     assert [int(r["step"]) for r in resumed] == [1, 2, 3]  # step 3 redone once, not appended twice
+    assert [(r["step"], r["split"]) for r in read_records(run / "episodes.jsonl")] == logged
     assert (run / "checkpoints" / "step_000003" / "trainer_state.pt").exists()
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_000003"]  # by default the last one only
     # the same step 3 as the uninterrupted run: same questions (data position) and samples (RNG states)
@@ -321,8 +337,12 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
         model, _ = example.build_model("tiny-random", seed=0)
         args = example.Args(distill=kind, distill_weight=1.0, group_size=2, micro_batch_size=2, learning_rate=1e-2,
                             kl_coef=0.0)
-        distill = example.distill_inputs(trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
-        student, mask, teacher, offsets = distill
+        inputs = partial(example.distill_inputs, trajs, episodes, args, tok, lambda p: p, torch.device("cpu"))
+        distill = inputs()
+        mask, offsets = distill.student_mask, distill.offsets
+        three = example.distill_inputs(trajs, episodes, example.Args(**{**vars(args), "update_epochs": 3}), tok,
+                                       lambda p: p, torch.device("cpu"))
+        assert three.passes_left == 3 and distill.beta == (0.5 if kind == "hindsight" else 0.0)  # teacher kept 3 passes
         assert [bool(m.any()) for m in mask] == taught  # sibling: only rollouts with a more efficient correct sibling
         assert (offsets[torch.tensor(taught)] > 0).all()
         if kind == "hindsight":  # on the query tokens only
@@ -339,7 +359,7 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
                 model.zero_grad(set_to_none=True)
                 sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: read the gradients, keep the weights
                 example.grpo_update(model, None, sgd, batch, args, example.Timer(torch.device("cpu")), nullcontext,
-                                    distill if with_distill else None, policy_loss=policy_loss)
+                                    inputs() if with_distill else None, policy_loss=policy_loss)
                 grads.append(
                     [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
                 )
@@ -349,15 +369,15 @@ def test_distill_options_add_their_loss_to_the_update(example, tok):
 
 @pytest.mark.parametrize("kind", ["hindsight", "sibling"])
 def test_smoke_run_with_distillation(tmp_path, kind):
-    out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5")
+    every = ["--distill-every", "1"] if kind == "sibling" else []  # sibling's rounds: every 5th step by default
+    out = run_example(tmp_path, "--total-steps", "1", "--distill", kind, "--distill-weight", "0.5", *every)
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert "step    1" in out and "loss/distill" in rows[0] and math.isfinite(float(rows[0]["loss/distill"]))
 
 
 def test_smoke_run_with_separate_distillation_rounds(tmp_path):
-    """OFSD's interleaving: every 2nd step trains on the sibling KL alone; the others are plain GRPO."""
-    run_example(tmp_path, "--total-steps", "2", "--distill", "sibling", "--distill-every", "2", "--distill-only",
-                "--distill-weight", "1")
+    """OFSD's interleaving, sibling's default: every 2nd step trains on the sibling KL alone; the others are GRPO."""
+    run_example(tmp_path, "--total-steps", "2", "--distill", "sibling", "--distill-every", "2", "--distill-weight", "1")
     rows = read_rows(tmp_path / "smoke" / "metrics.csv")
     assert rows[0].get("loss/distill", "") == "" and math.isfinite(float(rows[1]["loss/distill"]))
 
@@ -365,3 +385,12 @@ def test_smoke_run_with_separate_distillation_rounds(tmp_path):
 def test_smoke_run_with_a_frozen_ig_scorer(tmp_path):
     out = run_example(tmp_path, "--total-steps", "1", "--ig-scorer", "bundled", "--ig-weight", "0.3")
     assert "step    1" in out and "IG on (weight 0.3)" in out
+
+
+def test_a_bad_distillation_schedule_is_a_clear_error(example):
+    with pytest.raises(SystemExit, match="schedule must be paper, rounds or joint"):
+        example.main(["--distill", "sibling", "--distill-schedule", "often"])
+    with pytest.raises(SystemExit, match="positive number of steps"):
+        example.main(["--distill", "hindsight", "--distill-every", "0"])
+    with pytest.raises(SystemExit, match="method must be none, hindsight or sibling"):
+        example.main(["--distill", "plan"])

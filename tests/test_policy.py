@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 from search_env import Answer, QADataset, SearchQAEnv, parse_action
 from search_env.agents import models
 from search_env.agents.models import load_causal_lm
-from search_env.agents.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, play_episode
+from search_env.agents.policy import LMPolicy, OraclePolicy, chat_prompt, cut_at_stop, play_episode, play_episodes
 from search_env.dialects import get_dialect
 from tests.standins import tiny_llama
 
@@ -59,6 +59,30 @@ def test_chat_prompt_puts_the_worked_example_first_and_the_episode_as_the_assist
     assert "<documents>" in get_dialect("autorefine").worked_example()
     policy = LMPolicy(*tiny_policy, dialect="autorefine")
     assert policy.prompt_text("Question: Q?\n") == chat_prompt(tokenizer, "Question: Q?\n", dialect="autorefine")
+
+
+def test_no_prompt_offers_an_entity_to_copy_and_the_worked_examples_names_are_not_in_the_world():
+    """A small model copied "Lisbon" from the instructions' answer example into its search: the instructions name
+    no entity now, and the worked example's names appear nowhere in the built-in world (a copied one finds no
+    page of its own and is never a gold answer)."""
+    from search_env.data import load_corpus, load_questions
+    from search_env.dialects import DIALECTS
+
+    for dialect in DIALECTS.values():
+        instructions = dialect.prompt("Q?", 3).split("Question: Q?")[0]
+        blocks = re.findall(r"<(search|answer)>(.*?)</\1>", instructions)
+        # "<search> your query </search>" and "between <answer> and </answer>": nothing a model could copy
+        assert {text.strip() for _, text in blocks} == {"your query", "and"}, (dialect.name, blocks)
+        assert "Lisbon" not in instructions
+    example = get_dialect("search-r1").worked_example()
+    names = ["Pellwick Mills", "Ansel Dorrow", "Castemar", "Ruvenia"]
+    assert all(name in example for name in names)  # the names this test is about are the example's
+    corpus, questions = load_corpus(None), load_questions(None)
+    world = " ".join([*(f"{d.title} {d.text}" for d in corpus), *(q.question for q in questions),
+                      *(a for q in questions for a in q.golden_answers)])
+    assert not [name for name in names if name in world]
+    for word in ("Pellwick", "Dorrow", "Castemar", "Ruvenia"):
+        assert word not in world
 
 
 def test_load_causal_lm_refuses_a_missing_folder(tmp_path):
@@ -196,6 +220,58 @@ def test_play_episode_forces_search_first_and_answer_last(tiny_questions, tiny_c
     free = ForceFollower()
     record = play_episode(env, free, seed=0, options={"question_id": "q0"})
     assert free.forces == [None, None, None] and record["prediction"] is None  # truncated, never forced
+
+
+@pytest.mark.filterwarnings("ignore:OraclePolicy")  # the tiny questions have no gold titles: it searches them
+def test_play_episodes_in_a_vector_env_gives_each_episode_the_record_play_episode_gives(tiny_questions, tiny_corpus):
+    """The oracle one episode at a time (it follows one question), in order, each as play_episode plays it."""
+    from search_env import SearchQAVectorEnv
+
+    venv = SearchQAVectorEnv(3, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False)
+    env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=False)
+    ids = [q.id for q in tiny_questions][::-1]
+    ended = []
+    records = play_episodes(venv, OraclePolicy(tiny_questions), [{"question_id": i} for i in ids], seed=3,
+                            on_episode=lambda index, record: ended.append((index, record["id"])))
+    assert [r["id"] for r in records] == ids and ended == list(enumerate(ids))
+    assert records == [play_episode(env, OraclePolicy(tiny_questions), seed=3, options={"question_id": i}) for i in ids]
+    assert all(r["em"] == 1.0 and r["turns"][0]["passages"] for r in records)
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        play_episodes(SearchQAVectorEnv(2, autoreset_mode="SameStep", questions=tiny_questions, corpus=tiny_corpus,
+                                        ig=False), OraclePolicy(tiny_questions), [{"question_id": "q0"}])
+
+
+def test_play_episodes_batches_a_model_and_refills_sub_envs_as_episodes_end(tiny_policy, tiny_questions, tiny_corpus):
+    """Five constrained episodes in three sub-envs: the model writes every live episode's turn in one call, the
+    forcing of play_episode holds per episode, and each record is the one play_episode gives alone (greedy)."""
+    from search_env import SearchQAVectorEnv
+
+    policy = LMPolicy(*tiny_policy, constrained=True, max_new_tokens=4)
+    calls = []
+    act_batch = policy.act_batch
+    policy.act_batch = lambda prompts, conts, force=None: calls.append(list(force)) or act_batch(prompts, conts,
+                                                                                                  force=force)
+    venv = SearchQAVectorEnv(3, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus, ig=False,
+                             max_turns=2)
+    ids = ["q0", "q1", "q2", "q3", "q4"]
+    records = play_episodes(venv, policy, [{"question_id": i} for i in ids], seed=0, search_first=True,
+                            answer_last=True)
+    assert calls[:2] == [["search"] * 3, ["answer"] * 3] and calls[2] == ["search", "search"]  # 3 live, then 2
+    assert len(calls) == 4 and all(len(c) <= 3 for c in calls)
+    assert all([t["action_type"] for t in r["turns"]] == ["search", "answer"] for r in records)
+    env = SearchQAEnv(questions=tiny_questions, corpus=tiny_corpus, ig=False, max_turns=2)
+    alone = [play_episode(env, LMPolicy(*tiny_policy, constrained=True, max_new_tokens=4), seed=0,
+                          options={"question_id": i}, search_first=True, answer_last=True) for i in ids]
+    assert [[t["text"] for t in r["turns"]] for r in records] == [[t["text"] for t in r["turns"]] for r in alone]
+
+
+def test_act_batch_takes_one_force_per_prompt(tiny_policy):
+    policy = LMPolicy(*tiny_policy, constrained=True, max_new_tokens=3)
+    turns = policy.act_batch(["Question: a?\n"] * 3, ["", "", ""], force=["answer", None, "search"])
+    assert turns[0].startswith("<answer>") and turns[2].startswith("<search>")
+    assert turns[1].startswith(("<search>", "<answer>"))
+    with pytest.raises(ValueError, match="one action per prompt"):
+        policy.act_batch(["Question: a?\n"] * 2, ["", ""], force=["answer"])
 
 
 # ----------------------------------------------------------------------------------------- noisy teacher

@@ -6,7 +6,8 @@
   stopping after ``</search>`` or ``</answer>``.
 - :class:`OraclePolicy`: searches the gold passages' titles, then answers (a reference ceiling); with
   ``accuracy`` < 1, a noisy teacher that sometimes searches another entity it has read about.
-- :func:`play_episode`: one episode of any policy with an ``act(prompt, continuation)`` method.
+- :func:`play_episode`: one episode of any policy with an ``act(prompt, continuation)`` method;
+  :func:`play_episodes`: many, in a vector env's sub-envs, batched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from search_env.dialects import Dialect, get_dialect, search_block
+from search_env.records import episode_record, turn_record, vector_info_at
 
 STOP_STRINGS = ("</search>", "</answer>")
 
@@ -102,12 +104,19 @@ class LMPolicy:
         """One turn, given the env's prompt and the episode's text since it."""
         return self.act_batch([prompt], [continuation], force=force)[0]
 
-    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *, force: str | None = None) -> list[str]:
-        """One turn for each (prompt, episode-so-far) pair, generated together with left padding."""
+    def act_batch(self, prompts: Sequence[str], continuations: Sequence[str], *,
+                  force: str | Sequence[str | None] | None = None) -> list[str]:
+        """One turn for each (prompt, episode-so-far) pair, generated together with left padding; ``force`` is one
+        action for all, or one per pair (``None``: the model's choice)."""
         texts = [self.prompt_text(p, c) for p, c in zip(prompts, continuations)]
         if not self.constrained:
             return [cut_at_stop(t) for t in self._generate(texts)]
-        tags = [f"<{force}>"] * len(texts) if force else self._choose_tags(texts)
+        forces = [force] * len(texts) if force is None or isinstance(force, str) else list(force)
+        if len(forces) != len(texts):
+            raise ValueError(f"force: expected one action per prompt ({len(texts)}), got {len(forces)}")
+        free = [i for i, f in enumerate(forces) if f is None]
+        chosen = dict(zip(free, self._choose_tags([texts[i] for i in free]) if free else []))
+        tags = [chosen[i] if f is None else f"<{f}>" for i, f in enumerate(forces)]
         contents = self._generate([t + tag for t, tag in zip(texts, tags)])
         # The content runs to the first tag the model writes (its closing tag, normally).
         return [f"{tag} {c.split('<', 1)[0].strip()} </{tag[1:]}" for tag, c in zip(tags, contents)]
@@ -321,9 +330,11 @@ def play_episode(
     question id there).
 
     Returns:
-        A JSON-ready record: ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``,
-        ``n_searches``, ``return`` and ``turns`` (each: ``text``, ``action_type``, ``reward``, and ``query``,
-        ``doc_ids`` and ``ig`` for searches).
+        The episode's record, a JSON-ready dict in the documented format (:mod:`search_env.records`, version 1):
+        ``id``, ``question``, ``golden_answers``, ``prediction``, ``em``, ``f1``, ``n_searches``, ``return``,
+        ``hops``, ``question_type``, ``dialect``, ``search_credit`` and ``turns`` (each: ``text``, ``action_type``,
+        ``reward``, ``reward_components``; on searches ``query``, ``doc_ids``, ``passages``, ``ig``, ``ig_detail``,
+        ``doc_gains``, ``credit`` as scored; ``invalid_reason`` on invalid turns).
     """
     prompt, reset_info = env.reset(seed=seed, options=dict(options) if options else None)
     if hasattr(policy, "reset"):
@@ -332,26 +343,89 @@ def play_episode(
     item = base.item
     turns: list[dict] = []
     info: dict = {}
-    total, done = 0.0, False
+    done = False
     while not done:
-        last = base.turn == base.max_turns - 1
-        force = "answer" if answer_last and last else "search" if search_first and base.turn == 0 else None
+        force = _forced(base, search_first, answer_last)
         text = policy.act(prompt, base.transcript[len(prompt) :], force=force)
         _, reward, terminated, truncated, info = env.step(text)
-        total += reward
-        turns.append({"text": text, "action_type": info["action_type"], "reward": reward,
-                      **{k: info[k] for k in ("query", "doc_ids", "ig") if info.get(k) is not None}})
+        hits = base.steps[-1].hits if info["action_type"] == "search" else None
+        turns.append(turn_record(text, reward, info, hits))
         if on_step is not None:
             on_step(text, reward, terminated, truncated, info)
         done = terminated or truncated
-    return {
-        "id": item.id,
-        "question": item.question,
-        "golden_answers": list(item.golden_answers),
-        "prediction": info.get("prediction"),
-        "em": info.get("em", 0.0),
-        "f1": info.get("f1", 0.0),
-        "n_searches": info["n_searches"],
-        "return": total,
-        "turns": turns,
-    }
+    return episode_record(item, turns, info, dialect=base.dialect.name)
+
+
+def _forced(env, search_first: bool, answer_last: bool) -> str | None:
+    """The action a turn is forced to: a search on the first turn, an answer on the last (when asked)."""
+    if answer_last and env.turn == env.max_turns - 1:
+        return "answer"
+    return "search" if search_first and env.turn == 0 else None
+
+
+def play_episodes(
+    venv,
+    policy,
+    episodes: Sequence[Mapping],
+    *,
+    seed: int | None = None,
+    search_first: bool = False,
+    answer_last: bool = False,
+    on_episode: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Play one episode per entry of ``episodes`` (its reset ``options``, such as ``{"question_id": ...}``) in the
+    sub-envs of ``venv`` (a :class:`~search_env.vector.SearchQAVectorEnv`), as many at once as it has sub-envs: each
+    step retrieves (and scores IG) for all of them together, and a policy with ``act_batch`` writes all their
+    turns in one call (:class:`LMPolicy` generates them as one batch). A policy with ``reset(info)`` but no
+    ``act_batch`` (:class:`OraclePolicy`) follows one episode at a time, so it plays them one by one.
+
+    Every episode is reset with ``seed`` (and draw seed ``seed``: IG's random draws are keyed by the question, so
+    they do not depend on which sub-env or batch an episode ran in). ``search_first`` / ``answer_last`` are
+    :func:`play_episode`'s. ``on_episode(index, record)`` is called as each episode ends.
+
+    Returns:
+        The episodes' records (:mod:`search_env.records`), in the order of ``episodes``.
+    """
+    from gymnasium.vector import AutoresetMode
+
+    if getattr(venv, "autoreset_mode", None) == AutoresetMode.SAME_STEP:
+        raise ValueError("play_episodes needs a vector env that does not reset itself in the step (not SAME_STEP)")
+    batched = hasattr(policy, "act_batch")
+    width = venv.num_envs if batched or not hasattr(policy, "reset") else 1
+    queue = list(enumerate(episodes))[::-1]
+    records: list[dict | None] = [None] * len(episodes)
+    slots: dict[int, tuple[int, str, list[dict]]] = {}  # sub-env -> (episode index, prompt, its turn records)
+    while queue or slots:
+        for i in range(width):
+            if i in slots or not queue:
+                continue
+            index, options = queue.pop()
+            mask = np.arange(venv.num_envs) == i
+            seeds = [seed if j == i else None for j in range(venv.num_envs)]
+            extra = {"draw_seed": seed} if seed is not None else {}
+            prompts, infos = venv.reset(seed=seeds, options={**options, **extra, "reset_mask": mask})
+            if hasattr(policy, "reset"):
+                policy.reset(vector_info_at(infos, i))
+            slots[i] = (index, prompts[i], [])
+        live = sorted(slots)
+        envs = [venv.envs[i] for i in live]
+        contexts = [(slots[i][1], env.transcript[len(slots[i][1]) :]) for i, env in zip(live, envs)]
+        forces = [_forced(env, search_first, answer_last) for env in envs]
+        if batched:
+            texts = policy.act_batch([p for p, _ in contexts], [c for _, c in contexts], force=forces)
+        else:
+            texts = [policy.act(p, c, force=f) for (p, c), f in zip(contexts, forces)]
+        actions = [None] * venv.num_envs
+        for i, text in zip(live, texts):
+            actions[i] = text
+        _, rewards, terminated, truncated, infos = venv.step(actions)
+        for i, env, text in zip(live, envs, texts):
+            info = vector_info_at(infos, i)
+            hits = env.steps[-1].hits if info["action_type"] == "search" else None
+            slots[i][2].append(turn_record(text, rewards[i], info, hits))
+            if terminated[i] or truncated[i]:
+                index, _, turns = slots.pop(i)
+                records[index] = episode_record(env.item, turns, info, dialect=env.dialect.name)
+                if on_episode is not None:
+                    on_episode(index, records[index])
+    return records  # type: ignore[return-value]

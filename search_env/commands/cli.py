@@ -1,4 +1,4 @@
-"""The ``search-env`` command: demo, index build, serve, eval, dig, info.
+"""The ``search-env`` command: demo, index build, serve, eval, dig, view, info.
 
 Bad arguments and bad files end with one clear line on stderr and exit status 2, never a traceback.
 """
@@ -12,8 +12,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from search_env.commands import demo
-from search_env.commands.args import CLIError, OneLineParser, positive_int
+from search_env.commands import demo, view
+from search_env.commands.args import CLIError, OneLineParser, non_negative_float, positive_int
 from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
@@ -91,12 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_arguments(serve)
     serve.set_defaults(handler=server.run)
 
-    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable)",
+    ev = commands.add_parser("eval", help="run a policy over QA files and print EM/F1 per dataset (resumable); "
+                             "--compare: a table of finished runs with paired intervals",
                              description="Run a policy (the bundled model, the oracle or any causal LM) over "
-                             "FlashRAG QA files, write each episode to --output and print EM, F1 and searches per "
-                             "dataset. An interrupted run resumes where it stopped.")
+                             "FlashRAG QA files, write each episode's record to --output and print EM, F1 and "
+                             "searches per dataset, with progress on stderr as episodes end. A model plays "
+                             "--batch-size episodes at once. An interrupted run resumes where it stopped. "
+                             "--compare RUN.jsonl ... prints a table of finished runs instead.")
     ev.add_argument(
-        "--questions", nargs="+", required=True, help="FlashRAG QA JSONL files (one dataset each), or 'builtin'"
+        "--questions", nargs="+", help="FlashRAG QA JSONL files (one dataset each), or 'builtin' (required to run)"
     )
     ev.add_argument(
         "--corpus",
@@ -111,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--retriever", default="bm25", help="'bm25', 'rank-bm25', 'dense' or an http:// URL")
     ev.add_argument(
         "--output",
-        required=True,
-        help="trajectories JSONL (a settings line, then one episode a line); "
-        "an existing file made with the same settings is resumed, not redone; one made otherwise is refused",
+        help="trajectories JSONL (a settings line, then one episode record a line, in the order episodes end); "
+        "an existing file made with the same settings is resumed, not redone; one made otherwise is refused "
+        "(required to run)",
     )
     ev.add_argument(
         "--limit",
@@ -126,6 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dialect", "--template", choices=sorted(DIALECTS), default="search-r1",
                     help="how actions and passages are tagged (default search-r1; --template is its old name)")
     ev.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens the model writes per turn")
+    ev.add_argument("--temperature", type=non_negative_float, default=0.0,
+                    help="the model's sampling temperature; 0 is greedy")
+    ev.add_argument("--constrained", action=argparse.BooleanOptionalAction,
+                    help="constrained decoding, as the demo does it: the model chooses <search> or <answer> by their "
+                    "log-probabilities, then writes the content, searches first and answers by the last turn, so "
+                    "every turn is well formed (default: on for 'bundled', off for other models)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="every episode's reset seed (IG's random draws) and torch's sampling seed")
+    ev.add_argument("--ig", action="store_true",
+                    help="score each search's IG (with the policy's own model; the bundled model for the oracle), "
+                    "kept in the records for search-env view; slower")
+    ev.add_argument("--batch-size", type=positive_int, default=8,
+                    help="episodes a model plays together: one generation batch, one retrieval and one scoring call "
+                    "per turn (the oracle plays one at a time)")
+    ev.add_argument("--threads", type=positive_int, help="torch threads (default: torch's own choice)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    ev.add_argument("--compare", nargs="+", metavar="RUN",
+                    help="instead of running: a table of finished eval outputs (EM, F1, answer rate, searches; a "
+                    "file's datasets pooled), each run's difference from the first over the questions they share, "
+                    "with a 95%% paired bootstrap interval (drawn with --seed)")
     ev.set_defaults(handler=cmd_eval)
 
     dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)",
@@ -146,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
 
+    view.add_parser(commands)
     info = commands.add_parser("info", help="versions, cache directories and what is installed",
                                description="Print search_env's version, its cache directory, the versions of the "
                                "packages it can use and whether the bundled model is installed.")
@@ -247,13 +271,21 @@ def _model_identity(spec: str) -> str:
     return f"{path.resolve()} (files {digest.hexdigest()[:16]})"
 
 
+def _constrained(args) -> bool:
+    """``--constrained``, whose default is on for the bundled model only."""
+    return args.policy == "bundled" if args.constrained is None else args.constrained
+
+
 def _eval_settings(args, datasets) -> dict:
     """What an eval record depends on, the settings header of ``--output``. ``--limit`` is not one of them: it
-    chooses how many of each dataset's questions are run, and a question's record does not depend on it."""
+    chooses how many of each dataset's questions are run, and a question's record does not depend on it; nor is
+    ``--batch-size`` (greedy turns are the same in any batch)."""
     oracle = args.policy == "oracle"
     settings = {"policy": _model_identity(args.policy), "retriever": args.retriever, "topk": args.topk,
                 "max_turns": args.max_turns, "dialect": args.dialect,
-                "max_new_tokens": None if oracle else args.max_new_tokens, "temperature": None if oracle else 0.0}
+                "max_new_tokens": None if oracle else args.max_new_tokens,
+                "temperature": None if oracle else args.temperature,
+                "constrained": None if oracle else _constrained(args), "seed": args.seed, "ig": args.ig}
     for name, questions, corpus in datasets:
         settings[f"questions[{name}]"] = _identity(questions)
         settings[f"corpus[{name}]"] = _identity(corpus)
@@ -261,50 +293,108 @@ def _eval_settings(args, datasets) -> dict:
 
 
 def _make_policy(args):
-    """The model policy of ``--policy``; ``None`` for the oracle, which is made per dataset."""
+    """``(policy, scorer)`` of ``--policy``: the policy is ``None`` for the oracle, which is made per dataset; the
+    scorer is the policy's own model with ``--ig`` (``None``: the env's default, the bundled model)."""
     from search_env.agents.models import check_model, load_causal_lm
     from search_env.agents.policy import LMPolicy
 
     if args.policy == "oracle":
-        return None
+        return None, None
     check_model(args.policy, "--policy")  # at once, naming the option: never the hub's retries
     model, tokenizer = load_causal_lm(args.policy, dtype="auto")  # as saved, as from_pretrained does
-    return LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens)
+    policy = LMPolicy(model, tokenizer, dialect=args.dialect, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, constrained=_constrained(args))
+    if not args.ig:
+        return policy, None
+    from search_env.scoring.transformers_scorer import TransformersScorer
+
+    return policy, TransformersScorer(model, tokenizer)
 
 
 def cmd_eval(args) -> int:
-    import gymnasium as gym
+    if args.compare:
+        if args.questions or args.output:
+            raise CLIError("--compare reads finished runs; give it without --questions and --output")
+        from search_env.commands.compare import compare_runs
 
-    from search_env.agents.policy import OraclePolicy, play_episode
+        print(compare_runs(args.compare, seed=args.seed))
+        return 0
+    if not args.questions or not args.output:
+        missing = " and ".join(o for o, v in (("--questions", args.questions), ("--output", args.output)) if not v)
+        raise CLIError(f"eval needs {missing} (or --compare RUN.jsonl ... to compare finished runs)")
+    from search_env.agents.policy import OraclePolicy, play_episodes
     from search_env.retrieval.http import is_url
+    from search_env.vector import SearchQAVectorEnv
 
     datasets = _datasets(args.questions, args.corpus, remote=is_url(args.retriever))
     output = ResumableJSONL(args.output, "eval", _eval_settings(args, datasets))
     done = {(r["dataset"], r["id"]): r for [r] in output.units}
     chosen = {name: list(questions)[: args.limit] for name, questions, _ in datasets}
-    policy = None
+    policy = scorer = None
     if any((name, item.id) not in done for name, items in chosen.items() for item in items):
-        policy = _make_policy(args)  # before the file is opened: a bad --policy leaves no header behind
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        policy, scorer = _make_policy(args)  # before the file is opened: a bad --policy leaves no header behind
+        if policy is not None:
+            import torch
+
+            torch.manual_seed(args.seed)  # the sampling, when --temperature > 0
     ran = 0
     with output:
         for name, questions, corpus in datasets:
             todo = [item for item in chosen[name] if (name, item.id) not in done]
             if not todo:
                 continue
-            env = gym.make("search_env:SearchQA-v0", questions=questions, corpus=corpus, retriever=args.retriever,
-                           ig=False, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect)
+            width = min(args.batch_size, len(todo)) if policy is not None else 1
+            venv = SearchQAVectorEnv(width, autoreset_mode="Disabled", questions=questions, corpus=corpus,
+                                     retriever=args.retriever, ig=args.ig, scorer=scorer, topk=args.topk,
+                                     max_turns=args.max_turns, dialect=args.dialect)
             agent = policy or OraclePolicy(questions, think=False)
-            for item in todo:
-                record = {**play_episode(env, agent, options={"question_id": item.id}), "dataset": name}
+            progress = _Progress(name, len(todo), quiet=args.no_progress)
+
+            def keep(index: int, record: dict, name=name, progress=progress) -> None:
+                record = {**record, "dataset": name}
                 output.append([record])
-                done[(name, item.id)] = record
-                ran += 1
+                done[(name, record["id"])] = record
+                progress.episode_ended(record)
+
+            constrained = policy is not None and policy.constrained
+            play_episodes(venv, agent, [{"question_id": item.id} for item in todo], seed=args.seed,
+                          search_first=constrained, answer_last=constrained, on_episode=keep)
+            ran += len(todo)
     records = [done[(name, item.id)] for name, items in chosen.items() for item in items]
     _print_table(records, [d[0] for d in datasets])
     beyond = len(done) - len(records)
     print(f"{ran} episodes run, {len(records) - ran} resumed from {args.output}"
           + (f" ({beyond} more there, beyond --limit, not counted)" if beyond else ""))
     return 0
+
+
+class _Progress:
+    """A line on stderr as episodes end: how many of a dataset's, their EM so far, the time each took, the time left.
+    About 20 lines a dataset (every episode when there are fewer)."""
+
+    def __init__(self, dataset: str, total: int, *, quiet: bool = False):
+        self.dataset, self.total, self.quiet = dataset, total, quiet
+        self.every = max(1, total // 20)
+        self.ended, self.right, self.start = 0, 0.0, time.perf_counter()
+
+    def episode_ended(self, record: dict) -> None:
+        self.ended += 1
+        self.right += record["em"]
+        if self.quiet or (self.ended % self.every and self.ended < self.total):
+            return
+        each = (time.perf_counter() - self.start) / self.ended
+        left = each * (self.total - self.ended)
+        print(f"eval {self.dataset}: {self.ended}/{self.total} episodes, EM {self.right / self.ended:.3f}, "
+              f"{each:.1f}s each, about {_duration(left)} left", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def cmd_dig(args) -> int:

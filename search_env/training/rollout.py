@@ -1,10 +1,14 @@
 """Token-exact multi-turn rollouts of a Hugging Face causal LM in a ``SearchQAVectorEnv``: the policy's turns are
 kept as generated (cut after ``</search>`` or ``</answer>``) and the env's text as tokenised once, never
-re-tokenised, into :class:`search_env.training.credit.Trajectory` objects with each search's query span and IG."""
+re-tokenised, into :class:`search_env.training.credit.Trajectory` objects with each search's query span and IG;
+each episode's record (:mod:`search_env.records`), a sample of which :func:`log_episodes` appends to a run folder's
+``episodes.jsonl``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +17,7 @@ import transformers
 from search_env.actions import Search, parse_action
 from search_env.agents.models import RANDOM_MODELS, load_causal_lm, random_causal_lm
 from search_env.agents.policy import STOP_STRINGS, cut_at_stop
+from search_env.records import episode_record, read_records, turn_record, vector_info_at, write_records
 from search_env.training.credit import Trajectory, token_span
 
 EPISODE_STATS = ("em", "answered", "searches", "invalid", "truncated")
@@ -35,7 +40,8 @@ def build_model(name: str, seed: int):
 def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp):
     """``(trajectories, episode stats)`` of ``group_size`` episodes per question of ``items``, in ``venv`` (one
     sub-env per episode, autoreset off); ``prompt_text(first observation)`` is the model's input. Generation is
-    timed as ``timer("generate")``; ``amp()`` is the autocast context of generation and of the env's scoring."""
+    timed as ``timer("generate")``; ``amp()`` is the autocast context of generation and of the env's scoring.
+    Each episode's stats hold its ``record`` (:mod:`search_env.records`) under that key."""
     eos_ids = set(model.generation_config.eos_token_id)
     trajectories: list[Trajectory] = []
     prompts: list[str] = []  # the env's, per episode (self-distillation's teachers extend it)
@@ -49,6 +55,7 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
     episodes = [{**dict.fromkeys(EPISODE_STATS, 0.0), "queries": [], "answer": None, "prompt": prompt}
                 for prompt in prompts]
 
+    turn_records: list[list[dict]] = [[] for _ in trajectories]
     active = list(range(len(trajectories)))
     while active:
         with timer("generate"), amp():
@@ -68,10 +75,41 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
             stats["truncated"] = float(truncated[i])
             if kind == "answer":
                 stats["answered"], stats["em"], stats["answer"] = 1.0, float(infos["em"][i]), infos["prediction"][i]
+            env, info = venv.envs[i], vector_info_at(infos, i)
+            hits = env.steps[-1].hits if kind == "search" else None
+            turn_records[i].append(turn_record(text, rewards[i], info, hits))
             if not (terminated[i] or truncated[i]):
                 trajectories[i].add_env(tokenizer(observations[i], add_special_tokens=False)["input_ids"])
+            else:
+                stats["record"] = episode_record(env.item, turn_records[i], info, dialect=env.dialect.name)
         active = [i for i in active if not (terminated[i] or truncated[i])]
     return trajectories, episodes
+
+
+def log_episodes(run_dir: str | Path, step: int, n: int, **splits: tuple[Sequence[dict], object]) -> int:
+    """Write to ``run_dir/episodes.jsonl`` the records (:mod:`search_env.records`) of the first ``n`` episodes of
+    each split (``name=(episodes, batch)``: :func:`rollout`'s stats, each holding its ``record``), each with ``step``
+    and ``split``, after the file's records of earlier steps (those of this step or later, from a run that is being
+    resumed, are dropped). With the split's ``batch`` (the :class:`~search_env.training.credit.CreditBatch` of
+    those episodes, in order; ``None`` for none) each record also gets its ``advantage`` and each search turn whose
+    query tokens got one the ``advantage`` those tokens were given (outcome advantage plus the IG term). Returns how
+    many were written."""
+    path = Path(run_dir) / "episodes.jsonl"
+    chosen = [r for r in read_records(path) if r.get("step", step) < step] if path.exists() else []
+    kept = len(chosen)
+    for split, (episodes, batch) in splits.items():
+        for i, episode in enumerate(episodes[: max(n, 0)]):
+            record = dict(episode["record"], step=step, split=split)
+            if batch is not None:
+                record["advantage"] = float(batch.advantages[i])
+                record["turns"] = [dict(turn) for turn in record["turns"]]
+                for t, turn in enumerate(record["turns"]):
+                    tokens = np.flatnonzero(batch.token_turns[i] == t)
+                    if turn["action_type"] == "search" and len(tokens):
+                        turn["advantage"] = float(batch.token_advantages[i, tokens[0]])
+            chosen.append(record)
+    write_records(path, chosen)
+    return len(chosen) - kept
 
 
 @torch.inference_mode()
