@@ -102,10 +102,10 @@ def test_reward_surprises_block_prints_what_the_text_says(run_block, capsys):
     bridge, answer_hop = (s.documents for s in env.steps)
     assert "Esmovar Recordings" in bridge and "Kythovar" not in bridge and "Erdastad" in bridge
     assert "Kythovar" in answer_hop
-    assert round(ns["bridge"]["ig"], 3) == -0.587 and round(ns["answer_hop"]["ig"], 3) == 4.166
-    assert ns["end"]["em"] == 0.0 and round(ns["info"]["logp_start"], 3) == -8.335
+    assert round(ns["bridge"]["ig"], 3) == -0.676 and round(ns["answer_hop"]["ig"], 3) == 4.296
+    assert ns["end"]["em"] == 0.0 and round(ns["info"]["logp_start"], 3) == -8.537
     assert ns["r1"] + ns["r2"] + ns["r3"] == pytest.approx(-0.3 * ns["info"]["logp_start"], abs=1e-9)
-    assert capsys.readouterr().out.splitlines()[-2:] == ["-0.587 4.166", "2.501 2.501"]
+    assert capsys.readouterr().out.splitlines()[-2:] == ["-0.676 4.296", "2.561 2.561"]
 
 
 def test_custom_retriever_block_finds_the_page_it_searched(run_block, capsys):
