@@ -1,6 +1,7 @@
-"""What each optional extra of search_env adds to an installed virtualenv: the distributions its requirements pull
-in (transitively) beyond the base install's, and their installed size (the files pip recorded). Run it with the
-virtualenv's Python, where every extra is installed (``make setup`` installs them all):
+"""What each optional extra of search_env (as pyproject.toml beside this folder declares them) adds to an installed
+virtualenv: the distributions its requirements pull in (transitively) beyond the base install's, and their installed
+size (the files pip recorded). Run it with the virtualenv's Python, where every extra is installed (``make setup``
+installs them all; Python >= 3.11, for tomllib):
 
     .venv/bin/python scripts/extra_sizes.py
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import re
 from importlib import metadata
+from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 
@@ -45,12 +48,10 @@ def size_mb(names: set[str]) -> float:
 
 
 def main() -> None:
-    project = metadata.distribution("search_env")
-    base_reqs = [r for r in project.requires or [] if "extra ==" not in r]
-    base = closure(base_reqs)
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    base = closure(project["dependencies"])
     print(f"base: {len(base)} distributions, {size_mb(base):.0f} MB (torch {size_mb({'torch'}):.0f} MB)")
-    for extra in project.metadata.get_all("Provides-Extra") or []:
-        reqs = [r for r in project.requires or [] if f'extra == "{extra}"' in r]
+    for extra, reqs in project["optional-dependencies"].items():
         added = closure(reqs, extra) - base
         top = sorted(added, key=lambda n: -size_mb({n}))[:3]
         print(f"{extra}: +{len(added)} distributions, +{size_mb(added):.0f} MB (largest: "
