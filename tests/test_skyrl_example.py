@@ -41,7 +41,7 @@ def test_entrypoint_registers_and_skyrl_validates_the_launch_script(tmp_path, mo
     registry = sky.ppo_utils.AdvantageEstimatorRegistry
     if "search_env_ig" in registry.list_available():
         registry.unregister("search_env_ig")
-    monkeypatch.delenv(adapter.SETTINGS_VARIABLE, raising=False)
+    monkeypatch.setenv(adapter.SETTINGS_VARIABLE, "")  # empty: the entrypoint's defaults; register_env's is undone
     with _cpu_import_shims(), imported("examples/skyrl/main_search.py") as entry:
         assert "search_env_ig" in registry.list_available()  # registered at import, in the driver
         cfg = entry.SkyRLTrainConfig.from_cli_overrides(launch_overrides(str(tmp_path)))
