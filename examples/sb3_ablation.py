@@ -51,6 +51,7 @@ import dataclasses
 import json
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,10 +109,14 @@ class Args:
 
 
 class FakeScorer:
-    """A cheap deterministic stand-in: 1 if the answer is in the latest documents block, else 0."""
+    """A cheap deterministic stand-in: 1 if the answer is in the latest search's block, plus a value in
+    [-0.25, 0.25) fixed by a hash of that block, so every search (and every random draw) gets its own IG and
+    potential, and the three arms' rewards differ as they would with a real scorer."""
 
     def score(self, contexts, answers):
-        return np.array([float(a.lower() in c.rsplit("<search>", 1)[-1].lower()) for c, a in zip(contexts, answers)])
+        blocks = [c.rsplit("<search>", 1)[-1] for c in contexts]
+        return np.array([float(a.lower() in b.lower()) + zlib.crc32(b.encode()) % 1000 / 2000 - 0.25
+                         for b, a in zip(blocks, answers)])
 
 
 class CountingScorer:

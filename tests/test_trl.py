@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 
 from search_env.data.synthetic import build_world
-from search_env.integrations.trl import SearchEnvFactory, SearchToolEnv, make_dataset
+from search_env.info_gain import IGConfig
+from search_env.integrations.trl import (
+    SearchEnvFactory,
+    SearchToolEnv,
+    checkpointing_setting,
+    make_dataset,
+    with_tool_template,
+)
 
 
 def trl_tools(env) -> dict:
@@ -47,14 +54,10 @@ def world_rows():
 def tool_tokenizer():
     pytest.importorskip("trl")
     from transformers import AutoTokenizer
-    from trl.chat_template_utils import qwen2_5_chat_template
 
     from search_env.agents.models import bundled_model_dir
 
-    tok = AutoTokenizer.from_pretrained(bundled_model_dir())  # SmolLM2: no tool support in its own template
-    tok.chat_template = qwen2_5_chat_template  # TRL knows how to parse its tool calls; same <|im_*|> tokens
-    tok.padding_side = "left"
-    return tok
+    return with_tool_template(AutoTokenizer.from_pretrained(bundled_model_dir()))
 
 
 def tiny_row(i=0, **extra):
@@ -89,15 +92,30 @@ def test_tool_schemas_come_from_type_hints_and_docstrings():
 
 
 def test_chat_template_renders_the_tools(tool_tokenizer):
+    from transformers import AutoTokenizer
     from trl.chat_template_utils import supports_tool_calling
 
+    from search_env.agents.models import bundled_model_dir
+
+    own = AutoTokenizer.from_pretrained(bundled_model_dir())
+    assert not supports_tool_calling(own)  # SmolLM2's own template: why with_tool_template exists
     env = SearchToolEnv()
-    assert supports_tool_calling(tool_tokenizer)
+    assert supports_tool_calling(tool_tokenizer) and tool_tokenizer.padding_side == "left"
     text = tool_tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], tools=list(trl_tools(env).values()), tokenize=False,
         add_generation_prompt=True,
     )
     assert '"name": "search"' in text and '"name": "answer"' in text and '"query"' in text
+
+
+def test_with_tool_template_refuses_a_tokenizer_it_cannot_fix():
+    pytest.importorskip("trl")
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    plain = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, "[UNK]")))
+    with pytest.raises(ValueError, match="im_start"):
+        with_tool_template(plain)
 
 
 # ------------------------------------------------------------------------------------------ episodes
@@ -231,15 +249,38 @@ def test_get_reward_adds_the_weighted_ig_sum(tiny_corpus, fake_scorer):
     assert len(logged.igs) == 1 and logged.get_reward() == 1.0
 
 
+def test_a_batch_shares_its_draws_and_the_next_batch_draws_fresh(tiny_corpus, fake_scorer):
+    """Two rollouts of a group (same row, one batch), the same query at the same turn: identical IG; the next
+    batch (the pooled instances reset again) draws other random passages."""
+    factory = SearchEnvFactory(corpus=tiny_corpus, ig_weight=0.5, scorer=fake_scorer, topk=1)  # envs: fresh entropy
+    envs = [factory() for _ in range(4)]
+
+    def batch(rows):
+        for env, row in zip(envs, rows):
+            env.reset(**row)
+            env.search("harbour market")  # the retrieved passage lacks the answer: IG depends on the draws
+        return [env.infos[0] for env in envs], [env.env.ig._records[0].random_blocks for env in envs]
+
+    rows = [tiny_row(0), tiny_row(0), tiny_row(1), tiny_row(1)]
+    infos, drawn = batch(rows)
+    assert envs[0].env.ig.shared_draws and infos[0]["doc_ids"] == infos[1]["doc_ids"]
+    assert infos[0]["ig"] == infos[1]["ig"] and infos[2]["ig"] == infos[3]["ig"]
+    assert drawn[0] == drawn[1] and drawn[2] == drawn[3] and infos[0]["ig_detail"] == infos[1]["ig_detail"]
+    next_infos, drawn_next = batch(rows)
+    assert next_infos[0]["ig"] == next_infos[1]["ig"] and drawn_next[0] == drawn_next[1] != drawn[0]
+    # without shared draws the two rollouts of a group draw their own random passages
+    a, b = (SearchToolEnv(corpus=tiny_corpus, ig=IGConfig(shared_draws=False), scorer=fake_scorer, topk=1, seed=seed)
+            for seed in (1, 2))
+    for env in (a, b):
+        env.reset(**tiny_row(0))
+        env.search("harbour market")
+    assert a.env.ig._records[0].random_blocks != b.env.ig._records[0].random_blocks and not a.env.ig.shared_draws
+    given = SearchToolEnv(corpus=tiny_corpus, ig=True, scorer=fake_scorer, topk=1)
+    given.reset(**tiny_row(0), draw_seed=11)
+    assert given.env.ig._draw_seed == 11
+
+
 # ------------------------------------------------------------------------------------------ GRPOTrainer
-
-
-def _checkpointing_arg(config_class) -> str:
-    """TRL turns activation checkpointing on by default; transformers 5.24 renamed the switch."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer):
@@ -288,7 +329,7 @@ def test_one_grpo_step_on_cpu(tool_tokenizer, tmp_path, monkeypatch, fake_scorer
         output_dir=str(tmp_path), use_cpu=True, per_device_train_batch_size=2, num_generations=2, max_steps=1,
         max_completion_length=768, max_tool_calling_iterations=4, report_to="none", logging_steps=1,
         save_strategy="no", bf16=False, seed=0,
-        **{_checkpointing_arg(GRPOConfig): False},
+        **checkpointing_setting(GRPOConfig, False),
     )
     factory = SearchEnvFactory(topk=1, max_searches=2, ig_weight=0.5, scorer=fake_scorer, seed=0)
     trainer = GRPOTrainer(

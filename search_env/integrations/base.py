@@ -8,9 +8,13 @@ calls them; the rules below are theirs alike.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,8 @@ from search_env.retrieval import make_retriever
 from search_env.rewards import RewardConfig, clipped_ig
 from search_env.scoring import make_scorer
 
-__all__ = ["DEFAULTS", "episode_metrics", "jsonable", "make_settings", "question_env", "question_record",
-           "shared_resources", "turn_reward"]
+__all__ = ["DEFAULTS", "DrawRounds", "episode_metrics", "grouped_ig", "jsonable", "make_settings", "question_env",
+           "question_record", "shared_resources", "turn_reward"]
 
 DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
             "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
@@ -80,8 +84,9 @@ def question_record(question: Any, answers: Any, question_id: Any = None, **fiel
         answers = [answers]
     if not question or not answers:
         raise ValueError("a search_env row needs a question and its golden answers")
-    return {"id": str(question_id if question_id is not None else "q"), "question": str(question),
-            "golden_answers": answers, **fields}
+    if question_id is None:  # stable per question, so shared IG draws stay keyed by question without an id column
+        question_id = "q-" + hashlib.sha1(str(question).encode()).hexdigest()[:12]
+    return {"id": str(question_id), "question": str(question), "golden_answers": answers, **fields}
 
 
 def ig_setting(value: Any, *, deferred_tokenizer: Any = None) -> bool | IGConfig:
@@ -91,6 +96,53 @@ def ig_setting(value: Any, *, deferred_tokenizer: Any = None) -> bool | IGConfig
     if deferred_tokenizer is not None and (fields is not None and fields.get("deferred") or fields is None):
         fields = {**(fields or {}), "deferred": Deferred(tokenizer=deferred_tokenizer)}
     return IGConfig(**fields) if fields is not None else bool(value)
+
+
+def grouped_ig(ig: bool | IGConfig) -> bool | IGConfig:
+    """``ig`` with shared draws on where it leaves them unset (``True`` or ``shared_draws=None``): a trainer's
+    rollouts come in groups, whose IG differences should carry no draw noise."""
+    if ig is True:
+        return IGConfig(shared_draws=True)
+    if isinstance(ig, IGConfig) and ig.shared_draws is None:
+        return dataclasses.replace(ig, shared_draws=True)
+    return ig
+
+
+class DrawRounds:
+    """The draw seed of each episode a trainer starts, the same for every rollout of a batch (so a group's rollouts
+    at a turn score against the same random passages) and new for the next batch.
+
+    A round is the batch: it ends when an env that already began in it begins again (a trainer that pools and
+    reuses its envs, TRL) or when every env that began in it has ended, closed or garbage-collected (a trainer that
+    makes one env per rollout and closes it, SkyRL). Round ``r`` of seed ``s`` gets draw seed
+    ``SeedSequence([s, r])``'s first word. Safe from many threads."""
+
+    def __init__(self, seed: int | None = None):
+        self.seed = 0 if seed is None else int(seed)
+        self.round = -1
+        self._begun: set[int] = set()
+        self._open: set[int] = set()
+        self._lock = threading.Lock()
+
+    def begin(self, env: Any) -> int:
+        """``env`` starts an episode: its draw seed."""
+        with self._lock:
+            if self.round < 0 or id(env) in self._begun or not self._open:
+                self.round, self._begun = self.round + 1, set()
+            if id(env) not in self._open:
+                weakref.finalize(env, self._forget, id(env))
+            self._begun.add(id(env))
+            self._open.add(id(env))
+            return int(np.random.SeedSequence([self.seed, self.round]).generate_state(1)[0])
+
+    def end(self, env: Any) -> None:
+        """``env`` is closed (it cannot begin again: a new object may reuse its id)."""
+        self._forget(id(env))
+
+    def _forget(self, key: int) -> None:
+        with self._lock:
+            self._open.discard(key)
+            self._begun.discard(key)
 
 
 def question_env(s: Mapping, record: Mapping, *, resources: tuple | None = None, ig: Any = None,

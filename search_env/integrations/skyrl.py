@@ -26,6 +26,13 @@ and the row's ``extras["search_env"]``. ``corpus`` (FlashRAG JSONL; default the 
 ``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``seed``. The corpus, retriever and scorer are built once per
 process and shared.
 
+**Shared draws**: IG's random passages are drawn with ``IGConfig(shared_draws=True)`` unless the ``ig`` setting
+says ``shared_draws: false``. SkyRL makes one env per trajectory and closes it when the trajectory ends, and starts
+a batch's trajectories together, so every env that begins while another of its batch is still open gets the
+same draw seed (:class:`~search_env.integrations.base.DrawRounds`, from the ``seed`` setting); the rollouts of a
+group score each turn against the same random passages and the next batch draws fresh ones. A row's
+``extras["draw_seed"]`` overrides it.
+
 **Where IG is scored**: by a frozen local scorer in the env worker (``scorer``: a folder), on the rollout vLLM
 server (``scorer``: its URL, scoring with the weights being trained), or deferred (``ig: {"deferred": true}``):
 the requests ride in ``metadata`` for a custom generator to score in the trainer's own forward pass.
@@ -54,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from search_env._cache import built_once
 from search_env.data.qa import QADataset, load_questions
 from search_env.dialects import get_dialect
 from search_env.integrations import base
@@ -102,12 +110,18 @@ class SearchQATextEnv(BaseTextEnv):
                              "(search_env.integrations.skyrl.dataset_rows writes them)") from None
         self.max_turns = int(extras.get("max_turns") or s["max_turns"])
         self.turns = 0
-        self.env = base.question_env({**s, "max_turns": self.max_turns}, record)
+        self.env = base.question_env({**s, "max_turns": self.max_turns}, record,
+                                     ig=base.grouped_ig(base.ig_setting(s["ig"])))
         self.infos: list[dict] = []
+        self._draw_seed = extras.get("draw_seed")
 
     def init(self, prompt: list[dict] | None = None) -> tuple[list[dict], dict]:
         """Start the episode; the row's prompt is kept, or the env's own prompt is the user message."""
-        obs, info = self.env.reset(seed=self.settings["seed"], options={"index": 0})
+        options = {"index": 0}
+        if self.env.ig and self.env.ig.shared_draws:
+            options["draw_seed"] = (int(self._draw_seed) if self._draw_seed is not None
+                                    else draw_rounds(self.settings["seed"]).begin(self))
+        obs, info = self.env.reset(seed=self.settings["seed"], options=options)
         self.turns, self.infos = 0, []
         return (list(prompt) if prompt else [{"role": "user", "content": obs}]), {"question_id": info["question_id"]}
 
@@ -128,7 +142,13 @@ class SearchQATextEnv(BaseTextEnv):
         return {k: v for k, v in base.episode_metrics(self.infos).items() if k != "ig_sum"}
 
     def close(self) -> None:
+        draw_rounds(self.settings["seed"]).end(self)
         self.env.close()
+
+
+def draw_rounds(seed: int | None) -> base.DrawRounds:
+    """The process's draw rounds for ``seed`` (SkyRL's generator makes every env of a batch in one process)."""
+    return built_once("skyrl-draws", seed, lambda: base.DrawRounds(seed))
 
 
 def register(env_id: str = ENV_ID) -> None:

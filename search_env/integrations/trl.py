@@ -33,6 +33,14 @@ Example::
 
 TRL takes one scalar per rollout, so the step-level IG rewards are folded into :meth:`SearchToolEnv.get_reward`
 as ``ig_weight * sum(IG)``; per-step values stay in ``env.igs`` / ``env.infos`` for logging.
+
+IG's random passages are shared draws (``IGConfig(shared_draws=True)`` unless the config says otherwise): every
+episode TRL resets in one batch gets the same draw seed (:class:`~search_env.integrations.base.DrawRounds`: a
+batch ends when a pooled instance is reset again), so the rollouts of a group score each turn against the same
+random passages and the next batch draws fresh ones. A ``draw_seed`` column in the row overrides it.
+
+Small chat models' own templates often cannot render tools (SmolLM2's: ``ValueError: ... does not support tool
+calling``); :func:`with_tool_template` gives such a tokenizer TRL's Qwen2.5 template, which TRL parses.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from search_env._cache import built_once
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.data.qa import QADataset, load_questions
 from search_env.env import SearchQAEnv
@@ -49,7 +58,8 @@ from search_env.integrations import base
 from search_env.retrieval import Retriever, make_retriever
 from search_env.rewards import RewardConfig
 
-__all__ = ["TOOL_PROMPT", "SearchEnvFactory", "SearchToolEnv", "make_dataset"]
+__all__ = ["TOOL_PROMPT", "SearchEnvFactory", "SearchToolEnv", "checkpointing_setting", "make_dataset",
+           "with_tool_template"]
 
 TOOL_PROMPT = (
     "Answer the question below. You can call the `search` tool to look up passages in a corpus; each call returns "
@@ -77,7 +87,10 @@ class SearchToolEnv:
         prompt: instruction template with ``{question}``, ``{topk}`` and ``{max_searches}`` fields.
         return_prompt: what ``reset`` returns. ``"auto"``: the formatted prompt when the row has no (or an
             empty) ``prompt``, else ``None``; ``True``: always the prompt; ``False``: always ``None``.
-        seed: seeds the IG random baselines (episode ``i`` uses ``seed + i``); ``None``: fresh entropy.
+        seed: seeds episode ``i``'s env with ``seed + i`` (``None``: fresh entropy) and the shared draws' rounds
+            (``None``: 0), so that processes with the same seed draw alike.
+        draws: the draw rounds this instance shares (:class:`SearchEnvFactory` gives its instances one; default:
+            one per ``seed`` per process).
     """
 
     def __init__(
@@ -95,6 +108,7 @@ class SearchToolEnv:
         prompt: str = TOOL_PROMPT,
         return_prompt: bool | str = "auto",
         seed: int | None = None,
+        draws: base.DrawRounds | None = None,
     ):
         if max_searches < 0 or topk < 1:
             raise ValueError(f"need topk >= 1 and max_searches >= 0 (got topk={topk}, max_searches={max_searches})")
@@ -106,7 +120,8 @@ class SearchToolEnv:
         if ig_weight is not None:
             reward = dataclasses.replace(reward, ig_weight=float(ig_weight))
         self._reward = reward
-        self._ig = (reward.ig_weight != 0) if ig is None else ig
+        self._ig = base.grouped_ig((reward.ig_weight != 0) if ig is None else ig)
+        self._draws = draws or built_once("trl-draws", seed, lambda: base.DrawRounds(seed))
         self._scorer = scorer
         self._topk, self._max_searches = topk, max_searches
         self._dialect, self._prompt, self._return_prompt = dialect, prompt, return_prompt
@@ -123,8 +138,9 @@ class SearchToolEnv:
     def reset(self, question: str | None = None, golden_answers: Any = None, **row: Any) -> str | None:
         """Start an episode on a dataset row with ``question`` and ``golden_answers`` (or ``answer``).
 
-        Other columns are ignored, except ``id`` and ``metadata`` (kept on the question) and ``prompt`` (see
-        ``return_prompt``). Returns the tool-use prompt or ``None``.
+        Other columns are ignored, except ``id`` and ``metadata`` (kept on the question), ``prompt`` (see
+        ``return_prompt``) and ``draw_seed`` (keys IG's shared draws instead of the batch's round). Returns the
+        tool-use prompt or ``None``.
         """
         if question is None:
             raise ValueError(
@@ -140,7 +156,11 @@ class SearchToolEnv:
                                      ig=self._ig, reward=self._reward)
         seed = None if self._seed is None else self._seed + self._episodes
         self._episodes += 1
-        self.env.reset(seed=seed, options={"index": 0})
+        options = {"index": 0}
+        if self.env.ig and self.env.ig.shared_draws:
+            given = row.get("draw_seed")
+            options["draw_seed"] = self._draws.begin(self) if given is None else int(given)
+        self.env.reset(seed=seed, options=options)
         self.infos, self.prediction, self._return, self._over = [], None, 0.0, False
         if self._return_prompt is False or (self._return_prompt == "auto" and _has_prompt(row.get("prompt"))):
             return None
@@ -245,9 +265,11 @@ class SearchEnvFactory:
     def __call__(self) -> SearchToolEnv:
         kwargs = dict(self.env_kwargs)
         if self._shared is None:
-            probe = SearchToolEnv(self.corpus, **kwargs)
-            self._shared = {"corpus": probe._corpus, "retriever": probe._retriever}
+            draws = base.DrawRounds(kwargs.get("seed"))
+            probe = SearchToolEnv(self.corpus, draws=draws, **kwargs)
+            self._shared = {"corpus": probe._corpus, "retriever": probe._retriever, "draws": draws}
             return probe
+        kwargs["draws"] = self._shared["draws"]
         kwargs["retriever"] = self._shared["retriever"]
         return SearchToolEnv(self._shared["corpus"], **kwargs)
 
@@ -287,6 +309,34 @@ def make_dataset(
             for q in items
         ]
     )
+
+
+def checkpointing_setting(config_class: Any, on: bool) -> dict[str, bool]:
+    """``{name: on}`` for the activation-checkpointing field of ``GRPOConfig`` (``config_class``): TRL turns it on
+    by default, and transformers 5.24 renamed ``gradient_checkpointing`` to ``activation_checkpointing``."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
+def with_tool_template(tokenizer: Any) -> Any:
+    """``tokenizer``, given TRL's Qwen2.5 chat template when its own cannot render tools (TRL parses that
+    template's ``<tool_call>`` blocks; it uses ``<|im_start|>``/``<|im_end|>``, which ChatML tokenizers such as
+    SmolLM2's have). Left-pads, as TRL generates. Needs ``trl``.
+
+    Raises:
+        ValueError: the tokenizer has no ``<|im_start|>``/``<|im_end|>`` tokens for the template to use.
+    """
+    from trl.chat_template_utils import qwen2_5_chat_template, supports_tool_calling
+
+    if not supports_tool_calling(tokenizer):
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in ("<|im_start|>", "<|im_end|>") if t not in vocab]
+        if missing:
+            raise ValueError(f"the tokenizer's chat template cannot call tools and it lacks {missing} for the Qwen2.5 "
+                             "template; give it a tool-calling chat template")
+        tokenizer.chat_template = qwen2_5_chat_template
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 def _has_prompt(prompt: Any) -> bool:
