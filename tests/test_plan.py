@@ -309,3 +309,14 @@ def test_self_bootstrapping_refuses_what_it_cannot_do(tmp_path, flags, message):
     with imported("benchmarks/study/warm_start.py") as ws, pytest.raises(SystemExit, match=message):
         ws.main([*flags, "--output", str(tmp_path / "ws")])
     assert not (tmp_path / "ws").exists()
+
+
+def test_trainer_turn_rewards_carry_the_plan_term():
+    from search_env.integrations.base import turn_reward
+
+    env = SearchQAEnv(dialect="plan", ig=False, reward=RewardConfig(plan_weight=0.5))
+    env.reset(seed=0)
+    _, reward, *_, info = env.step(PLAN + "<search> After Holmessa </search>")
+    assert turn_reward(info, False, ig_weight=0.3, ig_clip=1.0) == pytest.approx(reward) == pytest.approx(0.5 / 3)
+    _, reward, terminated, _, info = env.step("<answer> 1941 </answer>")
+    assert terminated and turn_reward(info, True, ig_weight=0.3, ig_clip=1.0) == pytest.approx(reward)

@@ -160,11 +160,13 @@ def question_env(s: Mapping, record: Mapping, *, resources: tuple | None = None,
 
 def turn_reward(info: Mapping, final: bool, *, ig_weight: float, ig_clip: float | None) -> float:
     """A turn's reward for a trainer that takes one per turn: the last turn's outcome plus its format penalty; an
-    earlier turn's format penalty plus ``ig_weight * clip(IG)`` (nothing without IG)."""
+    earlier turn's format penalty plus ``ig_weight * clip(IG)`` (nothing without IG). Every turn adds its plan-aware
+    term (``RewardConfig(plan_weight=...)``) when the env pays one."""
     parts = info["reward_components"]
+    plan = parts.get("plan", 0.0)
     if final:
-        return float(parts["outcome"] + parts["format"])
-    return float(parts["format"] + clipped_ig(info.get("ig"), ig_weight, ig_clip))
+        return float(parts["outcome"] + parts["format"] + plan)
+    return float(parts["format"] + plan + clipped_ig(info.get("ig"), ig_weight, ig_clip))
 
 
 def episode_metrics(infos: Sequence[Mapping]) -> dict[str, float]:
