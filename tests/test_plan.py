@@ -320,3 +320,15 @@ def test_trainer_turn_rewards_carry_the_plan_term():
     assert turn_reward(info, False, ig_weight=0.3, ig_clip=1.0) == pytest.approx(reward) == pytest.approx(0.5 / 3)
     _, reward, terminated, _, info = env.step("<answer> 1941 </answer>")
     assert terminated and turn_reward(info, True, ig_weight=0.3, ig_clip=1.0) == pytest.approx(reward)
+
+
+def test_trainer_settings_turn_the_plan_reward_on():
+    from search_env.integrations import base
+
+    record = {"id": "q", "question": "Who founded the label?", "golden_answers": ["x"]}
+    for weight, expected in ((0.0, None), (0.5, 0.5 / 3)):
+        s = base.make_settings(base.DEFAULTS, None, {"dialect": "plan", "ig": False, "plan_weight": weight})
+        env = base.question_env(s, record, resources=(build_world().corpus, "bm25", None))
+        env.reset(seed=0)
+        parts = env.step(PLAN + "<search> After Holmessa </search>")[4]["reward_components"]
+        assert parts.get("plan") == (None if expected is None else pytest.approx(expected))

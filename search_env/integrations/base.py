@@ -35,7 +35,7 @@ __all__ = ["DEFAULTS", "DrawRounds", "episode_metrics", "grouped_ig", "jsonable"
 
 DEFAULTS = {"corpus": None, "retriever": "bm25", "topk": 3, "max_turns": 4, "dialect": "search-r1", "outcome": "em",
             "format_penalty": 0.1, "ig": True, "scorer": None, "scorer_tokenizer": None, "ig_weight": 0.3,
-            "ig_clip": 1.0, "seed": None}
+            "ig_clip": 1.0, "seed": None, "plan_weight": 0.0}
 
 
 def make_settings(defaults: Mapping, variable: str | None, *layers: Mapping | None) -> dict:
@@ -152,7 +152,8 @@ def question_env(s: Mapping, record: Mapping, *, resources: tuple | None = None,
     reward is ``reward``, or the settings' outcome and format penalty with ``ig_weight``."""
     corpus, retriever, scorer = resources or shared_resources(s["corpus"], s["retriever"], s["scorer"],
                                                               s["scorer_tokenizer"])
-    reward = reward or RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"], ig_weight=ig_weight)
+    reward = reward or RewardConfig(outcome=s["outcome"], format_penalty=s["format_penalty"], ig_weight=ig_weight,
+                                    plan_weight=s.get("plan_weight", 0.0))
     return SearchQAEnv(questions=load_questions([dict(record)]), corpus=corpus, retriever=retriever, topk=s["topk"],
                        max_turns=int(s["max_turns"]), dialect=s["dialect"],
                        ig=ig_setting(s["ig"]) if ig is None else ig, scorer=scorer, reward=reward)

@@ -18,9 +18,9 @@ The model runs through the agent's harness, by default verifiers' tool-less chat
 subprocess (``runtime: subprocess``), which calls the model through verifiers' interception server and the
 run's OpenAI-compatible client. What lands on the trace:
 
-- rewards ``outcome``, ``format`` and ``ig``: the episode's sums of the env's ``info["reward_components"]``,
-  weight 1, so ``trace.reward`` is the env's episode return. ``ig`` is ``ig_weight * sum(IG)`` (``ig_weight``
-  0 by default: the outcome alone is the reward);
+- rewards ``outcome``, ``format`` and ``ig`` (and ``plan`` when ``plan_weight`` is set): the episode's sums of
+  the env's ``info["reward_components"]``, weight 1, so ``trace.reward`` is the env's episode return. ``ig`` is
+  ``ig_weight * sum(IG)`` (``ig_weight`` 0 by default: the outcome alone is the reward);
 - metrics ``ig_turn_<t>`` (IG of turn *t*, from 1, on every search turn that has one), ``ig_sum``, ``ig_mean``,
   ``ig_steps``, ``em``, ``f1``, ``answered``, ``searches``, ``invalid``;
 - ``trace.info["search_env"]``: ``question_id``, ``golden_answers``, ``ig`` (one value or ``None`` per turn)
@@ -138,8 +138,9 @@ class SearchQAVerifiersEnv(vf.Env[SearchQAEnvConfig]):
 
 def _record_episode(trace: Any, infos: list[dict], data: SearchQAData) -> None:
     """Rewards (the env's summed components), metrics and per-turn detail of a finished episode."""
-    for name in ("outcome", "format", "ig"):
-        trace.record_reward(name, sum(i["reward_components"][name] for i in infos))
+    for name in ("outcome", "format", "ig", "plan"):
+        if name != "plan" or any(name in i["reward_components"] for i in infos):
+            trace.record_reward(name, sum(i["reward_components"].get(name, 0.0) for i in infos))
     igs = [i.get("ig") for i in infos]
     metrics = base.episode_metrics(infos)
     trace.record_metrics({**{k: metrics[k] for k in ("ig_sum", "ig_mean", "em", "f1", "answered")},
