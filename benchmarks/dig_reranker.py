@@ -154,8 +154,8 @@ def train(top: TopLayer, groups: list[dict], *, epochs: int, lr: float, batch: i
 
 
 def auc_with_interval(rows: list[dict], keys: list[str], draws: int, seed: int) -> dict:
-    """Pooled AUC per key, its 95% percentile bootstrap interval over questions, and the paired interval of each
-    key's difference from the first."""
+    """Pooled AUC per key, its 95% percentile bootstrap interval over questions, and the paired intervals of each
+    key's difference from the keys before it."""
     by_question: dict[str, list[dict]] = {}
     for row in rows:
         by_question.setdefault(row["question_id"], []).append(row)
@@ -171,8 +171,9 @@ def auc_with_interval(rows: list[dict], keys: list[str], draws: int, seed: int) 
     out = {"questions": len(pairs), "pairs": int(pairs.sum())}
     for k, key in enumerate(keys):
         out[key] = {"auc": float(right[:, k].sum() / pairs.sum()),
-                    "interval": np.percentile(boot[:, k], [2.5, 97.5]).tolist(),
-                    "minus_" + keys[0]: np.percentile(boot[:, k] - boot[:, 0], [2.5, 97.5]).tolist()}
+                    "interval": np.percentile(boot[:, k], [2.5, 97.5]).tolist()}
+        for j, other in enumerate(keys[:k]):
+            out[key]["minus_" + other] = np.percentile(boot[:, k] - boot[:, j], [2.5, 97.5]).tolist()
     return out
 
 
@@ -233,6 +234,8 @@ def main() -> None:
                              "helpful": sum(r["label"] for r in rows), "dig_auc": ranking_auc(rows, "dig")[0],
                              "bm25_auc": ranking_auc(rows, "bm25")[0]} for n, rows in train_rows.items()},
                "dev": {n: auc_with_interval(rows, keys, args.bootstrap, args.seed) for n, rows in dev.items()},
+               "dev_rows": {n: [{k: r[k] for k in ("question_id", "doc_id", "gold", *keys)} for r in rows]
+                            for n, rows in dev.items()},
                "seconds": {"labels": t_labels, "encode": t_encode, "train": t_train, "total": time.time() - start}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
@@ -242,9 +245,11 @@ def main() -> None:
     for n, r in results["dev"].items():
         cells = "  ".join(f"{r[k]['auc']:>7.3f} [{r[k]['interval'][0]:.3f}, {r[k]['interval'][1]:.3f}]" for k in keys)
         print(f"{n:<10} {r['questions']:>9} {r['pairs']:>6}  {cells}")
-        for k in keys[1:]:
-            lo, hi = r[k]["minus_bm25"]
-            print(f"{'':<10} {k} - bm25: [{lo:+.3f}, {hi:+.3f}]")
+        for k, key in enumerate(keys):
+            for other in keys[:k]:
+                lo, hi = r[key]["minus_" + other]
+                diff = r[key]["auc"] - r[other]["auc"]
+                print(f"{'':<10} {key} - {other}: {diff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     print("trained / BM25 AUC: " + ", ".join(f"{n} {r['trained']['auc'] / r['bm25']['auc']:.3f}"
                                              for n, r in results["dev"].items()))
 

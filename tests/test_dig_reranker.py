@@ -33,6 +33,7 @@ def test_auc_with_interval_pools_pairs_and_resamples_questions():
     lo, hi = out["bm25"]["interval"]
     assert lo == pytest.approx(0.0) and hi == pytest.approx(0.5)  # resamples: a only 0, b only 1/2, mixed 1/3
     assert out["trained"]["interval"] == [1.0, 1.0] and out["trained"]["minus_bm25"][0] == pytest.approx(0.5)
+    assert "minus_bm25" not in out["bm25"]  # each key against the ones before it only
 
 
 @pytest.mark.slow
