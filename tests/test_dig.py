@@ -13,6 +13,9 @@ from search_env.commands.jsonl import ResumeRefused
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.scoring.score_format import ScoreFormat, infogain_confidence
+from search_env.scoring.transformers_scorer import TransformersScorer
+from tests.standins import bundled_tokenizer, tiny_llama
+from tests.test_scorers import token_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +177,17 @@ def test_cli_end_to_end_with_the_bundled_scorer(tmp_path, capsys):
                    "file, 1 now. Rerun with the file's settings, or write to another --output, or delete the file to "
                    "start over\n")
     assert len(out.read_text().splitlines()) == 5
+
+
+def test_the_scorer_computes_the_infogain_confidence_from_its_own_log_probabilities():
+    """TransformersScorer(confidence="infogain") = infogain_confidence of the answer tokens' log-probabilities from a
+    full-sequence forward; its disk-cache fingerprint differs from the log-prob scorer's."""
+    tokenizer = bundled_tokenizer()
+    model = tiny_llama(len(tokenizer), seed=0, max_position_embeddings=512, initializer_range=0.5)
+    contexts = ["The river passes the old castle.", "A painter lived in the harbour village."]
+    answers = ["the castle library", "Lisbon"]
+    infogain = TransformersScorer(model, tokenizer, confidence="infogain")
+    expected = [infogain_confidence(token_logprobs(model, tokenizer, c, a)) for c, a in zip(contexts, answers)]
+    assert infogain.score(contexts, answers) == pytest.approx(expected, rel=1e-6)
+    assert all(0 < e < 1 for e in expected)
+    assert infogain.fingerprint != TransformersScorer(model, tokenizer).fingerprint
