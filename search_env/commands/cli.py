@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dig = commands.add_parser("dig", help="write DIG labels (question, passage, DIG) for a QA set (resumable)",
                               description="Label each (question, retrieved passage) pair of a QA set with its "
-                              "Document Information Gain: the scorer's gain on the gold answer from that passage "
-                              "alone; report how well DIG and BM25 rank the gold passages. Resumable.")
+                              "Document Information Gain (InfoGain-RAG): the scorer's confidence in the gold answer "
+                              "with that passage alone minus without any, and label = DIG > --threshold; report "
+                              "how well DIG and BM25 rank the gold passages. Resumable.")
     dig.add_argument("--questions", required=True, help="FlashRAG QA JSONL, or 'builtin'")
     dig.add_argument("--corpus", help="FlashRAG corpus JSONL (default: the corpus.jsonl beside the QA file)")
     dig.add_argument("--output", required=True, help="JSONL of (question, passage, DIG) rows after a settings line; "
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     dig.add_argument(
         "--scorer", default="bundled", help="the scoring model: 'bundled' or a Hugging Face name or folder"
     )
+    dig.add_argument("--confidence", choices=("infogain", "logprob"), default="infogain",
+                     help="'infogain': InfoGain-RAG's smoothed-probability confidence in [0, 1] (DIG in [-1, 1]); "
+                     "'logprob': the IG reward's head-weighted mean log-probability (nats per token)")
+    dig.add_argument("--threshold", type=float, default=0.0, help="label = 1 (helpful) when DIG exceeds it, else 0")
     dig.add_argument("--seed", type=int, default=0, help="the seed each question's episode is reset with")
     dig.add_argument("--no-progress", action="store_true", help="no progress bar")
     dig.set_defaults(handler=cmd_dig)
@@ -399,23 +404,21 @@ def _duration(seconds: float) -> str:
 
 def cmd_dig(args) -> int:
     from search_env.agents.models import check_model
-    from search_env.commands.dig import label, ranking_auc
-    from search_env.env import SearchQAEnv
-    from search_env.info_gain import IGConfig
+    from search_env.commands.dig import dig_env, dig_scorer, label, ranking_auc
     from search_env.retrieval.http import is_url
 
     [(name, questions, corpus)] = _datasets([args.questions], args.corpus)
     if not is_url(args.scorer):
         check_model(args.scorer, "--scorer")
-    env = SearchQAEnv(questions=questions, corpus=corpus, retriever=args.retriever, topk=args.topk, max_turns=2,
-                      ig=IGConfig(per_document=True), scorer=args.scorer)
+    env = dig_env(questions, corpus, retriever=args.retriever, topk=args.topk)
     settings = {"questions": _identity(questions), "corpus": _identity(corpus), "retriever": args.retriever,
                 "scorer": _model_identity(args.scorer)}
-    done, resumed = label(list(questions)[: args.limit], env, args.output, seed=args.seed, settings=settings,
-                          progress=not args.no_progress)
+    done, resumed = label(list(questions)[: args.limit], env, dig_scorer(args.scorer, args.confidence), args.output,
+                          seed=args.seed, threshold=args.threshold, settings=settings, progress=not args.no_progress)
     rows = [row for group in done.values() for row in group]
+    helpful = sum(row["label"] for row in rows)
     print(f"{name}: {len(done)} questions, {len(rows)} (question, passage) rows in {args.output} "
-          f"({resumed} questions resumed)")
+          f"({resumed} questions resumed); {helpful} labelled helpful (DIG > {args.threshold:g})")
     (dig_auc, pairs), (bm25_auc, _) = ranking_auc(rows, "dig"), ranking_auc(rows, "bm25")
     if pairs:
         print(f"gold passages ranked above the other retrieved ones (AUC over {pairs} pairs): DIG {dig_auc:.3f}, "

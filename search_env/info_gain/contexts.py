@@ -62,11 +62,24 @@ class IGRequests:
             "logp_random": base.tolist() if self.baseline == "random" else [],
             "logp_baseline": baseline_score,
         }
-        doc_gains = None
-        if self.n_docs:
-            singles = scores[1 + self.n_baseline : 1 + self.n_baseline + self.n_docs]
-            doc_gains = (singles - scores[-1]).tolist()
+        doc_gains = self.document_gains(scores[1 + self.n_baseline :]) if self.n_docs else None
         return IGResult(ig, detail, doc_gains)
+
+    @property
+    def document_pairs(self) -> list[tuple[str, str]]:
+        """The pairs ``per_document`` adds: each passage alone, then no passage (empty without ``per_document``)."""
+        return self.pairs[1 + self.n_baseline :] if self.n_docs else []
+
+    def document_gains(self, scores: Sequence[float]) -> list[float]:
+        """Each passage's gain from the scores of :attr:`document_pairs`: its score alone minus the no-passage one.
+
+        Raises:
+            ValueError: not one score per document pair.
+        """
+        scores = np.asarray(scores, dtype=np.float64)
+        if not self.n_docs or len(scores) != self.n_docs + 1:
+            raise ValueError(f"expected {self.n_docs + 1} document scores, got {len(scores)}")
+        return (scores[:-1] - scores[-1]).tolist()
 
 
 def build_context(prefix: str, steps: Sequence[SearchStep], last_documents: str | None = None) -> str:

@@ -69,6 +69,8 @@ class TransformersScorer:
             or a ``DiskScoreCache``; ``False`` (default) for none. Worth it for a frozen scorer whose pairs
             recur across runs; the fingerprint hashes every weight, once per scorer and again after each change
             the in-memory cache notices, so leave it off when scoring with a policy that is being trained.
+        confidence: ``"logprob"`` (default): the weighted mean log-probability; ``"infogain"``: InfoGain-RAG's
+            confidence in [0, 1] (:func:`~search_env.scoring.score_format.infogain_confidence`).
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class TransformersScorer:
         share_prefix: bool = True,
         cache_size: int = 4096,
         disk_cache: bool | str | os.PathLike | DiskScoreCache = False,
+        confidence: str = "logprob",
     ) -> None:
-        self.score_format = ScoreFormat(answer_prefix, max_context_tokens, head_tokens, float(head_weight))
+        self.score_format = ScoreFormat(answer_prefix, max_context_tokens, head_tokens, float(head_weight),
+                                        confidence=confidence)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -200,7 +204,8 @@ class TransformersScorer:
         if self._fingerprint is None:
             self._fingerprint = model_fingerprint(
                 self.model, self.tokenizer, max_context_tokens=self.max_context_tokens, head_tokens=self.head_tokens,
-                head_weight=self.head_weight, answer_prefix=self.answer_prefix)
+                head_weight=self.head_weight, answer_prefix=self.answer_prefix,
+                **({} if self.score_format.confidence == "logprob" else {"confidence": self.score_format.confidence}))
         return self._fingerprint
 
     def _weights_fingerprint(self) -> tuple[int, int, torch.Tensor | None]:
