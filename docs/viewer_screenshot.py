@@ -2,7 +2,7 @@
 0.7) on the built-in world, IG scored by the bundled SmolLM2-135M (3 random draws, per-document gains,
 leave-one-out credit), written as records, rendered, and shot with headless Chromium.
 
-    .venv/bin/python docs/viewer_screenshot.py     # 14 minutes on 2 shared CPU cores (load average 8)
+    .venv/bin/python docs/viewer_screenshot.py     # 13-14 minutes on 2 shared CPU cores (load average 8-9)
 
 The shot is reduced to a 256-colour palette when Pillow is installed (it comes with the examples extra).
 """
@@ -28,7 +28,7 @@ def main() -> None:
     env = SearchQAEnv(scorer="bundled", topk=3, max_turns=4,
                       ig=IGConfig(n_random=3, per_document=True, credit="leave-one-out"))
     oracle = OraclePolicy(env.questions, think=False, accuracy=0.7, seed=0)
-    records = [play_episode(env, oracle, options={"index": i}) for i in range(16)]
+    records = [play_episode(env, oracle, seed=i, options={"index": i}) for i in range(16)]  # seeded IG draws
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # the page names the file as it was given
         jsonl, html = Path("oracle_bundled_ig.jsonl"), Path(tmp, "report.html")
