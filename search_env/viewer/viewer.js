@@ -167,7 +167,8 @@
     let out = "";
     for (let k = 0; k <= 4; k++) {
       const v = y0 + ((y1 - y0) * k) / 4;
-      out += `<line class="grid" x1="${M.l}" x2="${W - M.r}" y1="${sy(v)}" y2="${sy(v)}"/><text x="${M.l - 3}" y="${sy(v) + 3}" text-anchor="end">${fmt(v, Math.abs(y1 - y0) < 5 ? 2 : 0)}</text>`;
+      const digits = Math.abs(y1 - y0) < 1 ? 3 : Math.abs(y1 - y0) < 5 ? 2 : Math.abs(y1 - y0) < 50 ? 1 : 0;
+      out += `<line class="grid" x1="${M.l}" x2="${W - M.r}" y1="${sy(v)}" y2="${sy(v)}"/><text x="${M.l - 3}" y="${sy(v) + 3}" text-anchor="end">${fmt(v, digits)}</text>`;
     }
     for (const [v, label] of xticks) out += `<text x="${sx(v)}" y="${H - 8}" text-anchor="middle">${esc(label)}</text>`;
     out += `<path class="axis" d="M${M.l},${M.t} V${H - M.b} H${W - M.r}"/>`;
