@@ -110,7 +110,8 @@ class Args:
     eval_every: int = arg(10, "evaluate every N steps (and at the last step)")
     eval_questions: int = arg(64, "held-out questions per evaluation")
     eval_batch_size: int = arg(32, "episodes generated together during evaluation")
-    log_episodes: int = arg(8, "training and held-out episodes written to episodes.jsonl at each evaluation")
+    log_episodes: int = arg(8, "training and held-out episodes written to episodes.jsonl (and TensorBoard) at each "
+                                "evaluation")
     save_every: int | None = arg(None, "write the checkpoint every N steps (default: --eval-every) and at the last "
                                        "step; each replaces the one before")
     checkpoint_every: int | None = arg(None, "also keep the checkpoints of every N-th step (default: the last only)")
@@ -399,7 +400,8 @@ def main(argv=None) -> None:
                 evaluation, held_out = evaluate(model, tokenizer, eval_venv, list(eval_set)[: args.eval_questions],
                                                 greedy, prompt_text, amp)
             metrics.update(evaluation)
-            log_episodes(run_dir, step, args.log_episodes, train=(episodes, batch), eval=(held_out, None))
+            log.add_episodes(step, log_episodes(run_dir, step, args.log_episodes, train=(episodes, batch),
+                                                eval=(held_out, None)))
         if step % (args.save_every or args.eval_every) == 0 or step == args.total_steps:
             with timer("checkpoint"):
                 save_checkpoint(run_dir / "checkpoints", step, model, tokenizer, keep_every=args.checkpoint_every,

@@ -128,7 +128,7 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
         search = check_record(episode["record"])["turns"][0]
         assert search["ig"] == traj.step_ig[0] and len(search["ig_detail"]["logp_random"]) == 2
         assert search["passages"][0]["title"] == "Karvesh" and episode["record"]["em"] == episode["em"]
-    assert rollouts.log_episodes(tmp_path, 4, 3, train=(episodes, batch), eval=(episodes, None)) == 6
+    assert len(rollouts.log_episodes(tmp_path, 4, 3, train=(episodes, batch), eval=(episodes, None))) == 6
     logged = read_records(tmp_path / "episodes.jsonl")
     assert [(r["step"], r["split"]) for r in logged] == [(4, "train")] * 3 + [(4, "eval")] * 3
     assert [r["turns"][0]["advantage"] for r in logged[:3]] == pytest.approx(
@@ -203,6 +203,11 @@ def test_smoke_run_and_resume(tmp_path):
     assert (run / "checkpoints" / "step_000002" / "trainer_state.pt").exists()
     assert (run / "curves.png").stat().st_size > 0
     assert list((run / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"tensors": 0}).Reload()
+    samples = [e for tag in ("episodes/train/text_summary", "episodes/eval/text_summary") for e in events.Tensors(tag)]
+    assert [e.step for e in samples] == [2, 3, 2, 3] and b"- turn 1 " in samples[0].tensor_proto.string_val[0]
     assert "step    1" in out and "step    3" in out
     logged = [(r["step"], r["split"]) for r in read_records(run / "episodes.jsonl")]
     assert logged == [(s, split) for s in (2, 3) for split in ("train", "eval") for _ in range(4)]

@@ -86,14 +86,14 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
     return trajectories, episodes
 
 
-def log_episodes(run_dir: str | Path, step: int, n: int, **splits: tuple[Sequence[dict], object]) -> int:
+def log_episodes(run_dir: str | Path, step: int, n: int, **splits: tuple[Sequence[dict], object]) -> list[dict]:
     """Write to ``run_dir/episodes.jsonl`` the records (:mod:`search_env.records`) of the first ``n`` episodes of
     each split (``name=(episodes, batch)``: :func:`rollout`'s stats, each holding its ``record``), each with ``step``
     and ``split``, after the file's records of earlier steps (those of this step or later, from a run that is being
     resumed, are dropped). With the split's ``batch`` (the :class:`~search_env.training.credit.CreditBatch` of
     those episodes, in order; ``None`` for none) each record also gets its ``advantage`` and each search turn whose
-    query tokens got one the ``advantage`` those tokens were given (outcome advantage plus the IG term). Returns how
-    many were written."""
+    query tokens got one the ``advantage`` those tokens were given (outcome advantage plus the IG term). Returns the
+    records written."""
     path = Path(run_dir) / "episodes.jsonl"
     chosen = [r for r in read_records(path) if r.get("step", step) < step] if path.exists() else []
     kept = len(chosen)
@@ -109,7 +109,7 @@ def log_episodes(run_dir: str | Path, step: int, n: int, **splits: tuple[Sequenc
                         turn["advantage"] = float(batch.token_advantages[i, tokens[0]])
             chosen.append(record)
     write_records(path, chosen)
-    return len(chosen) - kept
+    return chosen[kept:]
 
 
 @torch.inference_mode()

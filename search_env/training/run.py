@@ -149,6 +149,24 @@ class MetricsLog:
                 self.writer.add_scalar(key, value, step)
             self.writer.flush()
 
+    def add_episodes(self, step: int, records: list[dict]) -> None:
+        """Sample episodes as TensorBoard text (``episodes/<split>``), one block per episode: question, gold,
+        prediction, EM, then each turn's kind, query or answer, IG and advantage (nothing without TensorBoard)."""
+        if self.writer is None:
+            return
+        by_split: dict[str, list[str]] = {}
+        for r in records:
+            lines = [f"**{r['question']}** gold {r['golden_answers']} predicted {r.get('prediction')!r} EM {r['em']:g}"
+                     + (f", advantage {r['advantage']:+.3f}" if "advantage" in r else "")]
+            for t, turn in enumerate(r["turns"]):
+                what = turn.get("query") or turn.get("invalid_reason") or turn["text"].strip()[-80:]
+                extra = "".join(f", {k} {turn[k]:+.3f}" for k in ("ig", "advantage") if turn.get(k) is not None)
+                lines.append(f"- turn {t + 1} {turn['action_type']}: `{what}`{extra}")
+            by_split.setdefault(r.get("split", "episodes"), []).append("\n".join(lines))
+        for split, blocks in by_split.items():
+            self.writer.add_text(f"episodes/{split}", "\n\n".join(blocks), step)
+        self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
