@@ -42,12 +42,12 @@ from search_env.agents import chat_prompt, load_causal_lm
 from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
-from search_env.training.credit import assign_credit
+from search_env.training.credit import TURN_IG_FLOOR, assign_credit
 from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
 from search_env.training.rollout import build_model, decode, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint
-from search_env.training.splits import held_out_split
+from search_env.training.splits import held_out_split, question_at
 
 
 @dataclass
@@ -91,7 +91,11 @@ class Args:
     max_grad_norm: float = arg(1.0, "gradient clipping")
     # IG credit
     ig_weight: float = arg(0.3, "lambda: IG added to the advantages of search-query tokens (0: plain GRPO)")
-    ig_norm: str = arg("none", "none | group: z-score IG over each question's steps first")
+    ig_norm: str = arg("none", "none | turn: IG centred per (question, turn) over the group, divided by max(std, "
+                               "--ig-floor) (A2TGPO) | group (deprecated: pools turns)")
+    ig_floor: float = arg(TURN_IG_FLOOR, "--ig-norm turn's std floor, nats/token (the draw noise of unshared draws)")
+    ig_credit: str = arg("step", "step (its own IG) | sub-answer | leave-one-out | shapley: each search's credit")
+    shared_draws: bool = arg(True, "a group's rollouts at a turn score against the same random passages")
     ig_spread: str = arg("query", "query | turn: IG on the <search> tokens only, or on the whole turn")
     ig_clip: float = arg(1.0, "clip IG to [-c, c] nats/token")
     ig_n_random: int = arg(3, "random-passage counterfactuals per search step")
@@ -244,7 +248,8 @@ def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval
                       autoreset_mode="Disabled")
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, questions=train_set,
                              scorer=timer.wrap(scorer, "ig", "score") if args.score_ig else None,
-                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=render) if args.score_ig else False,
+                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=render, credit=args.ig_credit,
+                                         shared_draws=args.shared_draws) if args.score_ig else False,
                              retriever=timer.wrap(retriever, "retrieve", "search", "batch_search"),
                              ig_pool=args.ig_pool, **env_kwargs)
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set,
@@ -261,12 +266,6 @@ def generation_kwargs(args: Args, model, tokenizer) -> tuple[dict, dict]:
     sample = transformers.GenerationConfig(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0, **common)
     greedy = transformers.GenerationConfig(do_sample=False, **common)
     return [{"generation_config": config, "stopping_criteria": stop} for config in (sample, greedy)]
-
-
-def question_at(position: int, n: int, seed: int) -> int:
-    """The training stream: epoch after epoch, each a permutation drawn from (seed, epoch)."""
-    epoch, k = divmod(position, n)
-    return int(np.random.default_rng([seed, epoch]).permutation(n)[k])
 
 
 def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
@@ -310,10 +309,11 @@ def train_step(step: int, items, args: Args, model, ref_model, optimizer, tokeni
     """One GRPO step on ``items``: rollout, credit (and self-distillation's inputs), update; returns its metrics."""
     model.eval()
     trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
-                                     gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
+                                     gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp,
+                                     draw_seed=args.seed * 1_000_003 + step)  # per run and step, shared by a group
     # Group-relative advantages, ig_weight · clip(IG) on each search's query tokens, env tokens masked.
     batch = assign_credit(trajectories, pad_id=tokenizer.pad_token_id, ig_weight=args.ig_weight, ig_clip=args.ig_clip,
-                          ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
+                          ig_norm=args.ig_norm, ig_floor=args.ig_floor, spread=args.ig_spread, scale=args.scale_rewards)
     distilling = args.distill != "none" and step % args.distill_every == 0
     distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if distilling else None
     model.train()

@@ -32,17 +32,23 @@ def build_model(name: str, seed: int):
     return model, tokenizer
 
 
-def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp):
+def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp,
+            draw_seed: int | None = None):
     """``(trajectories, episode stats)`` of ``group_size`` episodes per question of ``items``, in ``venv`` (one
     sub-env per episode, autoreset off); ``prompt_text(first observation)`` is the model's input. Generation is
-    timed as ``timer("generate")``; ``amp()`` is the autocast context of generation and of the env's scoring."""
+    timed as ``timer("generate")``; ``amp()`` is the autocast context of generation and of the env's scoring.
+
+    ``draw_seed`` keys IG's shared random passages (default: ``seed``), so every rollout of a group at a turn
+    scores against the same ones. Where the env gives ``info["search_credit"]`` at an episode's end (``IGConfig(
+    credit=...)``), it replaces the IG of that episode's search turns (:meth:`Trajectory.set_search_credit`)."""
     eos_ids = set(model.generation_config.eos_token_id)
     trajectories: list[Trajectory] = []
     prompts: list[str] = []  # the env's, per episode (self-distillation's teachers extend it)
     for q, item in enumerate(items):
         mask = np.zeros(venv.num_envs, dtype=bool)
         mask[q * group_size : (q + 1) * group_size] = True
-        observations, _ = venv.reset(seed=seed, options={"reset_mask": mask, "question_id": item.id})
+        options = {"reset_mask": mask, "question_id": item.id, "draw_seed": seed if draw_seed is None else draw_seed}
+        observations, _ = venv.reset(seed=seed, options=options)
         prompt_ids = tokenizer(prompt_text(observations[q * group_size]), add_special_tokens=False)["input_ids"]
         trajectories += [Trajectory(prompt_ids, group=item.id) for _ in range(group_size)]
         prompts += [observations[q * group_size]] * group_size
@@ -68,6 +74,8 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
             stats["truncated"] = float(truncated[i])
             if kind == "answer":
                 stats["answered"], stats["em"], stats["answer"] = 1.0, float(infos["em"][i]), infos["prediction"][i]
+            if infos.get("_search_credit", np.zeros(venv.num_envs, bool))[i]:
+                trajectories[i].set_search_credit(infos["search_credit"][i])
             if not (terminated[i] or truncated[i]):
                 trajectories[i].add_env(tokenizer(observations[i], add_special_tokens=False)["input_ids"])
         active = [i for i in active if not (terminated[i] or truncated[i])]

@@ -1,4 +1,5 @@
-"""The held-out split of a question set that a training run and the models it starts from agree on."""
+"""The held-out split of a question set that a training run and the models it starts from agree on, and the order
+in which a run reads its training questions."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def held_out_split(questions: QADataset, eval_size: int, hops: str | None = None
         return QADataset(kept, name=f"{questions.name}:{name}")
 
     return part(order[n_eval:], "train"), part(order[:n_eval], "held-out")
+
+
+def question_at(position: int, n: int, seed: int) -> int:
+    """The training stream: epoch after epoch, each a permutation drawn from (seed, epoch)."""
+    epoch, k = divmod(position, n)
+    return int(np.random.default_rng([seed, epoch]).permutation(n)[k])
