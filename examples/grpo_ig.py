@@ -39,15 +39,14 @@ import transformers
 
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
 from search_env.agents import chat_prompt, load_causal_lm
-from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
 from search_env.training.credit import TURN_IG_FLOOR, assign_credit
 from search_env.training.distill import Attempt, distill_loss, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
-from search_env.training.rollout import build_model, decode, rollout
+from search_env.training.rollout import build_model, decode, generation_kwargs, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint
-from search_env.training.splits import held_out_split, question_at
+from search_env.training.splits import question_at, three_way_split
 
 
 @dataclass
@@ -68,6 +67,8 @@ class Args:
     corpus: str | None = arg(None, "FlashRAG corpus JSONL (default: the built-in world's corpus)")
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "questions held out for evaluation (a fixed split, the same for every seed)")
+    warm_questions: int = arg(0, "the first N training questions are the warm start's (warm_start.py --max-questions"
+                                 " N); GRPO trains on the rest")
     hops: str | None = arg(None, "only questions with these hop counts (metadata 'hops'), e.g. 2,3; "
                                  "filtered after the split")
     dialect: str = arg("search-r1", "tag dialect: search-r1, autorefine or plan (a <plan> of sub-questions "
@@ -226,7 +227,7 @@ def load_models(args: Args, device, precision: str, ckpt: Path | None = None):
 
 
 def load_data(args: Args):
-    """``(train questions, held-out questions, corpus)``; the held-out split is fixed by a seed of 0."""
+    """``(GRPO's questions, held-out questions, corpus)``: ``three_way_split``'s, fixed by a seed of 0."""
     if (args.questions is None) != (args.corpus is None):
         raise SystemExit("--questions and --corpus go together (neither: the built-in world of --world-seed)")
     if args.questions is None:
@@ -234,7 +235,7 @@ def load_data(args: Args):
         questions, corpus = world.questions, world.corpus
     else:
         questions, corpus = load_questions(args.questions), load_corpus(args.corpus)
-    return (*held_out_split(questions, args.eval_size, args.hops), corpus)
+    return (*three_way_split(questions, args.eval_size, args.hops, args.warm_questions)[1:], corpus)
 
 
 def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval_set, timer: Timer, device):
@@ -255,17 +256,6 @@ def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set,
                                   retriever=retriever, ig=False, **env_kwargs)
     return venv, eval_venv
-
-
-def generation_kwargs(args: Args, model, tokenizer) -> tuple[dict, dict]:
-    """``generate`` keywords of the rollouts (sampled at ``--temperature``, no top-k or top-p) and of evaluation
-    (greedy), both stopping after ``</search>`` or ``</answer>``."""
-    stop = stop_criteria(tokenizer)
-    common = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=model.generation_config.eos_token_id)
-    sample = transformers.GenerationConfig(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0, **common)
-    greedy = transformers.GenerationConfig(do_sample=False, **common)
-    return [{"generation_config": config, "stopping_criteria": stop} for config in (sample, greedy)]
 
 
 def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
@@ -364,6 +354,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"--distill {args.distill}: use none, hindsight or sibling")
     if args.distill_every < 1:
         raise SystemExit(f"--distill-every {args.distill_every}: use a positive number of steps")
+    if args.ig_credit not in ("step", "sub-answer", "leave-one-out", "shapley"):
+        raise SystemExit(f"--ig-credit {args.ig_credit}: use step, sub-answer, leave-one-out or shapley")
     run_dir, device, precision, amp = start_run(args)
 
     # Models, data, envs. Resume: step, data position, optimizer and random states come from the checkpoint.
@@ -377,7 +369,7 @@ def main(argv=None) -> None:
     timer = Timer(device, ("generate", "retrieve", "ig", "logprob", "update"))  # per step; always logged
     prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)  # the policy's input
     venv, eval_venv = make_envs(args, model, tokenizer, prompt_text, corpus, train_set, eval_set, timer, device)
-    sample, greedy = generation_kwargs(args, model, tokenizer)
+    sample, greedy = generation_kwargs(model, tokenizer, args.max_new_tokens, args.temperature)
     state = load_checkpoint(ckpt) if ckpt is not None else {"step": 0, "data_pos": 0}
     if ckpt is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -12,7 +12,7 @@ import transformers
 
 from search_env.actions import Search, parse_action
 from search_env.agents.models import RANDOM_MODELS, load_causal_lm, random_causal_lm
-from search_env.agents.policy import STOP_STRINGS, cut_at_stop
+from search_env.agents.policy import STOP_STRINGS, cut_at_stop, stop_criteria
 from search_env.training.credit import Trajectory, token_span
 
 EPISODE_STATS = ("em", "answered", "searches", "invalid", "truncated")
@@ -80,6 +80,17 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
                 trajectories[i].add_env(tokenizer(observations[i], add_special_tokens=False)["input_ids"])
         active = [i for i in active if not (terminated[i] or truncated[i])]
     return trajectories, episodes
+
+
+def generation_kwargs(model, tokenizer, max_new_tokens: int, temperature: float) -> tuple[dict, dict]:
+    """``generate`` keywords of the rollouts (sampled at ``temperature``, no top-k or top-p) and of evaluation
+    (greedy), both stopping after ``</search>`` or ``</answer>``."""
+    stop = stop_criteria(tokenizer)
+    common = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=model.generation_config.eos_token_id)
+    sample = transformers.GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, **common)
+    greedy = transformers.GenerationConfig(do_sample=False, **common)
+    return [{"generation_config": config, "stopping_criteria": stop} for config in (sample, greedy)]
 
 
 @torch.inference_mode()
