@@ -134,7 +134,8 @@ def run_gate(model, tokenizer, questions: QADataset, corpus, *, group_size: int,
         actions = [decode(tokenizer, s.ids) for s in traj.segments if s.from_policy]
         plays = [play(single, traj.group, actions, draw_seed + k) for k in range(draws + 1)]
         shared.append(plays[0])
-        matches += [abs(plays[0]["step"][t] - g) < 1e-6 for t, g in enumerate(traj.step_ig) if g is not None]
+        again = [(plays[0]["step"].get(t), g) for t, g in enumerate(traj.step_ig) if g is not None]
+        matches += [a is not None and abs(a - g) < 1e-6 for a, g in again]
         for kind in noise:
             noise[kind] += [[p[kind][t] for p in plays[1:] if p[kind].get(t) is not None] for t in plays[0][kind]]
     em = np.reshape([e["em"] for e in episodes], (len(items), group_size))
