@@ -197,3 +197,22 @@ def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_fir
     )
     table = (tmp_path / "results.md").read_text()
     assert "| outcome + hindsight JSD (--distill hindsight), GRPO std |" in table and "| outcome + sibling KL" in table
+
+
+def test_advantage_shares_hand_computed(study):
+    """One all-failed group of two rollouts, one with an invalid turn (reward -0.1), IG credit 1 and 0 on a 2-token
+    query of a 3-token turn. GRPO: format advantages ±0.7071 on 3 tokens each; per-turn IG z-scores ±0.7071 (std
+    0.7071 > floor 0.6) times 0.3 on 2 tokens each: IG's share 1.2 / 7.2. Dr. GRPO: format ±0.05, IG unchanged."""
+    from search_env.training.credit import Trajectory
+
+    trajectories = []
+    for reward in (0.0, -0.1):
+        trajectories.append(Trajectory([1, 2], group="g", reward=reward))
+        trajectories[-1].add_policy([3, 4, 5], query_span=(0, 2), ig=0.0)
+    episodes = [{"em": 0.0}, {"em": 0.0}]
+    grpo = study.gate.advantage_shares(trajectories, episodes, [{0: 1.0}, {0: 0.0}], 0.3, scale=True)
+    assert grpo == pytest.approx({"ig_share": 1 / 6, "outcome_share": 0.0, "format_share": 5 / 6}, rel=1e-4)
+    dr = study.gate.advantage_shares(trajectories, episodes, [{0: 1.0}, {0: 0.0}], 0.3, scale=False)
+    ig = 1.2 * np.sqrt(0.5)
+    assert dr == pytest.approx({"ig_share": ig / (ig + 0.3), "outcome_share": 0.0, "format_share": 0.3 / (ig + 0.3)},
+                               rel=1e-4)
