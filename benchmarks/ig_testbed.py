@@ -171,7 +171,8 @@ def gate(args, folder: Path, out: Path) -> dict:
     """The gate's figures (``gate.json``, kept: a rerun reads them), computed on GRPO's questions."""
     path = out / "gate.json"
     settings = {k: getattr(args, k) for k in ("gate_questions", "gate_draws", "validity_questions", "group_size",
-                                              "ig_weight", "warm_questions", "tiny")} | {"model": str(folder)}
+                                              "ig_weight", "warm_questions", "tiny")} | {"model": str(folder),
+                                                                                          "validity_from": "grpo"}
     if path.exists() and json.loads(path.read_text()).get("settings") == settings:
         return json.loads(path.read_text())
     import torch
@@ -183,7 +184,8 @@ def gate(args, folder: Path, out: Path) -> dict:
     start = time.perf_counter()
     result = run_gate(model, tokenizer, grpo.__class__(list(grpo)[: args.gate_questions], name=grpo.name),
                       build_world(seed=0).corpus, group_size=args.group_size, draws=args.gate_draws,
-                      validity_questions=args.validity_questions, ig_weight=args.ig_weight, env=ENV)
+                      validity_questions=grpo.__class__(list(grpo)[: args.validity_questions], name=grpo.name),
+                      ig_weight=args.ig_weight, env=ENV)
     result.update(settings=settings, seconds=time.perf_counter() - start)
     path.write_text(json.dumps(result, indent=2))
     (out / "gate.md").write_text("\n".join(describe(result)) + "\n")

@@ -114,9 +114,11 @@ def advantage_shares(trajectories, episodes, credit: dict, ig_weight: float, sca
     return {f"{k}_share": v / total if total else 0.0 for k, v in parts.items()}
 
 
-def run_gate(model, tokenizer, questions: QADataset, corpus, *, group_size: int, draws: int, validity_questions: int,
+def run_gate(model, tokenizer, questions: QADataset, corpus, *, group_size: int, draws: int,
+             validity_questions: QADataset,
              ig_weight: float, env: dict, draw_seed: int = 1) -> dict:
-    """The gate's figures and verdicts (see the module docstring) for ``questions`` (GRPO's)."""
+    """The gate's figures and verdicts (see the module docstring): rollouts on ``questions``, validity on
+    ``validity_questions`` (both GRPO's)."""
     render = partial(chat_prompt, tokenizer, dialect="search-r1", few_shot=False)
     scorer, retriever = TransformersScorer(model, tokenizer), make_retriever("bm25", corpus)
     items = list(questions)
@@ -128,7 +130,8 @@ def run_gate(model, tokenizer, questions: QADataset, corpus, *, group_size: int,
     trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=group_size, seed=draw_seed,
                                      gen_kwargs=sample, prompt_text=render, timer=Timer(), amp=nullcontext,
                                      draw_seed=draw_seed)
-    single = make_env(questions, corpus, retriever, scorer, render, env)
+    union = {q.id: q for q in [*items, *validity_questions]}
+    single = make_env(QADataset(list(union.values())), corpus, retriever, scorer, render, env)
     shared, noise, matches = [], {"step": [], "sub-answer": []}, []
     for traj in trajectories:
         actions = [decode(tokenizer, s.ids) for s in traj.segments if s.from_policy]
@@ -143,7 +146,7 @@ def run_gate(model, tokenizer, questions: QADataset, corpus, *, group_size: int,
            if matches else float("nan"), "train_em": float(em.mean()), "all_failed_groups": float((em.max(1) == 0)
            .mean()), "searches": float(np.mean([e["searches"] for e in episodes])), "arms": {}}
     rng = np.random.default_rng(draw_seed)
-    valid = validity(single, items[:validity_questions], corpus, rng, draw_seed)
+    valid = validity(single, list(validity_questions), corpus, rng, draw_seed)
     for arm, kind in CREDITS.items():
         sd_draw = pooled_sd(noise[kind])
         rollouts = [shared[q * group_size : (q + 1) * group_size] for q in range(len(items))]
