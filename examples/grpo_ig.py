@@ -38,15 +38,14 @@ import transformers
 
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
 from search_env.agents import chat_prompt, load_causal_lm
-from search_env.agents.policy import stop_criteria
 from search_env.retrieval import make_retriever
 from search_env.training.args import arg, parse_args
-from search_env.training.credit import assign_credit
+from search_env.training.credit import TURN_IG_FLOOR, assign_credit
 from search_env.training.distill import METHODS, Attempt, DistillBatch, distill_schedule, teacher_prompts, teacher_rows
 from search_env.training.plots import Curve, Panel, plot_panels
-from search_env.training.rollout import EPISODE_STATS, build_model, decode, log_episodes, rollout
+from search_env.training.rollout import EPISODE_STATS, build_model, decode, generation_kwargs, log_episodes, rollout
 from search_env.training.run import MetricsLog, Timer, last_checkpoint, load_checkpoint, save_checkpoint
-from search_env.training.splits import held_out_split
+from search_env.training.splits import question_at, three_way_split
 
 
 @dataclass
@@ -67,6 +66,8 @@ class Args:
     corpus: str | None = arg(None, "FlashRAG corpus JSONL (default: the built-in world's corpus)")
     world_seed: int = arg(0, "seed of the built-in world")
     eval_size: int = arg(200, "questions held out for evaluation (a fixed split, the same for every seed)")
+    warm_questions: int = arg(0, "the first N training questions are the warm start's (warm_start.py --max-questions"
+                                 " N); GRPO trains on the rest")
     hops: str | None = arg(None, "only questions with these hop counts (metadata 'hops'), e.g. 2,3; "
                                  "filtered after the split")
     dialect: str = arg("search-r1", "tag dialect: search-r1, autorefine or plan (a <plan> of sub-questions "
@@ -90,7 +91,11 @@ class Args:
     max_grad_norm: float = arg(1.0, "gradient clipping")
     # IG credit
     ig_weight: float = arg(0.3, "lambda: IG added to the advantages of search-query tokens (0: plain GRPO)")
-    ig_norm: str = arg("none", "none | group: z-score IG over each question's steps first")
+    ig_norm: str = arg("none", "none | turn: IG centred per (question, turn) over the group, divided by max(std, "
+                               "--ig-floor) (A2TGPO) | group (deprecated: pools turns)")
+    ig_floor: float = arg(TURN_IG_FLOOR, "--ig-norm turn's std floor, nats/token (the draw noise of unshared draws)")
+    ig_credit: str = arg("step", "step (its own IG) | sub-answer | leave-one-out | shapley: each search's credit")
+    shared_draws: bool = arg(True, "a group's rollouts at a turn score against the same random passages")
     ig_spread: str = arg("query", "query | turn: IG on the <search> tokens only, or on the whole turn")
     ig_clip: float = arg(1.0, "clip IG to [-c, c] nats/token")
     ig_n_random: int = arg(3, "random-passage counterfactuals per search step")
@@ -222,7 +227,7 @@ def load_models(args: Args, device, precision: str, ckpt: Path | None = None):
 
 
 def load_data(args: Args):
-    """``(train questions, held-out questions, corpus)``; the held-out split is fixed by a seed of 0."""
+    """``(GRPO's questions, held-out questions, corpus)``: ``three_way_split``'s, fixed by a seed of 0."""
     if (args.questions is None) != (args.corpus is None):
         raise SystemExit("--questions and --corpus go together (neither: the built-in world of --world-seed)")
     if args.questions is None:
@@ -230,7 +235,7 @@ def load_data(args: Args):
         questions, corpus = world.questions, world.corpus
     else:
         questions, corpus = load_questions(args.questions), load_corpus(args.corpus)
-    return (*held_out_split(questions, args.eval_size, args.hops), corpus)
+    return (*three_way_split(questions, args.eval_size, args.hops, args.warm_questions)[1:], corpus)
 
 
 def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval_set, timer: Timer, device):
@@ -244,29 +249,13 @@ def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval
                       autoreset_mode="Disabled")
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, questions=train_set,
                              scorer=timer.wrap(scorer, "ig", "score") if args.score_ig else None,
-                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=render) if args.score_ig else False,
+                             ig=IGConfig(n_random=args.ig_n_random, render_prefix=render, credit=args.ig_credit,
+                                         shared_draws=args.shared_draws) if args.score_ig else False,
                              retriever=timer.wrap(retriever, "retrieve", "search", "batch_search"),
                              ig_pool=args.ig_pool, **env_kwargs)
     eval_venv = SearchQAVectorEnv(min(args.eval_batch_size, args.eval_questions), questions=eval_set,
                                   retriever=retriever, ig=False, **env_kwargs)
     return venv, eval_venv
-
-
-def generation_kwargs(args: Args, model, tokenizer) -> tuple[dict, dict]:
-    """``generate`` keywords of the rollouts (sampled at ``--temperature``, no top-k or top-p) and of evaluation
-    (greedy), both stopping after ``</search>`` or ``</answer>``."""
-    stop = stop_criteria(tokenizer)
-    common = dict(max_new_tokens=args.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=model.generation_config.eos_token_id)
-    sample = transformers.GenerationConfig(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0, **common)
-    greedy = transformers.GenerationConfig(do_sample=False, **common)
-    return [{"generation_config": config, "stopping_criteria": stop} for config in (sample, greedy)]
-
-
-def question_at(position: int, n: int, seed: int) -> int:
-    """The training stream: epoch after epoch, each a permutation drawn from (seed, epoch)."""
-    epoch, k = divmod(position, n)
-    return int(np.random.default_rng([seed, epoch]).permutation(n)[k])
 
 
 def step_metrics(batch, episodes: list[dict], args: Args) -> dict:
@@ -309,10 +298,11 @@ def train_step(step: int, items, args: Args, model, ref_model, optimizer, tokeni
     """One GRPO step on ``items``: rollout, credit (and distillation's inputs), update; metrics, (episodes, batch)."""
     model.eval()
     trajectories, episodes = rollout(model, tokenizer, venv, items, group_size=args.group_size, seed=10_000 * step,
-                                     gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp)
+                                     gen_kwargs=sample, prompt_text=prompt_text, timer=timer, amp=amp,
+                                     draw_seed=args.seed * 1_000_003 + step)  # per run and step, shared by a group
     # Group-relative advantages, ig_weight · clip(IG) on each search's query tokens, env tokens masked.
     batch = assign_credit(trajectories, pad_id=tokenizer.pad_token_id, ig_weight=args.ig_weight, ig_clip=args.ig_clip,
-                          ig_norm=args.ig_norm, spread=args.ig_spread, scale=args.scale_rewards)
+                          ig_norm=args.ig_norm, ig_floor=args.ig_floor, spread=args.ig_spread, scale=args.scale_rewards)
     every, alone = distill_schedule(args.distill, args.distill_schedule, args.distill_every)  # every 0: never
     distilling = every > 0 and step % every == 0
     distill = distill_inputs(trajectories, episodes, args, tokenizer, prompt_text, device) if distilling else None
@@ -361,6 +351,8 @@ def main(argv=None) -> None:
         distill_schedule(args.distill, args.distill_schedule, args.distill_every)
     except ValueError as error:
         raise SystemExit(f"--distill {args.distill} --distill-schedule {args.distill_schedule}: {error}") from None
+    if args.ig_credit not in ("step", "sub-answer", "leave-one-out", "shapley"):
+        raise SystemExit(f"--ig-credit {args.ig_credit}: use step, sub-answer, leave-one-out or shapley")
     run_dir, device, precision, amp = start_run(args)
 
     # Models, data, envs. Resume: step, data position, optimizer and random states come from the checkpoint.
@@ -374,7 +366,7 @@ def main(argv=None) -> None:
     timer = Timer(device, ("generate", "retrieve", "ig", "logprob", "update"))  # per step; always logged
     prompt_text = partial(chat_prompt, tokenizer, dialect=args.dialect, few_shot=args.few_shot)  # the policy's input
     venv, eval_venv = make_envs(args, model, tokenizer, prompt_text, corpus, train_set, eval_set, timer, device)
-    sample, greedy = generation_kwargs(args, model, tokenizer)
+    sample, greedy = generation_kwargs(model, tokenizer, args.max_new_tokens, args.temperature)
     state = load_checkpoint(ckpt) if ckpt is not None else {"step": 0, "data_pos": 0}
     if ckpt is not None:
         optimizer.load_state_dict(state["optimizer"])

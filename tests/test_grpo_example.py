@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zlib
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -134,6 +135,63 @@ def test_rollout_keeps_tokens_exact_and_ig_on_query_tokens(
     assert [r["turns"][0]["advantage"] for r in logged[:3]] == pytest.approx(
         [batch.advantages[i] + ig_term[i][query[i]][0] for i in range(3)])
     assert "advantage" not in logged[3] and "advantage" not in logged[3]["turns"][0]
+
+
+def scripted_rollout(example, tok, venv, items, monkeypatch, queries, draw_seed=None):
+    """A rollout in which rollout i searches ``queries[i]`` and then answers "Osmundia"; returns the trajectories
+    and the env's infos at each step."""
+    texts = [[f"<search> {q} </search>" for q in queries], ["<answer> Osmundia </answer>"] * len(queries)]
+    turn, infos, step = [0], [], venv.step
+
+    def fake_generate(model, tokenizer, contexts, gen_kwargs):
+        turn[0] += 1
+        return [ids_of(tok, t) + [tok.eos_token_id] for t in texts[turn[0] - 1][: len(contexts)]]
+
+    def recorded(actions):
+        out = step(actions)
+        infos.append(out[4])
+        return out
+
+    monkeypatch.setattr(rollouts, "generate", fake_generate)
+    monkeypatch.setattr(venv, "step", recorded)
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[tok.eos_token_id]))
+    trajs, _ = example.rollout(model, tok, venv, items, group_size=len(queries), seed=7, gen_kwargs={},
+                               prompt_text=lambda p: p, timer=example.Timer(), amp=nullcontext, draw_seed=draw_seed)
+    return trajs, infos
+
+
+@pytest.mark.parametrize("credit", ["leave-one-out", "sub-answer"])
+def test_rollout_puts_the_envs_search_credit_on_the_search_turns(example, tok, tiny_questions, tiny_corpus,
+                                                                 fake_scorer, monkeypatch, credit):
+    venv = SearchQAVectorEnv(2, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus,
+                             ig=IGConfig(n_random=2, credit=credit), scorer=fake_scorer, max_turns=3)
+    trajs, infos = scripted_rollout(example, tok, venv, [tiny_questions[1]], monkeypatch, ["Karvesh", "Osmundia"])
+    credit_values = [infos[-1]["search_credit"][i] for i in range(2)]
+    assert [t.step_ig for t in trajs] == [[c[0], None] for c in credit_values]
+    if credit == "leave-one-out":  # the final context's view of a search, not the step's own IG
+        assert [t.step_ig[0] for t in trajs] != [infos[0]["ig"][i] for i in range(2)]
+
+
+class BlockScorer:
+    """A score that names the documents block a context ends with (a digest of the text after its last query)."""
+
+    def score(self, contexts, answers):
+        return np.array([zlib.crc32(c.rsplit("</search>", 1)[-1].encode()) / 2**32 for c in contexts])
+
+
+def test_a_groups_rollouts_share_their_draws_at_a_turn(example, tok, tiny_questions, tiny_corpus, monkeypatch):
+    """The same query at the same turn of a group: the same random passages, the same IG; another draw seed
+    draws other passages."""
+    drawn = []
+    for draw_seed in (1, 1, 2):
+        venv = SearchQAVectorEnv(3, autoreset_mode="Disabled", questions=tiny_questions, corpus=tiny_corpus,
+                                 ig=IGConfig(n_random=2), scorer=BlockScorer(), max_turns=3)
+        trajs, infos = scripted_rollout(example, tok, venv, [tiny_questions[1]], monkeypatch,
+                                        ["Karvesh", "Karvesh", "Osmundia"], draw_seed=draw_seed)
+        assert trajs[0].step_ig[0] == trajs[1].step_ig[0] != trajs[2].step_ig[0]
+        drawn.append([list(infos[0]["ig_detail"]["logp_random"][i]) for i in range(3)])
+    assert drawn[0][0] == drawn[0][1] == drawn[1][0]  # keyed by (question, turn, draw seed)
+    assert drawn[2][0] != drawn[0][0]
 
 
 def test_grpo_update_changes_the_policy_and_stays_finite(example):

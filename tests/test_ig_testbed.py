@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from search_env import build_world
+from search_env.training.splits import held_out_split, three_way_split
 from tests.scripts import imported  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,64 @@ SCRIPT = ROOT / "benchmarks" / "ig_testbed.py"
 def testbed():
     with imported("benchmarks/ig_testbed.py") as module:
         yield module
+
+
+@pytest.fixture(scope="module")
+def study(testbed):
+    """benchmarks/study's modules, as the testbed imports them."""
+    import study.gate
+    import study.stats
+
+    return study
+
+
+def test_sign_test_hand_computed(study):
+    sign_test = study.stats.sign_test
+    assert sign_test([1, 2, 3, 4, 5, 6, 7], [0] * 7) == (7, 0, 2 / 128)  # 2 · (1/2)^7
+    assert sign_test([0.2, 0.1, 0.3, 0.0, -0.1, 0.4, 0.5], [0] * 7) == (5, 1, 2 * (1 + 6) / 64)  # tie dropped: n=6
+    assert sign_test([1, 1, 0, -1], [0, 0, 0, 0]) == (2, 1, 1.0)  # 2 · (1 + 3) / 8, capped at 1
+    assert sign_test([0.5, 0.5], [0.5, 0.5]) == (0, 0, 1.0)
+
+
+def test_paired_bootstrap_hand_computed(study):
+    paired_bootstrap = study.stats.paired_bootstrap
+    assert paired_bootstrap([0.3] * 5, [0.2] * 5) == pytest.approx((0.1, 0.1, 0.1))  # every pair differs by 0.1
+    # two pairs, differences 0 and 1: resampled means are 0, 0.5, 1 with chances 1/4, 1/2, 1/4
+    mean, lo, hi = paired_bootstrap([1.0, 1.0], [1.0, 0.0])
+    assert (mean, lo, hi) == (0.5, 0.0, 1.0)
+    assert paired_bootstrap([1.0, 1.0], [1.0, 0.0], level=0.4) == (0.5, 0.5, 0.5)  # the middle 40%: all 0.5
+    mean, lo, hi = paired_bootstrap([0.5, 0.1, 0.4], [0.1, 0.1, 0.1])  # pairing, not the arms' spread
+    assert mean == pytest.approx(0.7 / 3) and 0.0 <= lo < mean < hi <= 0.4 + 1e-12  # differences 0.4, 0, 0.3
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([1.0, 2.0], [1.0])
+
+
+def test_three_way_split_is_disjoint_and_keeps_the_held_out_part():
+    questions = build_world(seed=0).questions
+    warm, grpo, held = three_way_split(questions, 200, "2,3", 240)
+    train, held_before = held_out_split(questions, 200, "2,3")
+    ids = [{q.id for q in part} for part in (warm, grpo, held)]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert [q.id for q in held] == [q.id for q in held_before]  # the held-out part does not move
+    assert [q.id for q in warm] + [q.id for q in grpo] == [q.id for q in train]
+    assert len(warm) == 240 and len(grpo) == len(train) - 240 > 0
+    assert len(three_way_split(questions, 200, "2,3", 0)[0]) == 0
+    with pytest.raises(ValueError, match="warm_questions=485"):
+        three_way_split(questions, 200, "2,3", len(train))
+
+
+def test_gate_checks_and_pooled_sd(study):
+    gate = study.gate
+    assert gate.pooled_sd([[1.0, 3.0], [2.0, 2.0], [5.0]]) == pytest.approx(1.0)  # variances 2 and 0: sqrt(1)
+    assert np.isnan(gate.pooled_sd([[1.0], []]))
+    figures = {"all_failed_differ": 0.3, "spread_over_noise": 1.2, "answer_hop": {"win_rate": 0.8},
+               "bridge_hop": {"win_rate": 0.6},
+               "advantage_shares": {"grpo_std": {"ig_share": 0.2, "format_share": 0.3, "outcome_share": 0.5}}}
+    assert gate.checks("ig", figures) == {"all_failed_differ": True, "spread_over_noise": True, "answer_hop": True,
+                                          "ig_share": False}  # IG below the format penalty's share
+    assert gate.checks("subanswer", figures)["bridge_hop"] is False
+    figures["spread_over_noise"] = float("nan")  # no search scored twice: no evidence, a failed check
+    assert gate.checks("ig", figures)["spread_over_noise"] is False
 
 
 def rows(ems, step_every=2, failed=0.5):
@@ -54,58 +114,105 @@ def read(path):
         return list(csv.DictReader(f))
 
 
-def test_smoke_study_runs_both_arms_aggregates_and_reruns_from_its_runs(tmp_path):
+TINY = ["--tiny", "--seeds", "1", "--eval-questions", "4", "--questions-per-step", "2", "--group-size", "2",
+        "--gate-questions", "4", "--gate-draws", "2", "--validity-questions", "4"]
+
+
+def run_testbed(tmp_path, *extra, code=0):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "OMP_NUM_THREADS": "1"}  # two threads on two shared cores can be many times slower
-    cmd = [sys.executable, str(SCRIPT), "--tiny", "--seeds", "1", "--total-steps", "2", "--eval-every", "1",
-           "--eval-questions", "4", "--questions-per-step", "2", "--group-size", "2", "--output-dir", str(tmp_path),
-           "--warm-args", f"--output {tmp_path / 'warm'}", "--learning-rate", "1e-3"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    cmd = [sys.executable, str(SCRIPT), *TINY, "--output-dir", str(tmp_path), "--warm-args",
+           f"--output {tmp_path / 'warm'}", *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_smoke_gate_only_writes_its_figures_and_a_failed_gate_stops_the_study(tmp_path):
+    result = run_testbed(tmp_path, "--gate-only")
+    gate = json.loads((tmp_path / "gate.json").read_text())
+    assert set(gate["arms"]) == {"ig", "subanswer"} and gate["questions"] == 4 and gate["group_size"] == 2
+    for figures in gate["arms"].values():
+        assert {"draw_noise_sd", "within_group_sd", "all_failed_differ", "bridge_hop", "answer_hop"} <= set(figures)
+        assert set(figures["advantage_shares"]) == {"grpo_std", "dr_grpo"}
+        assert figures["passed"] == all(figures["checks"].values())
+    assert "| draw noise sd (nats/token) |" in (tmp_path / "gate.md").read_text()
+    assert result.stdout.strip().splitlines()[-2].startswith("gate ")
+    assert not (tmp_path / "runs" / "outcome_s1").exists()
+    if not gate["passed"]:  # the tiny model cannot search: its gate fails, and the study refuses to run
+        stopped = run_testbed(tmp_path, "--total-steps", "1", code=1)
+        assert "the gate failed" in stopped.stderr and not (tmp_path / "runs" / "outcome_s1").exists()
+
+
+def test_smoke_study_runs_every_arm_and_normaliser_aggregates_and_reruns_from_its_runs(tmp_path):
+    extra = ["--total-steps", "2", "--eval-every", "1", "--learning-rate", "1e-3", "--ignore-gate"]
+    result = run_testbed(tmp_path, *extra)
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("IG / outcome: steps to held-out EM >= ") and "final held-out EM" in last and "(n=1)" in last
+    assert last.startswith("IG - outcome (GRPO std): final held-out EM ") and "sign test" in last
+    assert "step time x" in last and "(IG-Search paper: x1.064)" in last
     runs = tmp_path / "runs"
-    for arm, weight in (("outcome", 0.0), ("ig", 0.3)):
-        for seed in (1,):
-            run = runs / f"{arm}_s{seed}"
-            assert json.loads((run / "args.json").read_text())["ig_weight"] == weight
-            assert json.loads((run / "args.json").read_text())["hops"] == "2,3"
-            metrics = read(run / "metrics.csv")
-            assert [int(r["step"]) for r in metrics] == [1, 2]
-            assert all(r["eval/truncated"] != "" and r["train/all_failed_groups"] != "" for r in metrics)
-            log = (run / "stdout.log").read_text()
-            assert (f"IG on (weight {weight:g})" if weight else "IG off (weight 0)") in log
-            assert weight or not any(float(r["ig/n_steps"]) for r in metrics)
+    for name, weight, norm, credit, scale in (("outcome", 0.0, "none", "step", True), ("ig", 0.3, "turn", "step", True),
+                                              ("subanswer", 0.3, "turn", "sub-answer", True),
+                                              ("outcome-dr", 0.0, "none", "step", False),
+                                              ("ig-dr", 0.3, "turn", "step", False),
+                                              ("subanswer-dr", 0.3, "turn", "sub-answer", False)):
+        run = runs / f"{name}_s1"
+        args = json.loads((run / "args.json").read_text())
+        assert (args["ig_weight"], args["ig_credit"], args["scale_rewards"], args["hops"]) == (weight, credit, scale,
+                                                                                               "2,3"), name
+        assert args["ig_norm"] == norm and args["warm_questions"] == 16 and args["shared_draws"]
+        metrics = read(run / "metrics.csv")
+        assert [int(r["step"]) for r in metrics] == [1, 2]
+        assert all(r["eval/truncated"] != "" and r["train/all_failed_groups"] != "" for r in metrics)
+        log = (run / "stdout.log").read_text()
+        assert (f"IG on (weight {weight:g})" if weight else "IG off (weight 0)") in log
+        assert weight or not any(float(r["ig/n_steps"]) for r in metrics)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["arms"]) == {"outcome", "ig"} and len(results["arms"]["ig"]["final_em"]["values"]) == 1
+    assert set(results["arms"]) == {"outcome", "ig", "subanswer", "outcome-dr", "ig-dr", "subanswer-dr"}
+    assert set(results["paired"]) == {"ig", "subanswer", "ig-dr", "subanswer-dr"} and results["gate"] is not None
     assert results["threshold"] == pytest.approx(results["warm_start"]["eval"]["em"] + 0.1)
     assert (tmp_path / "ig_testbed.png").stat().st_size > 0
     table = (tmp_path / "results.md").read_text()
-    assert "| outcome only (--ig-weight 0) |" in table and "| outcome + IG" in table
+    assert "| outcome only (--ig-weight 0), GRPO std |" in table and "| outcome + per-turn IG" in table
+    assert "sub-answer - outcome (Dr. GRPO): final held-out EM" in table
 
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert again.stdout.count("done before") == 2 and "(cached)" in again.stdout
+    again = run_testbed(tmp_path, *extra)
+    assert again.stdout.count("done before") == 6 and "(cached)" in again.stdout
     assert again.stdout.strip().splitlines()[-1] == last
 
 
 def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_first(tmp_path):
-    """--arms: the self-distillation arms (grpo_ig.py's --distill options) beside outcome, at a tiny budget."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--tiny", "--seeds", "1", "--total-steps", "1", "--eval-every", "1",
-           "--eval-questions", "4", "--questions-per-step", "2", "--group-size", "2", "--output-dir", str(tmp_path),
-           "--warm-args", f"--output {tmp_path / 'warm'}", "--arms", "outcome", "hindsight", "sibling"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    """--arms: the self-distillation arms (grpo_ig.py's --distill options) beside outcome, at a tiny budget; without
+    an IG arm no gate is needed."""
+    result = run_testbed(tmp_path, "--total-steps", "1", "--eval-every", "1", "--arms", "outcome", "hindsight",
+                         "sibling", "--normalisers", "std")
     for arm, kind in (("outcome", "none"), ("hindsight", "hindsight"), ("sibling", "sibling")):
         args = json.loads((tmp_path / "runs" / f"{arm}_s1" / "args.json").read_text())
         assert args["distill"] == kind and args["ig_weight"] == 0.0
         assert ("loss/distill" in read(tmp_path / "runs" / f"{arm}_s1" / "metrics.csv")[0]) == (kind != "none")
-    assert not (tmp_path / "runs" / "ig_s1").exists()
+    assert not (tmp_path / "runs" / "ig_s1").exists() and not (tmp_path / "gate.json").exists()
     lines = result.stdout.strip().splitlines()
-    assert lines[-1].startswith("hindsight / outcome: ") and any(
-        line.startswith("sibling / outcome: ") for line in lines
+    assert lines[-1].startswith("hindsight - outcome (GRPO std): ") and any(
+        line.startswith("sibling - outcome (GRPO std): ") for line in lines
     )
     table = (tmp_path / "results.md").read_text()
-    assert "| outcome + hindsight JSD (--distill hindsight) |" in table and "| outcome + sibling KL" in table
+    assert "| outcome + hindsight JSD (--distill hindsight), GRPO std |" in table and "| outcome + sibling KL" in table
+
+
+def test_advantage_shares_hand_computed(study):
+    """One all-failed group of two rollouts, one with an invalid turn (reward -0.1), IG credit 1 and 0 on a 2-token
+    query of a 3-token turn. GRPO: format advantages ±0.7071 on 3 tokens each; per-turn IG z-scores ±0.7071 (std
+    0.7071 > floor 0.6) times 0.3 on 2 tokens each: IG's share 1.2 / 7.2. Dr. GRPO: format ±0.05, IG unchanged."""
+    from search_env.training.credit import Trajectory
+
+    trajectories = []
+    for reward in (0.0, -0.1):
+        trajectories.append(Trajectory([1, 2], group="g", reward=reward))
+        trajectories[-1].add_policy([3, 4, 5], query_span=(0, 2), ig=0.0)
+    episodes = [{"em": 0.0}, {"em": 0.0}]
+    grpo = study.gate.advantage_shares(trajectories, episodes, [{0: 1.0}, {0: 0.0}], 0.3, scale=True)
+    assert grpo == pytest.approx({"ig_share": 1 / 6, "outcome_share": 0.0, "format_share": 5 / 6}, rel=1e-4)
+    dr = study.gate.advantage_shares(trajectories, episodes, [{0: 1.0}, {0: 0.0}], 0.3, scale=False)
+    ig = 1.2 * np.sqrt(0.5)
+    assert dr == pytest.approx({"ig_share": ig / (ig + 0.3), "outcome_share": 0.0, "format_share": 0.3 / (ig + 0.3)},
+                               rel=1e-4)

@@ -250,3 +250,19 @@ def test_pickles_without_its_connection(tmp_path):
     cache.put("m", {("c", "a"): -2.0})
     copy = pickle.loads(pickle.dumps(cache))
     assert copy.get("m", [("c", "a")]) == {("c", "a"): -2.0}
+
+
+def test_answer_styles_never_share_entries(tokenizer, tmp_path):
+    model = tiny_model(tokenizer)
+    calls = count_forwards(model)
+    natural = TransformersScorer(model, tokenizer, disk_cache=tmp_path)
+    authors = TransformersScorer(model, tokenizer, disk_cache=tmp_path, answer_style="authors")
+    assert authors.answer_style == "authors" and authors.fingerprint != natural.fingerprint
+    first = natural.score(*zip(*PAIRS))
+    calls[0] = 0
+    other = authors.score(*zip(*PAIRS))
+    assert calls[0] > 0 and authors.disk_cache.hits == 0  # scored again, not served the natural style's entries
+    assert len(authors.disk_cache) == 2 * len(PAIRS)
+    assert np.abs(other - first).max() > 1e-3  # the styles tokenise the answer differently
+    np.testing.assert_allclose(other, TransformersScorer(model, tokenizer, cache_size=0, answer_style="authors")
+                               .score(*zip(*PAIRS)), atol=1e-5, rtol=0)

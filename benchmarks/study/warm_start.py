@@ -9,11 +9,13 @@ trajectories that the env itself plays. The result is a Hugging Face folder that
    round-trips exactly. Pad, unk and end-of-text tokens; no chat template (``chat_prompt`` uses the plain text).
 2. **Teacher**: ``OraclePolicy(accuracy=p)`` searches the correct next entity with probability p, else another entity
    it has read about, then answers from what it found. Played through the env (``play_episode``) on the training
-   part of ``search_env.training.splits.held_out_split`` (grpo_ig.py's held-out split), restricted to ``--hops``.
-   In the plan dialect its ``<plan>`` is the gold decomposition: SFT on annotated plans (``--keep-correct``: only
-   its right episodes). ``--trajectories self`` is the Plan paper's self-bootstrapping instead: the model itself
-   (``--base-model``, one that sometimes succeeds) is sampled through grpo_ig's rollout, only its episodes that
-   answered right after searching are kept, and it is fine-tuned on them, for ``--self-rounds`` rounds.
+   part of ``search_env.training.splits.held_out_split`` (grpo_ig.py's held-out split), restricted to ``--hops``;
+   with ``--max-questions N`` its first N questions only, ``three_way_split``'s warm part (``grpo_ig.py
+   --warm-questions N`` then trains on the rest). In the plan dialect its ``<plan>`` is the gold decomposition: SFT
+   on annotated plans (``--keep-correct``: only its right episodes). ``--trajectories self`` is the Plan paper's
+   self-bootstrapping instead: the model itself (``--base-model``, one that sometimes succeeds) is sampled through
+   grpo_ig's rollout, only its episodes that answered right after searching are kept, and it is fine-tuned on them,
+   for ``--self-rounds`` rounds.
 3. **SFT**: cross-entropy on the policy's turns (prompt and env text masked), with the model input exactly as
    ``grpo_ig.py`` builds it: ``chat_prompt(prompt)`` ids, then each turn's ids and each observation's ids. Plus
    (``--copy-weight``; 0 turns it off) the loss on env tokens that repeat a name or number already in the context:

@@ -58,6 +58,8 @@ class TransformersScorer:
         max_context_tokens: context tokens (including ``answer_prefix``) beyond this are cut from the left.
         head_tokens, head_weight: the first ``head_tokens`` answer tokens weigh ``head_weight``, the rest 1.
         answer_prefix: appended to every context before the answer.
+        answer_style: ``"natural"`` (default) or ``"authors"``: how the answer follows the context
+            (:class:`~search_env.scoring.score_format.ScoreFormat`); part of the disk cache's fingerprint.
         batch_size: sequences per forward pass.
         share_prefix: run a token prefix common to several sequences once and batch only the suffixes.
         cache_size: LRU cache entries keyed on (context, answer); 0 disables it. The cache is cleared
@@ -82,6 +84,7 @@ class TransformersScorer:
         head_tokens: int = 3,
         head_weight: float = 3.0,
         answer_prefix: str = "\n<answer>",
+        answer_style: str = "natural",
         batch_size: int = 16,
         share_prefix: bool = True,
         cache_size: int = 4096,
@@ -89,7 +92,7 @@ class TransformersScorer:
         confidence: str = "logprob",
     ) -> None:
         self.score_format = ScoreFormat(answer_prefix, max_context_tokens, head_tokens, float(head_weight),
-                                        confidence=confidence)
+                                        answer_style, confidence=confidence)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -116,6 +119,7 @@ class TransformersScorer:
     head_tokens = property(lambda self: self.score_format.head_tokens)
     head_weight = property(lambda self: self.score_format.head_weight)
     answer_prefix = property(lambda self: self.score_format.answer_prefix)
+    answer_style = property(lambda self: self.score_format.answer_style)
     cache_size = property(lambda self: self._cache.size)
 
     @classmethod
@@ -205,6 +209,7 @@ class TransformersScorer:
             self._fingerprint = model_fingerprint(
                 self.model, self.tokenizer, max_context_tokens=self.max_context_tokens, head_tokens=self.head_tokens,
                 head_weight=self.head_weight, answer_prefix=self.answer_prefix,
+                answer_style=self.answer_style,
                 **({} if self.score_format.confidence == "logprob" else {"confidence": self.score_format.confidence}))
         return self._fingerprint
 

@@ -16,7 +16,7 @@ import transformers
 
 from search_env.actions import Search, parse_action
 from search_env.agents.models import RANDOM_MODELS, load_causal_lm, random_causal_lm
-from search_env.agents.policy import STOP_STRINGS, cut_at_stop
+from search_env.agents.policy import STOP_STRINGS, cut_at_stop, stop_criteria
 from search_env.records import episode_record, read_records, turn_record, vector_info_at, write_records
 from search_env.training.credit import Trajectory, token_span
 
@@ -37,18 +37,24 @@ def build_model(name: str, seed: int):
     return model, tokenizer
 
 
-def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp):
+def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prompt_text, timer, amp,
+            draw_seed: int | None = None):
     """``(trajectories, episode stats)`` of ``group_size`` episodes per question of ``items``, in ``venv`` (one
     sub-env per episode, autoreset off); ``prompt_text(first observation)`` is the model's input. Generation is
     timed as ``timer("generate")``; ``amp()`` is the autocast context of generation and of the env's scoring.
-    Each episode's stats hold its ``record`` (:mod:`search_env.records`) under that key."""
+    Each episode's stats hold its ``record`` (:mod:`search_env.records`) under that key.
+
+    ``draw_seed`` keys IG's shared random passages (default: ``seed``), so every rollout of a group at a turn
+    scores against the same ones. Where the env gives ``info["search_credit"]`` at an episode's end (``IGConfig(
+    credit=...)``), it replaces the IG of that episode's search turns (:meth:`Trajectory.set_search_credit`)."""
     eos_ids = set(model.generation_config.eos_token_id)
     trajectories: list[Trajectory] = []
     prompts: list[str] = []  # the env's, per episode (self-distillation's teachers extend it)
     for q, item in enumerate(items):
         mask = np.zeros(venv.num_envs, dtype=bool)
         mask[q * group_size : (q + 1) * group_size] = True
-        observations, _ = venv.reset(seed=seed, options={"reset_mask": mask, "question_id": item.id})
+        options = {"reset_mask": mask, "question_id": item.id, "draw_seed": seed if draw_seed is None else draw_seed}
+        observations, _ = venv.reset(seed=seed, options=options)
         prompt_ids = tokenizer(prompt_text(observations[q * group_size]), add_special_tokens=False)["input_ids"]
         trajectories += [Trajectory(prompt_ids, group=item.id) for _ in range(group_size)]
         prompts += [observations[q * group_size]] * group_size
@@ -78,6 +84,8 @@ def rollout(model, tokenizer, venv, items, *, group_size, seed, gen_kwargs, prom
             env, info = venv.envs[i], vector_info_at(infos, i)
             hits = env.steps[-1].hits if kind == "search" else None
             turn_records[i].append(turn_record(text, rewards[i], info, hits))
+            if infos.get("_search_credit", np.zeros(venv.num_envs, bool))[i]:
+                trajectories[i].set_search_credit(infos["search_credit"][i])
             if not (terminated[i] or truncated[i]):
                 trajectories[i].add_env(tokenizer(observations[i], add_special_tokens=False)["input_ids"])
             else:
@@ -110,6 +118,17 @@ def log_episodes(run_dir: str | Path, step: int, n: int, **splits: tuple[Sequenc
             chosen.append(record)
     write_records(path, chosen)
     return chosen[kept:]
+
+
+def generation_kwargs(model, tokenizer, max_new_tokens: int, temperature: float) -> tuple[dict, dict]:
+    """``generate`` keywords of the rollouts (sampled at ``temperature``, no top-k or top-p) and of evaluation
+    (greedy), both stopping after ``</search>`` or ``</answer>``."""
+    stop = stop_criteria(tokenizer)
+    common = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=model.generation_config.eos_token_id)
+    sample = transformers.GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, **common)
+    greedy = transformers.GenerationConfig(do_sample=False, **common)
+    return [{"generation_config": config, "stopping_criteria": stop} for config in (sample, greedy)]
 
 
 @torch.inference_mode()

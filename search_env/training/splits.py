@@ -1,4 +1,5 @@
-"""The held-out split of a question set that a training run and the models it starts from agree on."""
+"""The held-out split of a question set that a training run and the models it starts from agree on, and the order
+in which a run reads its training questions."""
 
 from __future__ import annotations
 
@@ -20,3 +21,27 @@ def held_out_split(questions: QADataset, eval_size: int, hops: str | None = None
         return QADataset(kept, name=f"{questions.name}:{name}")
 
     return part(order[n_eval:], "train"), part(order[:n_eval], "held-out")
+
+
+def three_way_split(questions: QADataset, eval_size: int, hops: str | None = None,
+                    warm_questions: int = 0) -> tuple[QADataset, QADataset, QADataset]:
+    """``(warm start's, GRPO's, held-out)``: :func:`held_out_split`, then the first ``warm_questions`` of its training
+    part are the warm start's (``benchmarks/study/warm_start.py --max-questions``) and the rest GRPO's, so that
+    GRPO trains on questions the warm start never saw. The three parts are disjoint.
+
+    Raises:
+        ValueError: ``warm_questions`` negative, or leaving GRPO no question.
+    """
+    train, held_out = held_out_split(questions, eval_size, hops)
+    if not 0 <= warm_questions < len(train):
+        raise ValueError(f"warm_questions={warm_questions}: use 0 to {len(train) - 1} (the training part has "
+                         f"{len(train)} questions)")
+    items = list(train)
+    return (QADataset(items[:warm_questions], name=f"{questions.name}:warm"),
+            QADataset(items[warm_questions:], name=f"{questions.name}:grpo"), held_out)
+
+
+def question_at(position: int, n: int, seed: int) -> int:
+    """The training stream: epoch after epoch, each a permutation drawn from (seed, epoch)."""
+    epoch, k = divmod(position, n)
+    return int(np.random.default_rng([seed, epoch]).permutation(n)[k])
