@@ -39,6 +39,7 @@ import transformers
 from search_env import IGConfig, SearchQAVectorEnv, TransformersScorer, build_world, load_corpus, load_questions
 from search_env.agents import chat_prompt, load_causal_lm
 from search_env.retrieval import make_retriever
+from search_env.rewards import RewardConfig
 from search_env.training.args import arg, parse_args
 from search_env.training.credit import TURN_IG_FLOOR, assign_credit
 from search_env.training.distill import METHODS, Attempt, DistillBatch, distill_schedule, teacher_prompts, teacher_rows
@@ -72,6 +73,8 @@ class Args:
                                  "filtered after the split")
     dialect: str = arg("search-r1", "tag dialect: search-r1, autorefine or plan (a <plan> of sub-questions "
                                     "before the first search)")
+    plan_weight: float = arg(0.0, "the plan dialect's plan-aware reward: each step earns this times its rise in plan "
+                                  "coverage (RewardConfig(plan_weight))")
     topk: int = arg(3, "passages per search")
     max_turns: int = arg(4, "turns per episode")
     few_shot: bool = arg(True, "show a worked example in the prompt (helps small models)")
@@ -246,7 +249,7 @@ def make_envs(args: Args, model, tokenizer, prompt_text, corpus, train_set, eval
         scorer = TransformersScorer.from_pretrained(args.ig_scorer, device=device)
     retriever = make_retriever("bm25", corpus)
     env_kwargs = dict(corpus=corpus, topk=args.topk, max_turns=args.max_turns, dialect=args.dialect,
-                      autoreset_mode="Disabled")
+                      reward=RewardConfig(plan_weight=args.plan_weight), autoreset_mode="Disabled")
     venv = SearchQAVectorEnv(args.questions_per_step * args.group_size, questions=train_set,
                              scorer=timer.wrap(scorer, "ig", "score") if args.score_ig else None,
                              ig=IGConfig(n_random=args.ig_n_random, render_prefix=render, credit=args.ig_credit,

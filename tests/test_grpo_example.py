@@ -457,3 +457,15 @@ def test_a_bad_distillation_schedule_is_a_clear_error(example):
         example.main(["--distill", "hindsight", "--distill-every", "0"])
     with pytest.raises(SystemExit, match="method must be none, hindsight or sibling"):
         example.main(["--distill", "plan"])
+
+
+def test_plan_weight_reaches_both_envs(example, tok, tiny_questions, tiny_corpus):
+    model, _ = example.build_model("tiny-random", seed=0)
+    args = example.Args(dialect="plan", plan_weight=0.5, ig_weight=0.0, questions_per_step=1, group_size=2,
+                        eval_questions=2)
+    venv, eval_venv = example.make_envs(args, model, tok, str, tiny_corpus, tiny_questions, tiny_questions,
+                                        example.Timer(), "cpu")
+    assert {e.reward_config.plan_weight for e in [*venv.envs, *eval_venv.envs]} == {0.5}
+    venv.reset(seed=0, options={"question_id": tiny_questions[0].id})
+    info = venv.envs[0].step("<plan>1. Who is Karvesh?</plan><search> Karvesh </search>")[4]
+    assert info["reward_components"]["plan"] == pytest.approx(0.5 * info["plan_coverage"]) and info["plan_coverage"] > 0
