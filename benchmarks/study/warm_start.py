@@ -392,8 +392,10 @@ def self_bootstrap(model, tokenizer, items, corpus, args: Args, timer: Timer, am
     """``args.self_rounds`` rounds of :func:`self_episodes` then :func:`sft` on what was kept. Returns the SFT
     losses and, per round, the sampled EM and the episodes sampled and kept.
 
+    A later round that keeps no episode ends the bootstrapping there (the earlier rounds' SFT stands).
+
     Raises:
-        SystemExit: a round keeps no episode (the model never succeeds: start from one that sometimes does)."""
+        SystemExit: the first round keeps no episode (the model never succeeds: start from one that sometimes does)."""
     losses, rounds = [], []
     for r in range(args.self_rounds):
         model.eval()
@@ -402,6 +404,9 @@ def self_bootstrap(model, tokenizer, items, corpus, args: Args, timer: Timer, am
         rounds.append({"em": em, "sampled": n, "kept": len(examples)})
         print(f"round {r + 1}/{args.self_rounds}: the model's own episodes EM {em:.3f}, {len(examples)} of {n} kept "
               f"(right after searching); SFT:", flush=True)
+        if not examples and r:
+            print(f"round {r + 1} kept no episode: self-bootstrapping stops after round {r}", flush=True)
+            break
         if not examples:
             raise SystemExit(f"--trajectories self: none of the model's {n} sampled episodes answered right after "
                              f"searching (round {r + 1}); self-bootstrapping needs a seed model that sometimes "
