@@ -257,8 +257,8 @@ def arm_name(args, name: str) -> str:
     described = {"outcome": "outcome only (--ig-weight 0)",
                  "ig": f"outcome + per-turn IG (--ig-weight {args.ig_weight:g}, --ig-norm turn, shared draws)",
                  "subanswer": f"outcome + sub-answer credit (--ig-weight {args.ig_weight:g}, --ig-norm turn)",
-                 "hindsight": "outcome + hindsight JSD (--distill hindsight)",
-                 "sibling": "outcome + sibling KL (--distill sibling)"}[arm]
+                 "hindsight": "outcome + hindsight JSD (--distill hindsight; own attempt left out)",
+                 "sibling": "outcome + sibling KL (--distill sibling; separate rounds, every 5th step)"}[arm]
     return f"{described}, {NORM_NAMES[norm or 'std']}"
 
 

@@ -184,8 +184,9 @@ def test_smoke_study_runs_every_arm_and_normaliser_aggregates_and_reruns_from_it
 def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_first(tmp_path):
     """--arms: the self-distillation arms (grpo_ig.py's --distill options) beside outcome, at a tiny budget; without
     an IG arm no gate is needed."""
+    # sibling's default is the paper's separate rounds, every 5th step: a 1-step run distils at --distill-every 1
     result = run_testbed(tmp_path, "--total-steps", "1", "--eval-every", "1", "--arms", "outcome", "hindsight",
-                         "sibling", "--normalisers", "std")
+                         "sibling", "--normalisers", "std", "--grpo-args", "--distill-every 1")
     for arm, kind in (("outcome", "none"), ("hindsight", "hindsight"), ("sibling", "sibling")):
         args = json.loads((tmp_path / "runs" / f"{arm}_s1" / "args.json").read_text())
         assert args["distill"] == kind and args["ig_weight"] == 0.0
@@ -196,7 +197,8 @@ def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_fir
         line.startswith("sibling - outcome (GRPO std): ") for line in lines
     )
     table = (tmp_path / "results.md").read_text()
-    assert "| outcome + hindsight JSD (--distill hindsight), GRPO std |" in table and "| outcome + sibling KL" in table
+    assert "| outcome + hindsight JSD (--distill hindsight; own attempt left out), GRPO std |" in table
+    assert "| outcome + sibling KL (--distill sibling; separate rounds, every 5th step), GRPO std |" in table
 
 
 def test_advantage_shares_hand_computed(study):
