@@ -29,13 +29,15 @@
    last line is the primary comparison, ig - outcome under GRPO's std scaling (the primary metric and its threshold
    are in benchmarks/README.md).
 
-Sizing (the default, for <= 120 minutes on an idle 2-core machine with ``--jobs 2 --threads 1``), from the steps
-measured before on this machine idle (two runs at a time, 8 x 4 episodes): outcome 5.5-6.4 s, IG 7.1-8.1 s, an
-evaluation of 64 questions ~3.5 s (115: ~6.3 s), a run's start ~10 s; the sub-answer arm is taken as ~9 s (its extra
-end-of-episode scoring). 42 runs (7 seeds x 3 arms x 2 normalisers) cost per step ~7 x 2 x (6 + 7.8 + 9) = 319 s of
-one core, ~160 s on two: 36 steps ~5,760 s, 3 evaluations ~400 s, starts ~210 s: ~106 minutes with the warm start
-cached, plus ~8.5 minutes to build it (SFT on 240 questions) and ~2 minutes of gate: ~117 minutes cold. The first
-study runs' ``time/step`` is the measurement to check this against (benchmarks/README.md).
+Sizing (the default, for <= 120 minutes on an idle 2-core machine with ``--jobs 2 --threads 1``), from steps measured
+on this machine idle just before the full study, two runs at a time (3 steps each, 8 x 4 episodes, seed 1,
+``/work/runs/probe``): outcome 7.9-9.7 s, ig 10.0-12.0 s, subanswer 15.3-16.5 s a step; an evaluation of all 115
+held-out questions ~7 s, a run's start ~10 s. 42 runs (7 seeds x 3 arms x 2 normalisers) cost per step
+~7 x 2 x (8.6 + 11.1 + 16.1) = 501 s of one core, ~250 s on two: 20 steps ~5,000 s, 2 evaluations ~300 s, starts
+~210 s, the gate ~240 s on one core: ~96 minutes with the warm start cached, plus the warm start (SFT on 240
+questions; 2,777 s measured on the shared machine at load 6-10, less idle). The study's ``[study: ...s]`` line is the
+measurement to check this against (benchmarks/README.md). (The earlier sizing, 36 steps from older step times,
+came to ~150 minutes with these.)
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-dir", default="runs/ig_testbed", help="where runs, table and curves go")
     p.add_argument("--seeds", type=int, default=7, help="paired seeds per arm (1..N)")
-    p.add_argument("--total-steps", type=int, default=60, help="GRPO steps per run")
-    p.add_argument("--eval-every", type=int, default=20, help="held-out evaluation every N steps")
+    p.add_argument("--total-steps", type=int, default=20, help="GRPO steps per run")
+    p.add_argument("--eval-every", type=int, default=10, help="held-out evaluation every N steps")
     p.add_argument("--eval-questions", type=int, default=None, help="held-out questions per evaluation (default: all)")
     p.add_argument("--warm-questions", type=int, default=240,
                    help="training questions of the warm start; GRPO trains on the rest (tiny: 16)")
