@@ -1,6 +1,7 @@
 """benchmarks/study/warm_start.py: the testbed's word-level tokenizer on real env text, the SFT data and loss mask,
 and a subprocess smoke run at a tiny budget whose folder grpo_ig.py loads."""
 
+import dataclasses
 import json
 import os
 import re
@@ -158,8 +159,22 @@ def run_warm_start(tmp_path, *extra, timeout=120):
     return result.stdout, time.perf_counter() - start
 
 
-def test_the_testbed_warm_start_keeps_its_cache_key_and_the_plan_dialect_gets_its_own(ws):
-    assert ws.cache_key(ws.Args()) == "98f10ab1744d"  # the IG testbed's warm start (tokenizer v3), reproducible
+def test_the_warm_start_cache_key_follows_settings_and_the_texts_the_model_reads(ws, monkeypatch):
+    key = ws.cache_key(ws.Args())
+    assert key == ws.cache_key(ws.Args()) and len(key) == 12  # reproducible
+    # a change to what the model reads (a dialect's instructions, say) is a new tokenizer and a new warm start
+    dialects = ws.DIALECTS.copy()
+    before = ws.world_texts(ws.build_world(seed=0), 3, 3)
+    longer = dialects["search-r1"].instructions + " for example <answer> Lisbon </answer>."
+    monkeypatch.setitem(ws.DIALECTS, "search-r1", dataclasses.replace(dialects["search-r1"], instructions=longer))
+    assert ws.world_texts(ws.build_world(seed=0), 3, 3) != before
+    ws.texts_fingerprint.cache_clear()
+    try:
+        assert ws.cache_key(ws.Args()) != key
+    finally:
+        monkeypatch.undo()
+        ws.texts_fingerprint.cache_clear()
+    assert ws.cache_key(ws.Args()) == key
     assert ws.tokenizer_version("search-r1") == ws.tokenizer_version("autorefine") == 3
     assert ws.tokenizer_version("plan") == 4 and ws.cache_key(ws.Args(dialect="plan")) != ws.cache_key(ws.Args())
     assert ws.cache_key(ws.Args(keep_correct=True)) != ws.cache_key(ws.Args())

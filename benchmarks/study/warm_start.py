@@ -49,7 +49,7 @@ import json
 import re
 from collections import Counter
 from contextlib import nullcontext
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -184,10 +184,20 @@ def train_tokenizer(texts) -> transformers.PreTrainedTokenizerFast:
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False, **SPECIAL)
 
 
+@lru_cache(maxsize=None)
+def texts_fingerprint(world_seed: int, topk: int, version: int) -> str:
+    """A hash of :func:`world_texts`: what the tokenizer is trained on and the warm-started model reads (prompts,
+    documents blocks, feedback). A change to any of them (a dialect's instructions, say) makes a new tokenizer and
+    a new warm start, instead of a cached model meeting a prompt it was not trained on."""
+    texts = world_texts(build_world(seed=world_seed), topk, version)
+    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:8]
+
+
 def load_tokenizer(world_seed: int, topk: int = 3, dialect: str = "search-r1"):
     """The world's tokenizer for ``dialect``, trained once and cached on disk."""
     version = tokenizer_version(dialect)
-    folder = cache_dir("testbed") / f"tokenizer-world{world_seed}-topk{topk}-v{version}"
+    texts = texts_fingerprint(world_seed, topk, version)
+    folder = cache_dir("testbed") / f"tokenizer-world{world_seed}-topk{topk}-v{version}-{texts}"
     if not (folder / "tokenizer.json").exists():
         tokenizer = train_tokenizer(world_texts(build_world(seed=world_seed), topk, version))
         replace_dir(folder, tokenizer.save_pretrained, overwrite=True)
@@ -451,8 +461,8 @@ def describe(report: dict) -> str:
 
 
 def cache_key(args: Args, precision: str = "fp32") -> str:
-    """Every setting that changes the model, hashed (a base model and bf16 only when used, so the keys of earlier
-    fp32 builds from scratch still hold; the tokenizer's version, which the dialect picks)."""
+    """Every setting that changes the model, hashed: the settings (a base model and bf16 only when used), the
+    tokenizer's version (which the dialect picks) and :func:`texts_fingerprint` (the texts the model reads)."""
     settings = {k: v for k, v in dataclasses.asdict(args).items()
                 if k not in ("output", "force", "threads", "device", "precision", "base_model")}
     settings.update({k: v for k, v in (("base_model", args.base_model), ("precision", precision))
@@ -461,7 +471,9 @@ def cache_key(args: Args, precision: str = "fp32") -> str:
     for name, default in later:
         if settings[name] == default:  # added later: absent from the keys made before them
             del settings[name]
-    text = json.dumps([settings, tokenizer_version(args.dialect), VERSION], sort_keys=True)
+    version = tokenizer_version(args.dialect)
+    text = json.dumps([settings, version, VERSION, texts_fingerprint(args.world_seed, args.topk, version)],
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
