@@ -21,7 +21,11 @@
    GRPO's std scaling and Dr. GRPO's centring (``--normalisers std dr``; ``<arm>-dr`` runs). Paired seeds 1..N: a
    seed is the same warm start, data order, sampling seed and IG draws in every arm. Runs go to
    ``--output-dir/runs/<arm>_s<seed>``; a finished run is kept, an unfinished one resumed, so rerunning the command
-   only aggregates.
+   only aggregates. The neighbouring methods (issue 23) are further arms, ``--arms outcome hindsight sibling
+   plan_dialect plan``: SD-Search's hindsight JSD and Search-E1's sibling rounds on outcome-only GRPO, and Plan Before
+   Search's dialect alone (``plan_dialect``) and with its plan-aware reward (``plan``), which start from a warm start
+   of their own in the plan dialect (same questions, teacher and SFT; the oracle writes the gold decomposition as
+   its plan) with 40-token turns; ``plan`` is also compared with ``plan_dialect``.
 5. **Aggregate**: per arm (mean ± sd over seeds) final held-out EM, steps to a threshold (warm start + 0.10), answer,
    truncation and all-failed rates, seconds per step and of it IG's; per arm against outcome (same normaliser) the
    paired per-seed differences of final held-out EM: their mean, a 95% paired bootstrap interval and an exact sign
@@ -69,7 +73,15 @@ ENV_FLAGS = ["--hops", ENV["hops"], "--topk", str(ENV["topk"]), "--max-turns", s
 # outcome vs ig vs subanswer; the self-distillation arms add SD-Search's or OFSD's loss to outcome-only GRPO.
 ARMS = {"outcome": (0.0, []), "ig": (None, ["--ig-norm", "turn", "--ig-credit", "step"]),
         "subanswer": (None, ["--ig-norm", "turn", "--ig-credit", "sub-answer"]),
-        "hindsight": (0.0, ["--distill", "hindsight"]), "sibling": (0.0, ["--distill", "sibling"])}
+        "hindsight": (0.0, ["--distill", "hindsight"]), "sibling": (0.0, ["--distill", "sibling"]),
+        "plan_dialect": (0.0, []), "plan": (0.0, ["--plan-weight", "0.3"])}
+# The plan arms (Plan Before Search) play the plan dialect, so they start from their own warm start: the same
+# teacher, SFT and questions, with the oracle's gold-decomposition <plan> opening its first turn (oracle-written
+# plans, the annotation the paper's self-bootstrapping avoids; --warm-args can add a --trajectories self round),
+# and turns long enough for a plan. ``plan_dialect`` is the dialect alone; ``plan`` adds the plan-aware reward.
+DIALECT_FLAGS = {"search-r1": [], "plan": ["--dialect", "plan", "--max-new-tokens", "40"]}
+ARM_DIALECTS = {"plan_dialect": "plan", "plan": "plan"}
+EXTRA_PAIRS = [("plan", "plan_dialect")]  # compared too when both run: the plan-aware reward alone
 NORMALISERS = {"std": [], "dr": ["--no-scale-rewards"]}  # GRPO's std scaling; Dr. GRPO's centring alone
 PAPER_COST = 1.064  # IG-Search's step time with IG over without
 # A tiny model and warm start, for smoke tests.
@@ -121,11 +133,18 @@ def splits(args):
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def warm_start(args) -> tuple[Path, dict]:
-    """The warm-started model's folder (built, or found in the cache) and its report."""
-    cmd = [sys.executable, str(WARM_START), *ENV_FLAGS, "--eval-questions", str(args.eval_questions),
-           "--max-questions", str(args.warm_questions), "--threads", str(args.threads),
-           *(TINY_WARM if args.tiny else []), *args.warm_args.split()]
+def dialect_of(arm: str) -> str:
+    return ARM_DIALECTS.get(arm, "search-r1")
+
+
+def warm_start(args, dialect: str = "search-r1") -> tuple[Path, dict]:
+    """The warm-started model's folder for ``dialect`` (built, or found in the cache) and its report."""
+    extra = args.warm_args.split()
+    if dialect != "search-r1" and "--output" in extra:  # each dialect's warm start in its own folder
+        extra[extra.index("--output") + 1] += f"-{dialect}"
+    cmd = [sys.executable, str(WARM_START), *ENV_FLAGS, *DIALECT_FLAGS[dialect], "--eval-questions",
+           str(args.eval_questions), "--max-questions", str(args.warm_questions), "--threads", str(args.threads),
+           *(TINY_WARM if args.tiny else []), *extra]
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args.threads))
     if out.returncode:
@@ -143,7 +162,8 @@ def variant(arm: str, norm: str) -> str:
 def grpo_command(args, folder: Path, arm: str, norm: str, seed: int, runs: Path) -> list[str]:
     weight, flags = ARMS[arm]
     weight = args.ig_weight if weight is None else weight
-    return [sys.executable, str(GRPO_IG), "--model", str(folder), *ENV_FLAGS, "--warm-questions",
+    return [sys.executable, str(GRPO_IG), "--model", str(folder), *ENV_FLAGS, *DIALECT_FLAGS[dialect_of(arm)],
+            "--warm-questions",
             str(args.warm_questions), "--total-steps", str(args.total_steps), "--eval-every", str(args.eval_every),
             "--eval-questions", str(args.eval_questions), "--questions-per-step", str(args.questions_per_step),
             "--group-size", str(args.group_size), "--learning-rate", str(args.learning_rate),
@@ -250,7 +270,8 @@ def curve(rows_by_seed: dict[int, list[dict]], key: str, label: str, start: floa
     return Curve(label, steps, mean, mean - sd, mean + sd, band_label=None)
 
 
-LABELS = {"outcome": "outcome", "ig": "IG", "subanswer": "sub-answer", "hindsight": "hindsight", "sibling": "sibling"}
+LABELS = {"outcome": "outcome", "ig": "IG", "subanswer": "sub-answer", "hindsight": "hindsight", "sibling": "sibling",
+          "plan_dialect": "plan dialect", "plan": "plan + plan reward"}
 NORM_NAMES = {"std": "GRPO std", "dr": "Dr. GRPO"}
 
 
@@ -260,7 +281,9 @@ def arm_name(args, name: str) -> str:
                  "ig": f"outcome + per-turn IG (--ig-weight {args.ig_weight:g}, --ig-norm turn, shared draws)",
                  "subanswer": f"outcome + sub-answer credit (--ig-weight {args.ig_weight:g}, --ig-norm turn)",
                  "hindsight": "outcome + hindsight JSD (--distill hindsight; own attempt left out)",
-                 "sibling": "outcome + sibling KL (--distill sibling; separate rounds, every 5th step)"}[arm]
+                 "sibling": "outcome + sibling KL (--distill sibling; separate rounds, every 5th step)",
+                 "plan_dialect": "plan dialect, outcome only (own warm start, oracle-written plans)",
+                 "plan": "plan dialect + plan-aware reward (--plan-weight 0.3; own warm start)"}[arm]
     return f"{described}, {NORM_NAMES[norm or 'std']}"
 
 
@@ -271,15 +294,23 @@ def paired(a: dict, base: dict, key: str = "final_em") -> dict:
     return {"mean_difference": mean, "low": lo, "high": hi, "wins": plus, "losses": minus, "sign_test_p": p}
 
 
-def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Path, gate_result: dict | None) -> str:
+def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dict], out: Path,
+           gate_result: dict | None) -> str:
+    """The table, the paired comparisons and the curves; ``warms``: each dialect's warm-start report (the
+    threshold is search-r1's warm start + 0.10; each arm's steps to it count from its own warm start)."""
+    warm = warms["search-r1"]
     start = warm["eval"]
     threshold = args.threshold if args.threshold is not None else round(start["em"] + 0.10, 4)
-    stats = {name: summarise(rows, threshold, start["em"]) for name, rows in results.items()}
+    starts = {name: warms[dialect_of(name.partition("-")[0])]["eval"] for name in results}
+    stats = {name: summarise(rows, threshold, starts[name]["em"]) for name, rows in results.items()}
     cell = lambda s, k, f="{:.3f}": f"{f.format(s[k]['mean'])} ± {f.format(s[k]['sd'])}"  # noqa: E731
     lines = [f"warm start ({args.warm_questions} questions GRPO never sees): held-out EM {start['em']:.3f}, answer "
              f"rate {start['answered']:.3f}, valid-tag rate {start['valid_tag_rate']:.3f}; own-IG validity "
              f"{warm['ig_validity_after']['win_rate']:.2f} (before warm start "
              f"{warm['ig_validity_before']['win_rate']:.2f})",
+             *[f"{d} dialect's warm start (same questions, teacher and SFT): held-out EM {w['eval']['em']:.3f}, answer "
+               f"rate {w['eval']['answered']:.3f}, valid-tag rate {w['eval']['valid_tag_rate']:.3f}"
+               for d, w in warms.items() if d != "search-r1"],
              f"threshold: held-out EM >= {threshold:.3f}; paired seeds per arm: {args.seeds}; {args.total_steps} "
              f"steps of {args.questions_per_step}x{args.group_size} episodes; held-out EM on {args.eval_questions} "
              f"questions", "", "| arm | final EM | steps to threshold (reached) | answer rate | truncation rate "
@@ -292,19 +323,21 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
                      f"{cell(s, 'all_failed_groups', '{:.2f}')} | {cell(s, 'seconds_per_step', '{:.1f}')} "
                      f"({s['ig_seconds_per_step']['mean']:.1f}) |")
     baseline, *others = args.arms
+    pairs = [(arm, baseline) for arm in others] + [
+        (a, b) for a, b in EXTRA_PAIRS if a in args.arms and b in args.arms and b != baseline]
     comparisons, tests, costs = [], {}, {}
     rng = np.random.default_rng(0)
     for norm in args.normalisers:
-        base = stats[variant(baseline, norm)]
-        for arm in others:
-            name = variant(arm, norm)
+        for arm, against in pairs:
+            name, base = variant(arm, norm), stats[variant(against, norm)]
             a, test = stats[name], paired(stats[name], base)
-            tests[name] = test
+            key = name if against == baseline else f"{name} vs {variant(against, norm)}"
+            tests[key] = test
             cost = a["seconds_per_step"]["mean"] / base["seconds_per_step"]["mean"]
-            costs[name] = cost
+            costs[key] = cost
             lo_s, hi_s = ratio_interval(a["steps_to_threshold"]["values"], base["steps_to_threshold"]["values"], rng)
             comparisons.append(
-                f"{LABELS[arm]} - {LABELS[baseline]} ({NORM_NAMES[norm]}): final held-out EM "
+                f"{LABELS[arm]} - {LABELS[against]} ({NORM_NAMES[norm]}): final held-out EM "
                 f"{test['mean_difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}] (95% paired bootstrap over "
                 f"{args.seeds} seeds; {cell(a, 'final_em')} vs {cell(base, 'final_em')}), sign test "
                 f"{test['wins']}+/{test['losses']}- p={test['sign_test_p']:.3f}; steps to EM >= {threshold:.2f} "
@@ -312,21 +345,22 @@ def report(args, results: dict[str, dict[int, list[dict]]], warm: dict, out: Pat
                 f"[{lo_s:.2f}, {hi_s:.2f}]; step time x{cost:.3f} (IG-Search paper: x{PAPER_COST})")
     last = comparisons[0] if comparisons else ""
     lines += [""] + comparisons[1:]
-    (out / "results.json").write_text(json.dumps({"threshold": threshold, "warm_start": warm, "arms": stats,
+    (out / "results.json").write_text(json.dumps({"threshold": threshold, "warm_start": warm,
+                                                  "warm_starts": warms, "arms": stats,
                                                   "paired": tests, "step_time_ratio": costs, "gate": gate_result,
                                                   "args": vars(args)}, indent=2))
     (out / "results.md").write_text("\n".join(lines + ["", last]) + "\n")
 
     def panel(title, key, start=None, ylim=None):
-        return Panel(title, [curve(results[a], key, arm_name(args, a).split(" (")[0], start) for a in results],
-                     ylim=ylim)
+        return Panel(title, [curve(results[a], key, arm_name(args, a).split(" (")[0],
+                                   None if start is None else starts[a][start]) for a in results], ylim=ylim)
 
     plot_panels(out / "ig_testbed.png", [
-        panel("held-out EM (greedy)", "eval/em", start["em"], (0, 1)),
-        panel("held-out answer rate", "eval/answered", start["answered"], (0, 1)),
-        panel("held-out truncation rate", "eval/truncated", start["truncated"], (0, 1)),
+        panel("held-out EM (greedy)", "eval/em", "em", (0, 1)),
+        panel("held-out answer rate", "eval/answered", "answered", (0, 1)),
+        panel("held-out truncation rate", "eval/truncated", "truncated", (0, 1)),
         panel("groups whose rollouts all failed (train)", "train/all_failed_groups", None, (0, 1)),
-        panel("searches per episode (held-out)", "eval/searches", start["searches"])],
+        panel("searches per episode (held-out)", "eval/searches", "searches")],
         title=f"IG testbed: mean ± sd over {args.seeds} seeds per arm")
     return "\n".join(lines + ["", f"curves: {out / 'ig_testbed.png'}; table: {out / 'results.md'}", last])
 
@@ -339,7 +373,8 @@ def main(argv=None) -> None:
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    folder, warm = warm_start(args)
+    warms = {d: warm_start(args, d) for d in dict.fromkeys(["search-r1", *map(dialect_of, args.arms)])}
+    folder, warm = warms["search-r1"]
     gate_result = None
     if args.gate_only or any(arm in CREDITS for arm in args.arms):
         gate_result = gate(args, folder, out)
@@ -352,12 +387,12 @@ def main(argv=None) -> None:
     # arms interleaved within each seed: a partial study is balanced and paired
     jobs = [(arm, norm, seed) for seed in range(1, args.seeds + 1) for norm in args.normalisers for arm in args.arms]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for message in pool.map(lambda job: run_one(args, folder, *job, runs), jobs):
+        for message in pool.map(lambda job: run_one(args, warms[dialect_of(job[0])][0], *job, runs), jobs):
             print(message, flush=True)
     results = {variant(arm, norm): {s: read_csv(runs / f"{variant(arm, norm)}_s{s}" / "metrics.csv")
                                     for s in range(1, args.seeds + 1)}
                for norm in args.normalisers for arm in args.arms}
-    text = report(args, results, warm, out, gate_result)
+    text = report(args, results, {d: w for d, (_, w) in warms.items()}, out, gate_result)
     print(f"[study: {time.perf_counter() - start:.0f}s]\n" + text)
 
 

@@ -203,6 +203,28 @@ def test_self_distillation_arms_run_in_the_testbed_and_are_compared_with_the_fir
     assert "| outcome + sibling KL (--distill sibling; separate rounds, every 5th step), GRPO std |" in table
 
 
+def test_plan_arms_start_from_their_own_plan_dialect_warm_start_and_are_compared_with_each_other(tmp_path):
+    """--arms plan_dialect plan: Plan Before Search's dialect, alone and with its plan-aware reward, from a warm start
+    in the plan dialect (its own folder), at a tiny budget; ``plan`` is compared with ``outcome`` and with
+    ``plan_dialect`` (the reward alone)."""
+    result = run_testbed(tmp_path, "--total-steps", "1", "--eval-every", "1", "--arms", "outcome", "plan_dialect",
+                         "plan", "--normalisers", "std")
+    plan_warm = json.loads((tmp_path / "warm-plan" / "warm_start.json").read_text())
+    assert plan_warm["args"]["dialect"] == "plan" and (tmp_path / "warm" / "warm_start.json").exists()
+    expected = (("outcome", 0.0, "search-r1", "warm"), ("plan_dialect", 0.0, "plan", "warm-plan"),
+                ("plan", 0.3, "plan", "warm-plan"))
+    for arm, weight, dialect, model in expected:
+        args = json.loads((tmp_path / "runs" / f"{arm}_s1" / "args.json").read_text())
+        assert (args["dialect"], args["plan_weight"], Path(args["model"]).name) == (dialect, weight, model)
+        assert args["max_new_tokens"] == (40 if dialect == "plan" else 12)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1].startswith("plan dialect - outcome (GRPO std): ")
+    assert any(line.startswith("plan + plan reward - plan dialect (GRPO std): ") for line in lines)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["paired"]) == {"plan_dialect", "plan", "plan vs plan_dialect"}
+    assert set(results["warm_starts"]) == {"search-r1", "plan"} and not (tmp_path / "gate.json").exists()
+
+
 def test_advantage_shares_hand_computed(study):
     """One all-failed group of two rollouts, one with an invalid turn (reward -0.1), IG credit 1 and 0 on a 2-token
     query of a 3-token turn. GRPO: format advantages ±0.7071 on 3 tokens each; per-turn IG z-scores ±0.7071 (std
