@@ -4,7 +4,7 @@ passages better than BM25's own order and than the untrained encoder?
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dig_reranker.py [--out /work/runs/dig] [--train-limit 100]
 
 1. Labels: for each question of the training sets (HotpotQA and MuSiQue, ``*_train_hipporag100``) the DIG rows of
-   BM25's top ``--train-topk`` passages (:mod:`search_env.commands.dig`: InfoGain-RAG's confidence, label = DIG > 0),
+   BM25's top ``--train-topk`` passages (:mod:`search_env.info_gain.dig`: InfoGain-RAG's confidence, label = DIG > 0),
    cached in ``--out/<set>.dig.jsonl`` (a rerun scores only the questions not there yet).
 2. Training: the bundled MiniLM bi-encoder (query and passage share it; its lower layers frozen), score = cosine
    similarity times a learned scale, trained on InfoGain-RAG's two objectives: cross-entropy of each passage's label
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_env.commands.dig import dig_env, dig_scorer, label, ranking_auc
+from search_env.info_gain.dig import dig_env, dig_scorer, label, ranking_auc
 from search_env.data import load_corpus, load_questions
 from search_env.retrieval import make_retriever
 from search_env.retrieval.encoder import Encoder

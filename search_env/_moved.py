@@ -20,7 +20,10 @@ MOVED: dict[str, str] = {
     "search_env.score_cache": "search_env.scoring.cache",
     "search_env.cli": "search_env.commands.cli",
     "search_env.demo": "search_env.commands.demo",
-    "search_env.dig": "search_env.commands.dig",
+    "search_env.dig": "search_env.info_gain.dig",
+    "search_env.commands.dig": "search_env.info_gain.dig",
+    "search_env.commands.jsonl": "search_env.data.jsonl",
+    "search_env.commands.args": "search_env.arguments",
 }
 
 

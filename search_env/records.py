@@ -41,7 +41,7 @@ from search_env.data.errors import DataFileError, iter_jsonl
 
 SCHEMA_VERSION = 1
 ACTION_TYPES = ("search", "answer", "invalid")
-_HEADER_KEY = "search_env"  # a ResumableJSONL settings line (search_env.commands.jsonl), skipped when reading
+_HEADER_KEY = "search_env"  # a ResumableJSONL settings line (search_env.data.jsonl), skipped when reading
 
 
 def passage(hit) -> dict:

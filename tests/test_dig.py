@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from search_env.commands.cli import main
-from search_env.commands.dig import dig_env, dig_label, dig_rows, dig_scorer, finished_questions, label, ranking_auc
-from search_env.commands.jsonl import ResumeRefused
+from search_env.info_gain.dig import dig_env, dig_label, dig_rows, dig_scorer, finished_questions, label, ranking_auc
+from search_env.data.jsonl import ResumeRefused
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.scoring.score_format import ScoreFormat, infogain_confidence

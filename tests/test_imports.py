@@ -133,6 +133,35 @@ def test_no_import_cycle_in_the_package():
     assert not found, "import cycles: " + "; ".join(" -> ".join(c) for c in found)
 
 
+def test_no_library_module_imports_the_commands():
+    """The CLI sits on top: library modules (everything outside ``search_env.commands``) never import it."""
+    graph = import_graph()
+    assert "search_env.commands.cli" in graph and graph["search_env.commands.cli"]  # the graph sees the CLI
+    offenders = {name: sorted(t for t in targets if t.startswith("search_env.commands"))
+                 for name, targets in graph.items() if not name.startswith("search_env.commands")}
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_moved_modules_import_under_their_old_names_with_a_warning():
+    """Every old module path of ``search_env._moved.MOVED`` hands out the module it moved to, and warns."""
+    import subprocess
+
+    code = """
+import importlib, warnings, search_env
+from search_env._moved import MOVED
+for old, new in MOVED.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new), old
+    assert any(issubclass(w.category, DeprecationWarning) and new in str(w.message) for w in caught), old
+print(len(MOVED))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout) >= 15
+
+
 if __name__ == "__main__":
     found = cycles(import_graph())
     for cycle in found:

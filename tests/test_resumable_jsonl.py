@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from search_env.commands.jsonl import ResumableJSONL, ResumeRefused, settings_diff
+from search_env.data.jsonl import ResumableJSONL, ResumeRefused, settings_diff
 
 SETTINGS = {"policy": "oracle", "topk": 3, "ig": {"n_random": 3, "baseline": "random"}}
 

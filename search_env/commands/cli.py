@@ -13,8 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from search_env.commands import demo, view
-from search_env.commands.args import CLIError, OneLineParser, non_negative_float, positive_int
-from search_env.commands.jsonl import ResumableJSONL, ResumeRefused
+from search_env.arguments import CLIError, OneLineParser, non_negative_float, positive_int
+from search_env.data.jsonl import ResumableJSONL, ResumeRefused
 from search_env.data import load_corpus, load_questions
 from search_env.dialects import DIALECTS
 from search_env.retrieval import server
@@ -404,7 +404,7 @@ def _duration(seconds: float) -> str:
 
 def cmd_dig(args) -> int:
     from search_env.agents.models import check_model
-    from search_env.commands.dig import dig_env, dig_scorer, label, ranking_auc
+    from search_env.info_gain.dig import dig_env, dig_scorer, label, ranking_auc
     from search_env.retrieval.http import is_url
 
     [(name, questions, corpus)] = _datasets([args.questions], args.corpus)

@@ -23,6 +23,7 @@ env, or, with ``IGConfig(deferred=True)``, wherever the trainer likes: the step'
 - :mod:`~search_env.info_gain.contexts`: :class:`SearchStep`, :func:`build_context`, :func:`step_requests`,
   :class:`IGRequests`.
 - :mod:`~search_env.info_gain.credit`: credit across an episode's searches (sub-answer, leave-one-out, Shapley).
+- :mod:`~search_env.info_gain.dig`: DIG labels of retrieved passages (``search-env dig``) and their ranking AUC.
 - :mod:`~search_env.info_gain.deferred`: :class:`DeferredIG`, :class:`DeferredCredit`, :func:`finish_deferred`.
 - :mod:`~search_env.info_gain.gain`: :class:`InformationGain`, what the env calls.
 """

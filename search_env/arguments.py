@@ -1,4 +1,5 @@
-"""Command-line pieces shared by ``search-env``, ``python -m search_env.commands.demo`` and the retrieval server."""
+"""argparse pieces shared by ``search-env``, ``python -m search_env.commands.demo`` and the retrieval server (a
+library module: the server imports it, and no library module imports :mod:`search_env.commands`)."""
 
 from __future__ import annotations
 

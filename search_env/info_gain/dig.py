@@ -15,7 +15,7 @@ One JSONL row per (question, passage): ``question_id``, ``question``, ``doc_id``
 from 0), ``n_passages``, ``bm25`` (the retriever's score), ``confidence`` (with the passage),
 ``confidence_without``, ``dig``, ``label`` and ``gold`` (the passage is one of the question's ``supporting_doc_ids``;
 null when the set has none). The file starts with a settings header and is resumed only by a run with the same
-settings (:mod:`search_env.commands.jsonl`): the questions and corpus, retriever, scorer, confidence, threshold,
+settings (:mod:`search_env.data.jsonl`): the questions and corpus, retriever, scorer, confidence, threshold,
 ``topk``, seed and IG settings.
 
 :func:`ranking_auc` measures a ranking of each question's retrieved passages against its gold ones: over every
@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from search_env.commands.jsonl import ResumableJSONL, read_units
+from search_env.data.jsonl import ResumableJSONL, read_units
 from search_env.data.qa import QAItem
 from search_env.env import SearchQAEnv
 from search_env.info_gain import IGConfig, search_block
