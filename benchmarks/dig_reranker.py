@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_env.info_gain.dig import dig_env, dig_scorer, label, ranking_auc
 from search_env.data import load_corpus, load_questions
+from search_env.info_gain.dig import dig_env, dig_scorer, label, ranking_auc
 from search_env.retrieval import make_retriever
 from search_env.retrieval.encoder import Encoder
 

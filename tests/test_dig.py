@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from search_env.commands.cli import main
-from search_env.info_gain.dig import dig_env, dig_label, dig_rows, dig_scorer, finished_questions, label, ranking_auc
 from search_env.data.jsonl import ResumeRefused
 from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
+from search_env.info_gain.dig import dig_env, dig_label, dig_rows, dig_scorer, finished_questions, label, ranking_auc
 from search_env.scoring.score_format import ScoreFormat, infogain_confidence
 from search_env.scoring.transformers_scorer import TransformersScorer
 from tests.standins import bundled_tokenizer, tiny_llama
