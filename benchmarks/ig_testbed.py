@@ -39,9 +39,9 @@ on this machine idle just before the full study, two runs at a time (3 steps eac
 held-out questions ~7 s, a run's start ~10 s. 42 runs (7 seeds x 3 arms x 2 normalisers) cost per step
 ~7 x 2 x (8.6 + 11.1 + 16.1) = 501 s of one core, ~250 s on two: 20 steps ~5,000 s, 2 evaluations ~300 s, starts
 ~210 s, the gate ~190 s on one core: ~96 minutes with the warm start cached, plus the warm start (SFT on 240
-questions: 517 s idle with ``--threads 2``, which is not in its cache key; 2,777 s at load 6-10): ~105 minutes cold. The study's ``[study: ...s]`` line is the
-measurement to check this against (benchmarks/README.md). (The earlier sizing, 36 steps from older step times,
-came to ~150 minutes with these.)
+questions: 517 s idle with ``--threads 2``, which is not in its cache key; 2,777 s at load 6-10): ~105 minutes
+cold. The study's ``[study: ...s]`` line is the measurement to check this against (benchmarks/README.md). (The
+earlier sizing, 36 steps from older step times, came to ~150 minutes with these.)
 """
 
 from __future__ import annotations
