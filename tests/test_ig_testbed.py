@@ -132,8 +132,10 @@ def test_smoke_gate_only_writes_its_figures_and_a_failed_gate_stops_the_study(tm
     result = run_testbed(tmp_path, "--gate-only")
     gate = json.loads((tmp_path / "gate.json").read_text())
     assert set(gate["arms"]) == {"ig", "subanswer"} and gate["questions"] == 4 and gate["group_size"] == 2
-    # replaying a rollout with its own draw seed gives its IG again, up to fp32 noise (no search lost: not inf)
-    assert gate["replay_max_difference"] < 1e-4 and gate["replay_match"] > 0.5
+    # replaying a rollout with its own draw seed gives its IG again, up to fp32 noise (no search lost: not inf);
+    # both are NaN when no rollout scored a search (the tiny model may not search)
+    largest, match = gate["replay_max_difference"], gate["replay_match"]
+    assert (largest < 1e-4 and match > 0.5) or (np.isnan(largest) and np.isnan(match)), (largest, match)
     for figures in gate["arms"].values():
         assert {"draw_noise_sd", "within_group_sd", "all_failed_differ", "bridge_hop", "answer_hop"} <= set(figures)
         assert set(figures["advantage_shares"]) == {"grpo_std", "dr_grpo"}
