@@ -139,9 +139,11 @@ def dialect_of(arm: str) -> str:
 
 def warm_start(args, dialect: str = "search-r1") -> tuple[Path, dict]:
     """The warm-started model's folder for ``dialect`` (built, or found in the cache) and its report."""
-    extra = args.warm_args.split()
-    if dialect != "search-r1" and "--output" in extra:  # each dialect's warm start in its own folder
-        extra[extra.index("--output") + 1] += f"-{dialect}"
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--output")
+    given, extra = output.parse_known_args(args.warm_args.split())
+    if given.output:  # each dialect's warm start in its own folder
+        extra += ["--output", given.output + ("" if dialect == "search-r1" else f"-{dialect}")]
     cmd = [sys.executable, str(WARM_START), *ENV_FLAGS, *DIALECT_FLAGS[dialect], "--eval-questions",
            str(args.eval_questions), "--max-questions", str(args.warm_questions), "--threads", str(args.threads),
            *(TINY_WARM if args.tiny else []), *extra]
@@ -296,13 +298,18 @@ def paired(a: dict, base: dict, key: str = "final_em") -> dict:
 
 def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dict], out: Path,
            gate_result: dict | None) -> str:
-    """The table, the paired comparisons and the curves; ``warms``: each dialect's warm-start report (the
-    threshold is search-r1's warm start + 0.10; each arm's steps to it count from its own warm start)."""
+    """The table, the paired comparisons and the curves; ``warms``: each dialect's warm-start report. Each arm's
+    threshold is ``--threshold``, or its own warm start's held-out EM + 0.10."""
     warm = warms["search-r1"]
     start = warm["eval"]
     threshold = args.threshold if args.threshold is not None else round(start["em"] + 0.10, 4)
-    starts = {name: warms[dialect_of(name.partition("-")[0])]["eval"] for name in results}
-    stats = {name: summarise(rows, threshold, starts[name]["em"]) for name, rows in results.items()}
+    arm_of = {variant(arm, norm): arm for norm in args.normalisers for arm in args.arms}
+    starts = {name: warms[dialect_of(arm_of[name])]["eval"] for name in results}
+    by_dialect = {d: args.threshold if args.threshold is not None else round(w["eval"]["em"] + 0.10, 4)
+                  for d, w in warms.items()}
+    thresholds = {name: by_dialect[dialect_of(arm_of[name])] for name in results}
+    also = "".join(f" ({d} dialect's arms: {t:.3f})" for d, t in by_dialect.items() if d != "search-r1")
+    stats = {name: summarise(rows, thresholds[name], starts[name]["em"]) for name, rows in results.items()}
     cell = lambda s, k, f="{:.3f}": f"{f.format(s[k]['mean'])} ± {f.format(s[k]['sd'])}"  # noqa: E731
     lines = [f"warm start ({args.warm_questions} questions GRPO never sees): held-out EM {start['em']:.3f}, answer "
              f"rate {start['answered']:.3f}, valid-tag rate {start['valid_tag_rate']:.3f}; own-IG validity "
@@ -311,7 +318,7 @@ def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dic
              *[f"{d} dialect's warm start (same questions, teacher and SFT): held-out EM {w['eval']['em']:.3f}, answer "
                f"rate {w['eval']['answered']:.3f}, valid-tag rate {w['eval']['valid_tag_rate']:.3f}"
                for d, w in warms.items() if d != "search-r1"],
-             f"threshold: held-out EM >= {threshold:.3f}; paired seeds per arm: {args.seeds}; {args.total_steps} "
+             f"threshold: held-out EM >= {threshold:.3f}{also}; paired seeds per arm: {args.seeds}; {args.total_steps} "
              f"steps of {args.questions_per_step}x{args.group_size} episodes; held-out EM on {args.eval_questions} "
              f"questions", "", "| arm | final EM | steps to threshold (reached) | answer rate | truncation rate "
              "| searches/ep | all-failed groups | s/step (IG s) |", "|---|---|---|---|---|---|---|---|"]
@@ -324,7 +331,7 @@ def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dic
                      f"({s['ig_seconds_per_step']['mean']:.1f}) |")
     baseline, *others = args.arms
     pairs = [(arm, baseline) for arm in others] + [
-        (a, b) for a, b in EXTRA_PAIRS if a in args.arms and b in args.arms and b != baseline]
+        (a, b) for a, b in EXTRA_PAIRS if a in args.arms and b in args.arms and baseline not in (a, b)]
     comparisons, tests, costs = [], {}, {}
     rng = np.random.default_rng(0)
     for norm in args.normalisers:
@@ -340,12 +347,13 @@ def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dic
                 f"{LABELS[arm]} - {LABELS[against]} ({NORM_NAMES[norm]}): final held-out EM "
                 f"{test['mean_difference']:+.3f} [{test['low']:+.3f}, {test['high']:+.3f}] (95% paired bootstrap over "
                 f"{args.seeds} seeds; {cell(a, 'final_em')} vs {cell(base, 'final_em')}), sign test "
-                f"{test['wins']}+/{test['losses']}- p={test['sign_test_p']:.3f}; steps to EM >= {threshold:.2f} "
+                f"{test['wins']}+/{test['losses']}- p={test['sign_test_p']:.3f}; steps to EM >= {thresholds[name]:.2f}"
+                f"{'' if thresholds[name] == thresholds[variant(against, norm)] else ' (its warm start + 0.10)'} "
                 f"x{a['steps_to_threshold']['mean'] / max(base['steps_to_threshold']['mean'], 1e-9):.2f} "
                 f"[{lo_s:.2f}, {hi_s:.2f}]; step time x{cost:.3f} (IG-Search paper: x{PAPER_COST})")
     last = comparisons[0] if comparisons else ""
     lines += [""] + comparisons[1:]
-    (out / "results.json").write_text(json.dumps({"threshold": threshold, "warm_start": warm,
+    (out / "results.json").write_text(json.dumps({"threshold": threshold, "thresholds": thresholds, "warm_start": warm,
                                                   "warm_starts": warms, "arms": stats,
                                                   "paired": tests, "step_time_ratio": costs, "gate": gate_result,
                                                   "args": vars(args)}, indent=2))

@@ -109,6 +109,32 @@ def test_steps_to_threshold_and_summary(testbed):
     assert np.allclose(np.asarray(curve.high) - curve.y, [0.0, np.sqrt(0.02), np.sqrt(0.02)])
 
 
+def test_report_gives_each_dialect_its_own_warm_start_and_threshold(testbed, tmp_path):
+    """The plan arms start from the plan warm start: their threshold (its EM + 0.10) and steps count from it, and
+    ``plan`` is also compared with ``plan_dialect``, once."""
+    warm = {"em": 0.0, "answered": 1.0, "valid_tag_rate": 1.0, "truncated": 0.0, "searches": 2.0}
+    validity = {"ig_validity_after": {"win_rate": 0.8}, "ig_validity_before": {"win_rate": 0.5}}
+    warms = {"search-r1": {"eval": warm, **validity}, "plan": {"eval": dict(warm, em=0.2)}}
+    results = {"outcome": {1: rows([0.1, 0.1]), 2: rows([0.0, 0.1])},  # threshold 0.10: reached at step 2 and 4
+               "plan_dialect": {1: rows([0.25, 0.3]), 2: rows([0.2, 0.2])},  # threshold 0.30: step 4, censored
+               "plan": {1: rows([0.3, 0.3]), 2: rows([0.2, 0.35])}}  # step 2 and 4
+    args = testbed.parse(["--arms", "outcome", "plan_dialect", "plan", "--normalisers", "std", "--seeds", "2"])
+    text = testbed.report(args, results, warms, tmp_path, None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["thresholds"] == {"outcome": 0.1, "plan_dialect": 0.3, "plan": 0.3}
+    assert saved["arms"]["outcome"]["steps_to_threshold"]["values"] == [2.0, 4.0]
+    assert saved["arms"]["plan_dialect"]["steps_to_threshold"]["values"] == [4.0, 4.0]
+    assert saved["arms"]["plan_dialect"]["reached"]["values"] == [1.0, 0.0]
+    assert saved["arms"]["plan"]["steps_to_threshold"]["values"] == [2.0, 4.0]
+    assert set(saved["paired"]) == {"plan_dialect", "plan", "plan vs plan_dialect"}
+    assert saved["paired"]["plan vs plan_dialect"]["mean_difference"] == pytest.approx(0.075)  # (0 + 0.15) / 2
+    assert "(plan dialect's arms: 0.300)" in text and "(its warm start + 0.10)" in text
+    # with plan as the baseline the plan/plan_dialect pair is printed once
+    args = testbed.parse(["--arms", "plan", "plan_dialect", "--normalisers", "std", "--seeds", "2"])
+    testbed.report(args, {k: results[k] for k in ("plan", "plan_dialect")}, warms, tmp_path, None)
+    assert set(json.loads((tmp_path / "results.json").read_text())["paired"]) == {"plan_dialect"}
+
+
 def read(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

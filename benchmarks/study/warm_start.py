@@ -32,8 +32,10 @@ trajectories that the env itself plays. The result is a Hugging Face folder that
 ``--base-model`` (``bundled``, a folder, ``tiny-random``) starts from a pretrained causal LM and its own tokenizer
 instead (``benchmarks/gpu_ig_run.py`` warm-starts SmolLM2 so, on a GPU with ``--device cuda``, bf16-mixed).
 
-The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by every setting here; a second call
-with the same settings only prints the cached report. Its last line is ``warm-started model: <folder>``.
+The folder is cached under ``search_env._cache.cache_dir("testbed")``, keyed by every setting here and by the texts
+the model reads (:func:`texts_fingerprint`); a second call with the same settings only prints the cached report.
+An ``--output`` folder built with other settings or texts is built again. Its last line is ``warm-started model:
+<folder>``.
 
     python benchmarks/study/warm_start.py               # the testbed's warm start (cached)
     python benchmarks/study/warm_start.py --dialect plan --max-new-tokens 40 --keep-correct   # oracle-written plans
@@ -495,8 +497,11 @@ def main(argv=None) -> Path:
     folder = Path(args.output) if args.output else cache_dir("testbed") / f"warm-{key}"
     if (folder / "warm_start.json").exists() and not args.force:
         report = json.loads((folder / "warm_start.json").read_text())
-        print(describe(report) + f"\n(cached)\nwarm-started model: {folder}")
-        return folder
+        if report.get("cache_key") == key or not args.output:  # the cache's folders are named by their key
+            print(describe(report) + f"\n(cached)\nwarm-started model: {folder}")
+            return folder
+        print(f"{folder} was built with other settings or texts (key {report.get('cache_key')}, now {key}): "
+              "building it again", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.utils.logging.disable_progress_bar()
@@ -535,8 +540,9 @@ def main(argv=None) -> Path:
         after = ig_validity(model, tokenizer, list(held_out)[: args.ig_questions], corpus, args)
     with timer("eval"):
         ev = evaluate(model, tokenizer, list(held_out)[: args.eval_questions], corpus, args, amp)
-    report = {"args": dataclasses.asdict(args), "parameters": sum(p.numel() for p in model.parameters()),
-              "vocab_size": len(tokenizer), "teacher_em": teacher_em, "sft_episodes": n_examples,
+    report = {"args": dataclasses.asdict(args), "cache_key": key,
+              "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(tokenizer),
+              "teacher_em": teacher_em, "sft_episodes": n_examples,
               "sft_loss_first_last": [losses[0], float(np.mean(losses[-10:]))], "ig_validity_before": before,
               "ig_validity_after": after, "eval": ev, "seconds": dict(timer.seconds)}
     if rounds:
