@@ -223,6 +223,10 @@ def test_smoke_warm_start_writes_a_folder_grpo_loads_and_is_cached(tmp_path, tok
     assert model.generation_config.eos_token_id == [tok.eos_token_id]
     again, seconds = run_warm_start(tmp_path)
     assert "(cached)" in again and again.strip().splitlines()[-1] == out.strip().splitlines()[-1]
+    # the same --output with another setting is built again, not handed out as the old model
+    other, _ = run_warm_start(tmp_path, "--accuracy", "0.7")
+    assert "(cached)" not in other and "building it again" in other
+    assert json.loads((folder / "warm_start.json").read_text())["cache_key"] != report["cache_key"]
 
 
 def test_smoke_plan_warm_start_then_grpo_in_the_plan_dialect(tmp_path):
