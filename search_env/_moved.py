@@ -23,7 +23,6 @@ MOVED: dict[str, str] = {
     "search_env.dig": "search_env.info_gain.dig",
     "search_env.commands.dig": "search_env.info_gain.dig",
     "search_env.commands.jsonl": "search_env.data.jsonl",
-    "search_env.commands.args": "search_env.arguments",
 }
 
 

@@ -12,8 +12,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from search_env.arguments import CLIError, OneLineParser, non_negative_float, positive_int
 from search_env.commands import demo, view
+from search_env.commands.args import CLIError, OneLineParser, non_negative_float, positive_int
 from search_env.data import load_corpus, load_questions
 from search_env.data.jsonl import ResumableJSONL, ResumeRefused
 from search_env.dialects import DIALECTS

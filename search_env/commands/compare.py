@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from search_env.arguments import CLIError
+from search_env.commands.args import CLIError
 
 RESAMPLES = 10_000
 LEVEL = 0.95

@@ -18,7 +18,7 @@ import sys
 import textwrap
 import time
 
-from search_env.arguments import OneLineParser, RawDescriptionDefaultsHelpFormatter, positive_int
+from search_env.commands.args import OneLineParser, RawDescriptionDefaultsHelpFormatter, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

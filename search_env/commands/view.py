@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from search_env.arguments import CLIError
+from search_env.commands.args import CLIError
 
 
 def add_parser(commands) -> None:

@@ -46,7 +46,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from search_env.agents.models import MINILM_NAME
-from search_env.arguments import CLIError, OneLineParser, positive_int
+from search_env.commands.args import CLIError, OneLineParser, positive_int
 from search_env.data.corpus import Corpus, load_corpus
 from search_env.retrieval.base import Hit, Retriever
 
@@ -340,7 +340,7 @@ def build_retriever(args: argparse.Namespace) -> tuple[Retriever, Corpus]:
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``(host, port)``, for uvicorn to listen on; a port in use (or any other failure to
-    bind) raises :class:`~search_env.arguments.CLIError` naming the address."""
+    bind) raises :class:`~search_env.commands.args.CLIError` naming the address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does; a listening port still refuses
@@ -357,7 +357,7 @@ def bind(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     """Serve as ``args`` (from :func:`add_arguments`) say: bind the port (first, so that a busy one fails before the
     index is built), build (or load) the index, then serve it with uvicorn until stopped. Returns the exit status
-    (0); a port that cannot be bound raises :class:`~search_env.arguments.CLIError`."""
+    (0); a port that cannot be bound raises :class:`~search_env.commands.args.CLIError`."""
     import uvicorn
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

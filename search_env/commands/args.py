@@ -1,5 +1,5 @@
-"""argparse pieces shared by ``search-env``, ``python -m search_env.commands.demo`` and the retrieval server (a
-library module: the server imports it, and no library module imports :mod:`search_env.commands`)."""
+"""argparse pieces shared by ``search-env``, ``python -m search_env.commands.demo`` and the retrieval server (the
+server may import it: it imports nothing of the package)."""
 
 from __future__ import annotations
 
