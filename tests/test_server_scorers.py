@@ -243,3 +243,15 @@ def test_pickles_for_worker_processes(stand_in, tokenizer):
     server = stand_in()
     scorer = pickle.loads(pickle.dumps(VLLMScorer(server.url, tokenizer, **FAST)))
     assert np.isfinite(scorer.score(["c"], ["Omrith"])).all()
+
+
+def test_the_vllm_launcher_reports_a_missing_interpreter_and_a_server_that_exits(tmp_path):
+    import sys
+
+    from search_env.scoring.vllm_launch import start_vllm
+
+    with pytest.raises(FileNotFoundError, match="no Python at .*nowhere"):
+        start_vllm(bundled_model_dir(), python=tmp_path / "nowhere" / "python")
+    # this interpreter has no vLLM: the server exits at once, and the error carries its log
+    with pytest.raises(RuntimeError, match="(?s)vLLM did not come up \\(exit 1\\).*No module named 'vllm'"):
+        start_vllm(bundled_model_dir(), python=sys.executable, timeout=60)

@@ -13,18 +13,15 @@ from search_env.data.synthetic import build_world
 from search_env.env import SearchQAEnv
 from search_env.scoring import ScorerUnavailable, VLLMScorer
 from search_env.scoring.transformers_scorer import default_scorer
-from tests.servers import free_port, start_vllm, stop_process_group, vllm_command, vllm_python
+from tests.servers import VLLM_PYTHON, start_vllm, vllm_command, vllm_python
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server():
-    vllm_python()
-    port = free_port()
-    process = start_vllm(bundled_model_dir(), port)
-    yield f"http://127.0.0.1:{port}", process
-    stop_process_group(process)
+    with start_vllm(bundled_model_dir(), python=vllm_python()) as launched:
+        yield launched.url, launched
 
 
 def test_scores_equal_the_in_process_scorer(server):
@@ -55,7 +52,7 @@ def test_the_readme_starts_the_server_these_tests_start():
     from tests.test_readme import command
 
     readme = command("vllm.entrypoints.openai.api_server")
-    variables, cmd = vllm_command(bundled_model_dir(), 8000)
+    variables, cmd = vllm_command(bundled_model_dir(), 8000, VLLM_PYTHON)
     assert readme[0] == "VLLM_CPU_KVCACHE_SPACE=1" and variables == {"VLLM_CPU_KVCACHE_SPACE": "1"}
     assert readme[1] == ".venv-vllm/bin/python" and cmd[0].endswith(".venv-vllm/bin/python")
     at, cmd_at = readme.index("--model"), cmd.index("--model")
@@ -76,13 +73,13 @@ def test_the_readme_block_scores_ig_on_the_server(server):
 
 # Last: it kills the server the other tests share.
 def test_a_server_killed_mid_run_gives_the_documented_error_and_leaves_the_episode(server):
-    url, process = server
+    url, launched = server
     scorer = VLLMScorer(url, "bundled", batch_size=1, timeout=10, retries=1, backoff=0.1)
     env = SearchQAEnv(scorer=scorer, max_turns=3)
     env.reset(seed=3)
     before = (env.transcript, env.turn)
     killed = []
-    threading.Timer(1.0, lambda: (stop_process_group(process), killed.append(time.monotonic()))).start()
+    threading.Timer(1.0, lambda: (launched.stop(), killed.append(time.monotonic()))).start()
     with pytest.raises(ScorerUnavailable, match=f"scoring failed after 2 attempt.*{url}/v1/completions") as error:
         for _ in range(20):  # each step scores 4 pairs, one request each; the kill lands in one of them
             env.step(f"<search> {env.item.question} </search>")
