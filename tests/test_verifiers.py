@@ -50,10 +50,9 @@ def server():
         yield url
 
 
-@pytest.fixture(scope="module")
-def episodes(server, tmp_path_factory):
-    """The episodes ``vf-eval`` wrote (its traces.jsonl), two questions of the built-in world, one rollout each."""
-    out = tmp_path_factory.mktemp("vf-eval")
+def run_vf_eval(server: str, out: Path, *flags: str) -> list[dict]:
+    """The episodes ``vf-eval`` wrote (its traces.jsonl) for the README's command on ``server`` plus ``flags``: two
+    questions of the built-in world, one rollout each, greedy."""
     from tests.test_readme import command
 
     readme = command("vf-eval search_env_verifiers")  # the README's command, run as written on this server
@@ -61,8 +60,7 @@ def episodes(server, tmp_path_factory):
     cmd = [str(vf_eval()), *[a.replace("http://127.0.0.1:8000", server) for a in readme[2:]]]
     cmd[cmd.index("-m") + 1] = str(bundled_model_dir())
     assert cmd[cmd.index("--env.taskset.max-turns") + 1] == str(MAX_TURNS)
-    cmd += ["-r", "1", "--env.taskset.ig-weight", str(IG_WEIGHT), "--sampling.temperature", "0",
-            "--sampling.structured-outputs.regex", SEARCH_ONLY, "-o", str(out), "--run.name", "t"]
+    cmd += ["-r", "1", "--sampling.temperature", "0", *flags, "-o", str(out), "--run.name", "t"]
     # the harness's chat program runs through uv (installed beside vf-eval); the checkout's search_env comes first
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -71,30 +69,43 @@ def episodes(server, tmp_path_factory):
     return [json.loads(line) for line in (out / "t" / "traces.jsonl").read_text().splitlines()]
 
 
+def replay(trace: dict, data: dict, **env_settings) -> tuple[list[str], list[dict], float]:
+    """The trace's assistant messages replayed through ``SearchQAEnv``: the replies, each step's info and the
+    episode's return; the observations must be the trace's user messages."""
+    env = SearchQAEnv(questions=load_questions([{"id": data["question_id"], "question": data["question"],
+                                                 "golden_answers": data["golden_answers"]}]),
+                      corpus=load_corpus(None), max_turns=MAX_TURNS, **env_settings)
+    prompt, _ = env.reset(seed=data["seed"], options={"index": 0})
+    messages = [n["message"] for n in trace["nodes"]]
+    replies = [m["content"].strip() for m in messages if m["role"] == "assistant"]
+    users = [m["content"] for m in messages[1:] if m["role"] == "user"]
+    assert (messages[0]["role"], messages[0]["content"]) == ("user", prompt)  # the env's own prompt opens it
+    assert 1 <= len(replies) <= MAX_TURNS and len(users) == len(replies) - 1
+    infos, returns = [], 0.0
+    for t, reply in enumerate(replies):
+        obs, reward, terminated, truncated, info = env.step(reply)
+        infos.append(info)
+        returns += reward
+        if t < len(users):
+            assert users[t] == obs  # the env's observation is the next user message, as the env wrote it
+    assert terminated or truncated  # the env, not verifiers, ended the episode
+    return replies, infos, returns
+
+
+@pytest.fixture(scope="module")
+def episodes(server, tmp_path_factory):
+    return run_vf_eval(server, tmp_path_factory.mktemp("vf-eval"), "--env.taskset.ig-weight", str(IG_WEIGHT),
+                       "--sampling.structured-outputs.regex", SEARCH_ONLY)
+
+
 def test_vf_eval_plays_the_env_by_name_with_per_turn_ig_and_the_env_return_as_reward(server, episodes):
     assert len(episodes) == 2 and all(e["ok"] and len(e["traces"]) == 1 for e in episodes)
     scorer = VLLMScorer(server, "bundled")
     igs_seen = []
     for episode in episodes:
         trace, data = episode["traces"][0], episode["task"]["data"]
-        env = SearchQAEnv(questions=load_questions([{"id": data["question_id"], "question": data["question"],
-                                                     "golden_answers": data["golden_answers"]}]),
-                          corpus=load_corpus(None), max_turns=MAX_TURNS, scorer=scorer,
-                          reward=RewardConfig(ig_weight=IG_WEIGHT))
-        prompt, _ = env.reset(seed=data["seed"], options={"index": 0})
-        messages = [n["message"] for n in trace["nodes"]]
-        assert (messages[0]["role"], messages[0]["content"]) == ("user", prompt)  # the env's own prompt opens it
-        replies = [m["content"].strip() for m in messages if m["role"] == "assistant"]
-        users = [m["content"] for m in messages[1:] if m["role"] == "user"]
-        assert 1 <= len(replies) <= MAX_TURNS and len(users) == len(replies) - 1
-        returns, igs, info = 0.0, [], {}
-        for t, reply in enumerate(replies):
-            obs, reward, terminated, truncated, info = env.step(reply)
-            returns += reward
-            igs.append(info.get("ig"))
-            if t < len(users):
-                assert users[t] == obs  # the env's observation is the next user message, as the env wrote it
-        assert terminated or truncated  # the env, not verifiers, ended the episode
+        replies, infos, returns = replay(trace, data, scorer=scorer, reward=RewardConfig(ig_weight=IG_WEIGHT))
+        igs, info = [i.get("ig") for i in infos], infos[-1]
         recorded = trace["info"]["search_env"]["ig"]
         assert [g is None for g in recorded] == [g is None for g in igs]
         assert all(abs(a - b) < 1e-3 for a, b in zip(recorded, igs) if a is not None)
@@ -109,6 +120,41 @@ def test_vf_eval_plays_the_env_by_name_with_per_turn_ig_and_the_env_return_as_re
         assert trace["metrics"]["ig_steps"] == len(scored) and trace["metrics"]["searches"] == len(replies)
         igs_seen += scored
     assert len(igs_seen) >= 2 and len(set(igs_seen)) > 1  # the episodes searched and got distinct IG values
+
+
+# Every turn writes a one-step plan and a search that share the content word "founder", so each search covers its
+# plan in part. A later plan replaces the earlier one, and an episode's plan rewards add up to the weight times the
+# last plan's coverage.
+PLAN_AND_SEARCH = ("<plan>\\n1\\. Who is the founder of [A-Za-z]{2,20}\\n</plan>\\n"
+                   "<search> founder of [A-Za-z]{2,20} </search>")
+PLAN_WEIGHT = 0.3
+
+
+def test_vf_eval_pays_the_plan_aware_reward_as_the_env_does(server, tmp_path):
+    episodes = run_vf_eval(server, tmp_path, "--env.taskset.dialect", "plan", "--env.taskset.plan-weight",
+                           str(PLAN_WEIGHT), "--env.taskset.ig", "false", "--sampling.max-tokens", "96",
+                           "--sampling.structured-outputs.regex", PLAN_AND_SEARCH)
+    assert len(episodes) == 2 and all(e["ok"] and len(e["traces"]) == 1 for e in episodes)
+    for episode in episodes:
+        trace, data = episode["traces"][0], episode["task"]["data"]
+        replies, infos, returns = replay(trace, data, dialect="plan", ig=False,
+                                         reward=RewardConfig(plan_weight=PLAN_WEIGHT))
+        assert all(r.startswith("<plan>") for r in replies) and all(i.get("plan") for i in infos)
+        rewards = {name: r["score"] * r["weight"] for name, r in trace["rewards"].items()}
+        assert set(rewards) == {"outcome", "format", "ig", "plan"} and rewards["ig"] == 0.0
+        assert abs(rewards["plan"] - sum(i["reward_components"]["plan"] for i in infos)) < 1e-9
+        assert abs(sum(rewards.values()) - returns) < 1e-9  # the plan term is in the env's return, once
+        coverage = infos[-1]["plan_coverage"]
+        assert coverage > 0 and abs(rewards["plan"] - PLAN_WEIGHT * coverage) < 1e-9  # the term was really paid
+
+
+def test_the_taskset_takes_every_adapter_setting():
+    vf_eval()
+    from search_env.integrations import base
+    from search_env.integrations.verifiers import SearchQAConfig
+
+    # ig_clip is left out on purpose: the trace records IG unclipped (``_settings`` sets it to None)
+    assert set(base.DEFAULTS) - {"ig_clip"} <= set(SearchQAConfig.model_fields)
 
 
 def test_load_environment_builds_the_env_through_verifiers_loader():

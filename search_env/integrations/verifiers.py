@@ -34,7 +34,8 @@ come from the ``ig_turn_<t>`` metrics in the trainer's advantage step; verifiers
 :func:`load_environment`): ``questions`` (FlashRAG JSONL; default the built-in world), ``corpus``,
 ``retriever``, ``topk``, ``max_turns``, ``dialect``, ``outcome``, ``format_penalty``, ``ig``, ``scorer``
 (``None``: the bundled model in this process; a model folder; or vLLM server URLs, which score with the policy's
-weights on the rollout server), ``scorer_tokenizer``, ``ig_weight``, ``seed`` (task *i* seeds IG's random
+weights on the rollout server), ``scorer_tokenizer``, ``ig_weight``, ``plan_weight`` (the plan dialect's
+plan-aware reward, :mod:`search_env.plan`), ``seed`` (task *i* seeds IG's random
 passages with ``seed + i``), ``limit``. The corpus, retriever and scorer are built once per process.
 """
 
@@ -75,6 +76,7 @@ class SearchQAConfig(vf.TasksetConfig):
     scorer: str | list[str] | None = None
     scorer_tokenizer: str | None = None
     ig_weight: float = 0.0
+    plan_weight: float = 0.0
     seed: int | None = 0
     limit: int | None = None
 
