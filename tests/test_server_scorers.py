@@ -5,6 +5,7 @@ episode left intact (random draws included) when scoring fails. The real vLLM se
 import json
 import math
 import pickle
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,3 +256,41 @@ def test_the_vllm_launcher_reports_a_missing_interpreter_and_a_server_that_exits
     # this interpreter has no vLLM: the server exits at once, and the error carries its log
     with pytest.raises(RuntimeError, match="(?s)vLLM did not come up \\(exit 1\\).*No module named 'vllm'"):
         start_vllm(bundled_model_dir(), python=sys.executable, timeout=60)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            start_vllm(bundled_model_dir(), python=sys.executable, port=busy.getsockname()[1])
+
+
+def test_the_vllm_launcher_stops_a_server_that_is_not_up_in_time_with_its_workers(tmp_path, monkeypatch):
+    import sys
+
+    from search_env.scoring.vllm_launch import start_vllm
+
+    # a stand-in "vllm" whose server starts a worker and never answers /health
+    server = tmp_path / "vllm" / "entrypoints" / "openai"
+    server.mkdir(parents=True)
+    for folder in (server, server.parent, server.parent.parent):
+        (folder / "__init__.py").write_text("")
+    worker = tmp_path / "worker.pid"
+    (server / "api_server.py").write_text(
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(worker)!r}, 'w').write(str(p.pid))\n"
+        "print('starting up', flush=True)\n"
+        "time.sleep(120)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="(?s)vLLM was not up within 5 s.*starting up"):
+        start_vllm(bundled_model_dir(), python=sys.executable, timeout=5)
+    pid = int(worker.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:  # gone, or a zombie nobody has reaped yet (where init does not reap)
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the server's worker {pid} outlived the server")

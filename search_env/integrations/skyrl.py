@@ -12,7 +12,8 @@ response):
 - a turn that does not end the episode: ``ig_weight * clip(IG, -ig_clip, ig_clip)`` (0 when it has no IG) plus
   the format penalty of an invalid turn; a turn whose reward would be exactly 0 gets :data:`TURN_MARK` (-1e-30)
   instead, so that the estimator still sees where it ends;
-- the last turn: the outcome (EM by default; 0 when cut off at ``max_turns``) plus its format penalty.
+- the last turn: the outcome (EM by default; 0 when cut off at ``max_turns``) plus its format penalty;
+- every turn, with ``plan_weight`` set (the plan dialect), also its plan-aware term (:mod:`search_env.plan`).
 
 SkyRL's built-in GRPO sums a trajectory's token rewards, so with it IG only shifts the trajectory's scalar; for
 credit on the turn that searched, register :func:`ig_advantage` and select it as the advantage estimator.
@@ -23,7 +24,7 @@ and the row's ``extras["search_env"]``. ``corpus`` (FlashRAG JSONL; default the 
 (``"bm25"``, ``"dense"`` or a retrieval server URL), ``topk``, ``max_turns``, ``dialect``, ``outcome``,
 ``format_penalty``, ``ig`` (false, true, or a dict of :class:`~search_env.IGConfig` fields such as ``baseline``,
 ``n_random``, ``deferred``), ``scorer`` (``None``/``"bundled"``, a model folder, or vLLM server URLs with
-``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``seed``. The corpus, retriever and scorer are built once per
+``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``plan_weight``, ``seed``. The corpus, retriever and scorer are built once per
 process and shared.
 
 **Shared draws**: IG's random passages are drawn with ``IGConfig(shared_draws=True)`` unless the ``ig`` setting

@@ -1,5 +1,6 @@
 """verl (0.9): an agent loop that plays :class:`~search_env.SearchQAEnv` through verl's rollout servers, with each
-turn's reward (``ig_weight * clip(IG)``; the outcome on the last turn) on that turn's last token.
+turn's reward (``ig_weight * clip(IG)``; the outcome on the last turn; plus the plan-aware term with
+``plan_weight``) on that turn's last token.
 
 **The loop** (:class:`SearchEnvAgentLoop`, registered with verl's ``register`` as ``"search_env_agent"``; select it
 with the dataset column ``agent_name`` or ``actor_rollout_ref.rollout.agent.default_agent_loop``, and make a verl
