@@ -24,8 +24,8 @@ and the row's ``extras["search_env"]``. ``corpus`` (FlashRAG JSONL; default the 
 (``"bm25"``, ``"dense"`` or a retrieval server URL), ``topk``, ``max_turns``, ``dialect``, ``outcome``,
 ``format_penalty``, ``ig`` (false, true, or a dict of :class:`~search_env.IGConfig` fields such as ``baseline``,
 ``n_random``, ``deferred``), ``scorer`` (``None``/``"bundled"``, a model folder, or vLLM server URLs with
-``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``plan_weight``, ``seed``. The corpus, retriever and scorer are built once per
-process and shared.
+``scorer_tokenizer``), ``ig_weight``, ``ig_clip``, ``plan_weight``, ``seed``. The corpus, retriever and scorer
+are built once per process and shared.
 
 **Shared draws**: IG's random passages are drawn with ``IGConfig(shared_draws=True)`` unless the ``ig`` setting
 says ``shared_draws: false``. SkyRL makes one env per trajectory and closes it when the trajectory ends, and starts
