@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from bench_bm25 import make_corpus, make_queries
 
+from search_env._http import free_port
 from search_env.retrieval.bm25 import BM25Retriever
-from search_env.scoring.vllm_launch import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

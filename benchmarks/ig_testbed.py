@@ -302,11 +302,11 @@ def report(args, results: dict[str, dict[int, list[dict]]], warms: dict[str, dic
     threshold is ``--threshold``, or its own warm start's held-out EM + 0.10."""
     warm = warms["search-r1"]
     start = warm["eval"]
-    threshold = args.threshold if args.threshold is not None else round(start["em"] + 0.10, 4)
-    arm_of = {variant(arm, norm): arm for norm in args.normalisers for arm in args.arms}
-    starts = {name: warms[dialect_of(arm_of[name])]["eval"] for name in results}
     by_dialect = {d: args.threshold if args.threshold is not None else round(w["eval"]["em"] + 0.10, 4)
                   for d, w in warms.items()}
+    threshold = by_dialect["search-r1"]
+    arm_of = {variant(arm, norm): arm for norm in args.normalisers for arm in args.arms}
+    starts = {name: warms[dialect_of(arm_of[name])]["eval"] for name in results}
     thresholds = {name: by_dialect[dialect_of(arm_of[name])] for name in results}
     also = "".join(f" ({d} dialect's arms: {t:.3f})" for d, t in by_dialect.items() if d != "search-r1")
     stats = {name: summarise(rows, thresholds[name], starts[name]["em"]) for name, rows in results.items()}

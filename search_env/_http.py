@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import threading
 import time
 import weakref
@@ -165,3 +166,10 @@ def _root_cause(exc: BaseException) -> str:
         exc = exc.__cause__ or exc.args[0]
     text = str(exc)
     return text.split(": ", 1)[-1] if "Failed to establish" in text else text or type(exc).__name__
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (for a local server to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from search_env.scoring.vllm_launch import LocalVLLM, free_port, start_vllm, vllm_command  # noqa: F401
+from search_env._http import free_port  # noqa: F401
+from search_env.scoring.vllm_launch import LocalVLLM, start_vllm, vllm_command  # noqa: F401
 
 VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 

@@ -22,14 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LocalVLLM", "free_port", "start_vllm", "vllm_command"]
+from search_env._http import free_port
 
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["LocalVLLM", "start_vllm", "vllm_command"]
 
 
 def vllm_command(model_dir, port: int, python) -> tuple[dict, list[str]]:
